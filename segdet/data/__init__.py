@@ -1,0 +1,1 @@
+"""Shared data helpers used by every task: robust image I/O, sample items, splits, bad-sample bookkeeping."""

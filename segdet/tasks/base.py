@@ -1,0 +1,86 @@
+"""The Task interface: everything the engine and the commands need from a task, and nothing more.
+
+A task is built from the run's config. The engine only ever sees:
+  * datasets whose ``__getitem__`` takes ``(index, seed)`` items (see ``segdet.data.items``) and a ``collate``;
+  * a model whose ``forward(batch)`` returns a dict of named loss tensors in train mode (the engine sums them)
+    and predictions in eval mode;
+  * an ``Evaluator`` turning those predictions into flat metrics;
+  * hooks for sample figures and for ``predict``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import Dataset
+
+
+class Evaluator:
+    """Accumulates picklable per-image ``records`` (so ranks can gather them) and turns them into metrics."""
+
+    def __init__(self):
+        self.records: list[Any] = []
+
+    def update(self, outputs, batch) -> None:
+        raise NotImplementedError
+
+    def compute(self, records: list[Any]) -> dict[str, float]:
+        """Flat ``{name: number}`` over all records (every rank's, gathered by the engine)."""
+        raise NotImplementedError
+
+    def write_report(self, records: list[Any], run_dir: Path) -> None:
+        """Optional per-image detail (e.g. a CSV) written by ``eval``."""
+
+
+class Task:
+    name: str = ""
+    monitor: str = ""          # metric that picks best.pt, overridable by trainer.monitor
+    monitor_mode: str = "max"
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+
+    # --- data -----------------------------------------------------------------------------------------------
+    def build_datasets(self) -> dict[str, Dataset]:
+        """``{"train": ds, "val": ds}`` for training (val may be empty). Each dataset has ``ids`` (names of
+        its samples, written to the run dir as the split) and ``bad`` (a ``BadSamples``)."""
+        raise NotImplementedError
+
+    def build_eval_dataset(self, split: str, split_ids: dict[str, list[str]] | None) -> Dataset:
+        """``split="val"``: the checkpoint's own validation samples (``split_ids["val"]``); ``"all"``: every
+        sample under ``data.root``."""
+        raise NotImplementedError
+
+    def collate(self, samples: list) -> Any:
+        return torch.utils.data.default_collate(samples)
+
+    # --- model ----------------------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def trainable_parameters(self, model: nn.Module):
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def state(self) -> dict:
+        """Task facts learned from data (e.g. class names) saved in the checkpoint: plain Python types only."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+    # --- evaluation, figures, prediction -------------------------------------------------------------------
+    def make_evaluator(self) -> Evaluator:
+        raise NotImplementedError
+
+    def log_samples(self, model: nn.Module, batch, outputs, tb, plots_dir: Path, step: int) -> None:
+        """Draw a grid for one validation batch into ``plots_dir`` and TensorBoard (rank 0 only)."""
+
+    def dataset_figures(self, dataset: Dataset, tb, plots_dir: Path) -> None:
+        """Figures of the data itself, drawn once before training (e.g. ground truth on samples)."""
+
+    def predict(self, model: nn.Module, inputs: list[Path], out_dir: Path, device: torch.device) -> dict:
+        """Write predictions for ``inputs`` under ``out_dir``; return a short summary for the log."""
+        raise NotImplementedError
