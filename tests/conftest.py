@@ -1,0 +1,31 @@
+"""Shared fixtures: config composition, the real data in ../shared/data, small torch settings."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from segdet.paths import config_dir
+
+torch.set_num_threads(2)
+
+SHARED_DATA = Path(os.environ.get("SEGDET_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def compose_cfg(command: str, overrides: list[str] = ()):
+    """The config ``segdet <command> <overrides>`` would run with (no Hydra run dir is made)."""
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose(command, overrides=list(overrides))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data; skipped on a fresh clone without it, but a failure in CI, where it must exist."""
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"shared data not found at {SHARED_DATA} (CI must run the real-data tests)")
+        pytest.skip(f"real data not present at {SHARED_DATA} (only in the CI checkout)")
+    return SHARED_DATA
