@@ -1,0 +1,3 @@
+from segdet.cli import main
+
+main()

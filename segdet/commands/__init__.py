@@ -1,0 +1,1 @@
+"""One module per command: ``run(cfg, run_dir)`` builds the objects and hands them to the engine."""

@@ -1,0 +1,46 @@
+"""segdet predict: run a checkpoint on an image or a folder of images and write what it sees."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from segdet.commands.common import start
+from segdet.commands.evaluate import build_from_checkpoint
+from segdet.data.io import IMAGE_SUFFIXES, list_images
+from segdet.registry import SegdetError
+
+log = logging.getLogger("segdet")
+
+
+def _inputs(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        images = list_images(path)
+        if not images:
+            raise SegdetError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return images
+    raise SegdetError(f"{path}: input not found")
+
+
+def _output_dir(cfg: DictConfig, run_dir: Path) -> Path:
+    out = Path(cfg.output) if cfg.output else run_dir / "predictions"
+    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
+        raise SegdetError(f"{out}: output folder exists and is not empty; pass overwrite=true or another output=")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    device = start(cfg, run_dir, "predict")
+    inputs = _inputs(Path(cfg.input))
+    out_dir = _output_dir(cfg, run_dir)
+    _, _, task, model = build_from_checkpoint(cfg)
+    model.to(device).eval()
+    log.info("predicting %d image(s) with %s on %s", len(inputs), cfg.ckpt, device)
+    summary = task.predict(model, inputs, out_dir, device) or {}
+    log.info("wrote predictions to %s %s", out_dir, summary if summary else "")
+    return summary

@@ -1,0 +1,1 @@
+"""The task-agnostic training machinery. Nothing here imports segdet.tasks."""

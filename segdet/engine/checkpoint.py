@@ -1,0 +1,103 @@
+"""Checkpoints: atomic writes, safe loads.
+
+Everything saved is plain tensors, numbers, strings, lists and dicts, so loading can use
+``torch.load(weights_only=True)``, which refuses pickled code.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segdet.registry import SegdetError
+
+FORMAT = "segdet-checkpoint-v1"
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a kill mid-save never tears ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path, expected_task: str | None = None) -> dict:
+    """Load a segdet checkpoint safely, or end with a one-line error saying what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegdetError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        raise SegdetError(f"{path}: refused to load: the file holds objects other than weights ({first})") from None
+    except Exception as e:  # zip/torch errors for files that are not checkpoints at all
+        raise SegdetError(f"{path}: not a segdet checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise SegdetError(f"{path}: not a segdet checkpoint (no '{FORMAT}' marker)")
+    if expected_task and ckpt["task"] != expected_task:
+        raise SegdetError(f"{path}: this is a '{ckpt['task']}' checkpoint, not '{expected_task}'; "
+                          f"use task={ckpt['task']}")
+    return ckpt
+
+
+def load_weights(model: torch.nn.Module, state: dict, source) -> None:
+    """``load_state_dict`` that names what differs instead of dumping a long traceback."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        if mismatched:
+            k = mismatched[0]
+            parts.append(f"{len(mismatched)} shape mismatches (e.g. {k}: checkpoint {tuple(state[k].shape)} "
+                         f"vs model {tuple(own[k].shape)})")
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise SegdetError(f"{source}: weights do not fit the model: {'; '.join(parts)}")
+    model.load_state_dict(state)
+
+
+def rng_state() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),  # (version, tuple of ints, gauss_next): plain types
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

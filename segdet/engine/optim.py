@@ -1,0 +1,67 @@
+"""Optimizers and learning-rate schedules by name (conf/optim, conf/sched)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from omegaconf import DictConfig
+
+from segdet.registry import Registry
+
+OPTIMIZERS = Registry("optimizer")
+SCHEDULES = Registry("schedule")
+
+
+@OPTIMIZERS.register("adam")
+def adam(params, cfg: DictConfig):
+    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(params, cfg: DictConfig):
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params, cfg: DictConfig):
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov)
+
+
+def _warmup(step: int, warmup: int) -> float:
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+@SCHEDULES.register("constant")
+def constant(cfg: DictConfig, total_steps: int):
+    return lambda step: _warmup(step, cfg.warmup_steps)
+
+
+@SCHEDULES.register("step")
+def step_decay(cfg: DictConfig, total_steps: int):
+    return lambda step: _warmup(step, cfg.warmup_steps) * cfg.gamma ** (step // cfg.step_size)
+
+
+@SCHEDULES.register("cosine")
+def cosine(cfg: DictConfig, total_steps: int):
+    warm, floor = cfg.warmup_steps, cfg.min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return _warmup(step, warm)
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def build_optimizer(params, cfg: DictConfig) -> torch.optim.Optimizer:
+    params = list(params)
+    if not params:
+        raise ValueError("the model has no trainable parameters (check model.train_parts)")
+    return OPTIMIZERS.get(cfg.name)(params, cfg)
+
+
+def build_scheduler(optimizer, cfg: DictConfig, total_steps: int):
+    """Stepped once per optimizer step; ``total_steps`` lets cosine reach its floor at the end of training."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES.get(cfg.name)(cfg, total_steps))
