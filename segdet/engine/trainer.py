@@ -178,13 +178,13 @@ class Trainer:
             train_loader.sampler.set_epoch(self.epoch, start=self.batch_in_epoch * train_loader.batch_size)
             self.model.train()
             sums = {k: torch.tensor(v, device=self.device) for k, v in self.epoch_sums.items()}
-            start = self.batch_in_epoch
+            start, remaining = self.batch_in_epoch, len(train_loader)
             seen, t0 = 0, time.perf_counter()
             bar = tqdm(train_loader, desc=f"epoch {self.epoch + 1}/{cfg.max_epochs}", leave=False,
                        disable=not (cfg.progress and dist_utils.is_main()))
             for i, batch in enumerate(bar):
                 batch = to_device(batch, self.device, cfg.channels_last)
-                last_micro = (i + 1) % accum == 0 or i + 1 == len(train_loader)
+                last_micro = (i + 1) % accum == 0 or i + 1 == remaining
                 sync = last_micro or not isinstance(self.model, DistributedDataParallel)
                 with (self.model.no_sync() if not sync else contextlib.nullcontext()):
                     with autocast(self.device, self.precision):
@@ -204,7 +204,7 @@ class Trainer:
                 self._optimizer_step()
                 self.batch_in_epoch = start + i + 1
                 if self.step % cfg.log_every_n_steps == 0 or self.step == 1:
-                    step_losses = {k: float(v) for k, v in losses.items()} | {"loss": float(loss)}
+                    step_losses = {k: float(v.detach()) for k, v in losses.items()} | {"loss": float(loss.detach())}
                     self.logger.scalars("train_step", step_losses | {"lr": self.scheduler.get_last_lr()[0]},
                                         self.step)
                     bar.set_postfix(loss=f"{step_losses['loss']:.4f}",
@@ -216,8 +216,9 @@ class Trainer:
                     raise Interrupted(self._signal, self.ckpt_dir / "last.pt")
                 if 0 < cfg.max_steps <= self.step:
                     break
+            partial = self.batch_in_epoch < start + remaining
             metrics = self._end_epoch(sums, val_loader, make_evaluator, sample_hook, time.perf_counter() - t0,
-                                      seen)
+                                      seen, partial)
         return metrics or (self.logger.history[-1] if self.logger.history else {})
 
     def _optimizer_step(self) -> None:
@@ -234,7 +235,7 @@ class Trainer:
     def _skip_nonfinite(self, losses: dict) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self.nonfinite_in_a_row += 1
-        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
         log.warning("non-finite loss at epoch %d step %d (%s): step skipped", self.epoch + 1, self.step, terms)
         if self.nonfinite_in_a_row >= self.cfg.max_nonfinite_steps:
             last = self.ckpt_dir / "last.pt"
@@ -247,31 +248,38 @@ class Trainer:
         self.epoch_sums = {k: float(v) for k, v in sums.items()}
         self.save("last.pt")
 
-    def _end_epoch(self, sums, val_loader, make_evaluator, sample_hook, seconds: float, seen: int) -> dict:
+    def _end_epoch(self, sums, val_loader, make_evaluator, sample_hook, seconds: float, seen: int,
+                   partial: bool) -> dict:
+        """Validate, log and checkpoint. ``partial``: max_steps stopped mid-epoch; the checkpoint keeps the
+        position so a resumed run with a larger max_steps picks up at the next batch."""
         n_batches = max(1, self.batch_in_epoch)
         record = {"epoch": self.epoch + 1, "step": self.step}
         record.update({f"train/{k}": float(v) / n_batches for k, v in sums.items()})
         record["train/images_per_s"] = seen * dist_utils.world_size() / max(seconds, 1e-9)
         record["lr"] = self.scheduler.get_last_lr()[0]
-        self.epoch += 1
-        self.batch_in_epoch, self.epoch_sums = 0, {}
+        if partial:
+            self.epoch_sums = {k: float(v) for k, v in sums.items()}
+        else:
+            self.epoch += 1
+            self.batch_in_epoch, self.epoch_sums = 0, {}
+        epochs_done = self.epoch + int(partial)
         validate = val_loader is not None and len(val_loader.dataset) > 0 and (
-            self.epoch % max(1, self.cfg.val_every_n_epochs) == 0 or self._done())
+            epochs_done % max(1, self.cfg.val_every_n_epochs) == 0 or self._done())
         metrics = {}
         if validate:
             hook = None
             if sample_hook is not None and self.cfg.samples_every_n_epochs and (
-                    self.epoch % self.cfg.samples_every_n_epochs == 0 or self._done()):
+                    epochs_done % self.cfg.samples_every_n_epochs == 0 or self._done()):
                 hook = lambda b, o: sample_hook(self.raw_model, b, o, self.logger.tb, self.logger.plots_dir,  # noqa
                                                 self.step)
             metrics, _ = evaluate(self.raw_model, val_loader, self.device, self.precision, make_evaluator(),
                                   self.cfg.channels_last, hook)
             record.update({f"val/{k}": v for k, v in metrics.items()})
-        self.logger.scalars("train", {k[6:]: v for k, v in record.items() if k.startswith("train/")}, self.epoch)
-        self.logger.scalars("val", metrics, self.epoch)
+        self.logger.scalars("train", {k[6:]: v for k, v in record.items() if k.startswith("train/")}, epochs_done)
+        self.logger.scalars("val", metrics, epochs_done)
         self.logger.end_epoch(record)
         shown = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "lr")
-        log.info("epoch %d/%d step %d  %s", self.epoch, self.cfg.max_epochs, self.step, shown)
+        log.info("epoch %d/%d step %d  %s", epochs_done, self.cfg.max_epochs, self.step, shown)
         value = metrics.get(self.monitor)
         improved = self._improved(value)
         if improved:
