@@ -1,0 +1,49 @@
+"""Faster R-CNN = backbone → RPN → RoI head, on a padded batch from ``FrcnnTask.collate``.
+
+``forward(batch)`` in train mode returns the four loss terms {rpn_cls, rpn_box, roi_cls, roi_box}; in eval mode
+one dict per image {boxes, scores, labels} with boxes in the image's original pixel coordinates.
+"""
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from .backbone import build_backbone
+from .box_coder import BoxCoder
+from .losses import build_box_loss
+from .roi_head import RoIHead
+from .rpn import RPN
+
+
+class FasterRCNN(nn.Module):
+    def __init__(self, cfg: DictConfig, loss_cfg: DictConfig, num_classes: int):
+        """``num_classes``: object classes, without the background."""
+        super().__init__()
+        bb = build_backbone(cfg)
+        self.backbone = bb.body
+        rpn_coder, roi_coder = BoxCoder(), BoxCoder(cfg.roi_head.box_weights)
+        self.rpn = RPN(bb.out_channels, bb.stride, cfg.rpn, cfg.anchor, build_box_loss(loss_cfg, "rpn", rpn_coder))
+        self.roi_head = RoIHead(bb.box_head, bb.box_head_dim, num_classes + 1, cfg.roi_op, cfg.roi_size, bb.stride,
+                                cfg.roi_head, build_box_loss(loss_cfg, "roi", roi_coder))
+
+    def forward(self, batch: dict):
+        images, sizes = batch["images"], batch["image_sizes"]
+        features = self.backbone(images)
+        if self.training:
+            targets = batch["targets"]
+            proposals, _, rpn_losses = self.rpn(features, sizes, targets)
+            return {**rpn_losses, **self.roi_head(features, proposals, sizes, targets)}
+        proposals, _, _ = self.rpn(features, sizes)
+        detections = self.roi_head(features, proposals, sizes)
+        return [to_original(d, scale, orig) for d, scale, orig in zip(detections, batch["scales"], batch["orig_sizes"])]
+
+
+def to_original(det: dict, scale, orig_size) -> dict:
+    """Undo the resize: ``scale`` is (sy, sx) = resized / original; clip to the original (h, w)."""
+    sy, sx = float(scale[0]), float(scale[1])
+    boxes = det["boxes"] / torch.tensor([sx, sy, sx, sy], device=det["boxes"].device)
+    h, w = float(orig_size[0]), float(orig_size[1])
+    boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w),
+                         boxes[:, 3].clamp(0, h)], dim=1)
+    return {**det, "boxes": boxes}
