@@ -1,0 +1,121 @@
+"""The CLI as users run it: a real subprocess per command."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK_METRICS = {"sam": ("iou", "dice", "box_baseline_iou", "box_baseline_dice"), "frcnn": ("map50", "map")}
+
+
+def segdet(*args, cwd=None, timeout=300, env=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "segdet", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=timeout, env=env)
+
+
+def assert_usage_error(proc, *words):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("segdet: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_help_lists_commands_and_tasks():
+    proc = segdet("--help")
+    assert proc.returncode == 0
+    for word in ("train", "eval", "predict", "sam", "frcnn"):
+        assert word in proc.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["fit", "task=sam"], ["unknown command 'fit'", "train, eval, predict"]),
+    (["train"], ["task is required"]),
+    (["train", "task=yolo"], ["unknown task 'yolo'", "sam, frcnn"]),
+    (["train", "task=sam", "data=nope"], ["unknown data 'nope'", "folder", "synthetic"]),
+    (["train", "task=sam", "optim=lion"], ["unknown optim 'lion'", "adam"]),
+    (["eval", "task=sam"], ["ckpt is required"]),
+    (["train", "task=sam", "experiment=smoke", "data=voc", "data.root=/nonexistent"], ["unknown dataset 'voc'"]),
+])
+def test_usage_errors_are_one_line_exit_2(args, words, tmp_path):
+    assert_usage_error(segdet(*args, f"hydra.run.dir={tmp_path}"), *words)
+
+
+def test_cfg_job_prints_the_composed_config():
+    proc = segdet("train", "task=frcnn", "experiment=smoke", "--cfg", "job")
+    assert proc.returncode == 0, proc.stderr
+    assert "name: frcnn" in proc.stdout and "max_epochs: 2" in proc.stdout
+
+
+@pytest.mark.parametrize("task", ["sam", "frcnn"])
+def test_smoke_train_writes_the_run_dir_contract_then_eval_and_predict(task, tmp_path):
+    run = tmp_path / "train"
+    proc = segdet("train", f"task={task}", "experiment=smoke", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("config.yaml", "train.log", "metrics.json", "split.json", "checkpoints/last.pt",
+                 "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert (run / "plots" / "loss_curves.png").stat().st_size > 1000
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in TASK_METRICS[task]:
+        assert isinstance(metrics[key], float), key
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert "epoch 2/2" in (run / "train.log").read_text()
+
+    ev = tmp_path / "eval"
+    proc = segdet("eval", f"task={task}", f"ckpt={run}/checkpoints/last.pt", f"hydra.run.dir={ev}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scored = json.loads((ev / "metrics.json").read_text())
+    assert scored["split"] == "val" and scored["num_samples"] == len(json.loads((run / "split.json").read_text())["val"])
+    for key in TASK_METRICS[task]:
+        assert scored[key] == pytest.approx(metrics[key], abs=1e-4), key  # same split, same weights
+
+    images = tmp_path / "photos"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for stem, size in (("wide", (96, 64)), ("tall", (50, 80))):
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(images / f"{stem}.png")
+    pred = tmp_path / "pred"
+    proc = segdet("predict", f"task={task}", f"ckpt={run}/checkpoints/best.pt", f"input={images}",
+                  f"hydra.run.dir={pred}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = pred / "predictions"
+    if task == "sam":
+        for stem, size in (("wide", (96, 64)), ("tall", (50, 80))):
+            mask = Image.open(out / "masks" / f"{stem}.png")
+            assert mask.size == size
+            assert set(np.unique(np.asarray(mask))) <= {0, 255}
+            assert (out / "overlays" / f"{stem}.png").is_file()
+    else:
+        detections = json.loads((out / "detections.json").read_text())
+        assert all(set(d) >= {"image_id", "category_id", "bbox", "score"} for d in detections)
+        assert json.loads((out / "categories.json").read_text())
+        assert {p.stem for p in (out / "images").glob("*.png")} == {"wide", "tall"}
+    again = segdet("predict", f"task={task}", f"ckpt={run}/checkpoints/best.pt", f"input={images}",
+                   f"output={out}", f"hydra.run.dir={tmp_path / 'pred2'}")
+    assert_usage_error(again, "overwrite=true")
+
+    other = "frcnn" if task == "sam" else "sam"
+    assert_usage_error(segdet("eval", f"task={other}", f"ckpt={run}/checkpoints/last.pt",
+                              f"hydra.run.dir={tmp_path / 'x'}"), f"'{task}' checkpoint")
+
+
+def test_sweep_makes_one_run_dir_per_job(tmp_path):
+    proc = segdet("train", "-m", "task=sam", "experiment=smoke", "trainer.max_epochs=1", "optim.lr=1e-3,1e-4",
+                  f"hydra.sweep.dir={tmp_path}", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job in ("0", "1"):
+        assert json.loads((tmp_path / job / "metrics.json").read_text())["history"]
+    lrs = [float(__import__("yaml").safe_load((tmp_path / j / "config.yaml").read_text())["optim"]["lr"])
+           for j in ("0", "1")]
+    assert lrs == [1e-3, 1e-4]
