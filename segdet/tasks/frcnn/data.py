@@ -1,0 +1,348 @@
+"""Detection datasets (registry): Pascal VOC XML, COCO JSON, generated shapes.
+
+Each builder turns ``cfg.data`` into a list of ``Record`` (one image: where it is, its objects in 0-based
+continuous pixel coordinates, labels 1..C, difficult flags); ``DetectionDataset`` loads, augments and resizes one
+record per ``(index, seed)`` item. Bad files follow ``data.on_bad_sample``; broken boxes are dropped with a warning
+naming the file.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image, ImageDraw
+from torch.utils.data import Dataset
+
+from segdet.data.io import BadSample, BadSamples, image_size, list_images, load_rgb
+from segdet.data.items import unpack
+from segdet.registry import Registry, SegdetError
+
+from .transforms import DetectionTransform
+
+log = logging.getLogger("segdet")
+DATASETS = Registry("frcnn dataset")
+
+
+@dataclass
+class Record:
+    id: str
+    path: Path | None                      # None: generated (see ``render``)
+    width: int
+    height: int
+    boxes: np.ndarray                      # N×4 float32, x1 y1 x2 y2, 0-based continuous pixels
+    names: list[str]                       # class name of each box
+    difficult: np.ndarray                  # N bool
+    render: Callable | None = field(default=None, repr=False)
+
+
+def clean_boxes(boxes: np.ndarray, width: int, height: int, where) -> np.ndarray:
+    """Clip to the image; return the mask of boxes with positive area (the rest: a warning naming the file)."""
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    if not ok.all():
+        log.warning("%s: dropped %d degenerate box(es) (zero area after clipping to %dx%d)",
+                    where, int((~ok).sum()), width, height)
+    return ok
+
+
+# --- Pascal VOC ---------------------------------------------------------------------------------------------------
+def parse_voc_xml(path: Path) -> tuple[str | None, list[tuple[str, list[float], bool]]]:
+    """(``<filename>``, [(name, [xmin, ymin, xmax, ymax] as written, difficult)])."""
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as e:
+        raise BadSample(path, f"invalid annotation XML ({e})") from None
+    objects = []
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        bb = obj.find("bndbox")
+        try:
+            coords = [float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+        except (AttributeError, TypeError, ValueError):
+            raise BadSample(path, f"object '{name}' has no valid <bndbox> xmin/ymin/xmax/ymax") from None
+        objects.append((name, coords, (obj.findtext("difficult") or "0").strip() == "1"))
+    return root.findtext("filename"), objects
+
+
+def voc_to_continuous(coords: list[float]) -> list[float]:
+    """VOC pixels are 1-based and inclusive: pixel i covers [i-1, i), so xmin → xmin-1 and xmax stays."""
+    xmin, ymin, xmax, ymax = coords
+    return [xmin - 1, ymin - 1, xmax, ymax]
+
+
+def _voc_layout(root: Path) -> tuple[Path, Path, Path | None]:
+    """(images dir, annotations dir, ImageSets/Main or None) for either VOC layout."""
+    if (root / "images").is_dir() and (root / "annotations").is_dir():
+        return root / "images", root / "annotations", None
+    if (root / "JPEGImages").is_dir() and (root / "Annotations").is_dir():
+        return root / "JPEGImages", root / "Annotations", root / "ImageSets" / "Main"
+    years = sorted(p for p in root.glob("VOC20*") if (p / "Annotations").is_dir()) if root.is_dir() else []
+    if len(years) == 1:  # data.root=VOCdevkit with one year inside
+        return _voc_layout(years[0])
+    raise SegdetError(f"data.root={root}: expected images/ + annotations/ (VOC XML), or a VOCdevkit year folder "
+                      f"with JPEGImages/ + Annotations/ + ImageSets/Main/"
+                      + (f"; found several years, pick one: {', '.join(p.name for p in years)}" if years else ""))
+
+
+def _read_image_set(main: Path, name: str) -> list[str]:
+    path = main / f"{name}.txt"
+    if not path.is_file():
+        have = sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem) if main.is_dir() else []
+        raise SegdetError(f"{path}: image set not found; choose from: {', '.join(have) or '(none)'}")
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def voc_records(cfg: DictConfig, bad: BadSamples, image_set: str | None = None) -> list[Record]:
+    if not cfg.get("root"):
+        raise SegdetError("data=voc needs data.root=DIR (images/ + annotations/, or a VOCdevkit year folder)")
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise SegdetError(f"data.root={root}: folder not found")
+    images_dir, ann_dir, main = _voc_layout(root)
+    image_set = image_set or cfg.get("image_set")
+    if main is not None and image_set is None and (main / "trainval.txt").is_file():
+        image_set = "trainval"
+    if image_set is not None:
+        if main is None:
+            raise SegdetError(f"data.image_set={image_set}: {root} has no ImageSets/Main (not a VOCdevkit folder)")
+        xmls = [ann_dir / f"{i}.xml" for i in _read_image_set(main, image_set)]
+    else:
+        xmls = sorted(ann_dir.glob("*.xml"))
+    if not xmls:
+        raise SegdetError(f"{ann_dir}: no annotation .xml files")
+    by_stem = {p.stem: p for p in list_images(images_dir)}
+    records = []
+    for xml in xmls:
+        try:
+            if not xml.is_file():
+                raise BadSample(xml, "annotation file not found")
+            filename, objects = parse_voc_xml(xml)
+            path = by_stem.get(xml.stem) or (images_dir / filename if filename else None)
+            if path is None or not path.is_file():
+                raise BadSample(xml, f"no image for this annotation in {images_dir}")
+            w, h = image_size(path)
+        except BadSample as e:
+            bad.add(e)
+            continue
+        boxes = np.array([voc_to_continuous(c) for _, c, _ in objects], dtype=np.float32).reshape(-1, 4)
+        ok = clean_boxes(boxes, w, h, xml)
+        records.append(Record(xml.stem, path, w, h, boxes[ok], [o[0] for o, k in zip(objects, ok) if k],
+                              np.array([o[2] for o in objects], dtype=bool)[ok]))
+    return records
+
+
+@DATASETS.register("voc")
+def voc(cfg: DictConfig, bad: BadSamples, seed: int, split: str) -> tuple[list[Record], None]:
+    """``split``: ``all`` (data.image_set or everything), or ``val`` with ``data.val_image_set`` set.
+    Classes: none fixed by the format (collected from the annotations unless data.classes is given)."""
+    if split == "val":
+        return voc_records(cfg, bad, cfg.val_image_set), None
+    return voc_records(cfg, bad), None
+
+
+# --- COCO ---------------------------------------------------------------------------------------------------------
+@DATASETS.register("coco")
+def coco(cfg: DictConfig, bad: BadSamples, seed: int, split: str) -> tuple[list[Record], list[str]]:
+    if not cfg.get("root") or not cfg.get("ann_file"):
+        raise SegdetError("data=coco needs data.root=DIR (images) and data.ann_file=FILE (COCO JSON)")
+    root = Path(cfg.root).expanduser()
+    ann_file = Path(cfg.ann_file if split != "val" else cfg.val_ann_file).expanduser()
+    if not ann_file.is_absolute() and not ann_file.is_file():
+        ann_file = root / ann_file
+    try:
+        data = json.loads(ann_file.read_text())
+        cats = {c["id"]: c["name"] for c in data["categories"]}
+        images = data["images"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SegdetError(f"{ann_file}: not a readable COCO annotation file ({type(e).__name__}: {e})") from None
+    anns: dict[int, list] = {}
+    for a in data.get("annotations", []):
+        anns.setdefault(a["image_id"], []).append(a)
+    images_dir = Path(cfg.images_dir).expanduser() if cfg.get("images_dir") else root
+    records = []
+    for im in images:
+        path = images_dir / im["file_name"]
+        if not path.is_file() and (images_dir / "images" / im["file_name"]).is_file():
+            path = images_dir / "images" / im["file_name"]
+        if not path.is_file():
+            bad.add(BadSample(path, f"image of COCO image id {im['id']} not found"))
+            continue
+        w, h = int(im.get("width") or 0), int(im.get("height") or 0)
+        if not (w and h):
+            try:
+                w, h = image_size(path)
+            except BadSample as e:
+                bad.add(e)
+                continue
+        objs = [a for a in anns.get(im["id"], []) if a.get("category_id") in cats]
+        boxes = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in (a["bbox"] for a in objs)],
+                         dtype=np.float32).reshape(-1, 4)
+        ok = clean_boxes(boxes, w, h, f"{ann_file} (image {im['file_name']})")
+        # crowd regions are kept like VOC's difficult objects: ignored by the metrics, not trained on
+        records.append(Record(str(Path(im["file_name"]).with_suffix("")), path, w, h, boxes[ok],
+                              [cats[a["category_id"]] for a, k in zip(objs, ok) if k],
+                              np.array([bool(a.get("iscrowd", 0)) for a in objs], dtype=bool)[ok]))
+    return records, [cats[k] for k in sorted(cats)]  # label k is the k-th category id
+
+
+# --- synthetic ----------------------------------------------------------------------------------------------------
+SHAPES = ("square", "circle", "triangle", "cross", "diamond", "ring")
+
+
+def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Smooth colour noise plus faint stripes: a background the detector must learn to ignore."""
+    coarse = rng.uniform(40, 200, size=(6, 6, 3)).astype(np.uint8)
+    base = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), dtype=np.float32)
+    yy, xx = np.mgrid[:size, :size]
+    angle, period = rng.uniform(0, np.pi), rng.uniform(6, 20)
+    stripes = 15 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
+    noise = rng.normal(0, 8, size=(size, size, 1))
+    return np.clip(base + stripes[..., None] + noise, 0, 255).astype(np.uint8)
+
+
+def _draw(draw: ImageDraw.ImageDraw, shape: str, box, color) -> None:
+    x1, y1, x2, y2 = box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    if shape == "square":
+        draw.rectangle([x1, y1, x2 - 1, y2 - 1], fill=color)
+    elif shape == "circle":
+        draw.ellipse([x1, y1, x2 - 1, y2 - 1], fill=color)
+    elif shape == "triangle":
+        draw.polygon([(x1, y2 - 1), (x2 - 1, y2 - 1), (cx, y1)], fill=color)
+    elif shape == "cross":
+        t = (x2 - x1) / 3
+        draw.rectangle([cx - t / 2, y1, cx + t / 2, y2 - 1], fill=color)
+        draw.rectangle([x1, cy - t / 2, x2 - 1, cy + t / 2], fill=color)
+    elif shape == "diamond":
+        draw.polygon([(cx, y1), (x2 - 1, cy), (cx, y2 - 1), (x1, cy)], fill=color)
+    else:  # ring
+        draw.ellipse([x1, y1, x2 - 1, y2 - 1], outline=color, width=max(2, int((x2 - x1) / 6)))
+
+
+def _synthetic_layout(seed: int, index: int, size: int, num_classes: int, empty_fraction: float):
+    rng = np.random.default_rng([seed, index])
+    n = 0 if rng.random() < empty_fraction else int(rng.integers(1, 4))
+    boxes, labels, colors = [], [], []
+    for _ in range(n):
+        for _attempt in range(20):  # place without heavy overlap
+            s = rng.uniform(0.2, 0.42) * size
+            x1, y1 = rng.uniform(0, size - s, size=2)
+            box = [float(int(x1)), float(int(y1)), float(int(x1 + s)), float(int(y1 + s))]
+            if all(_iou(box, b) < 0.1 for b in boxes):
+                boxes.append(box)
+                labels.append(int(rng.integers(num_classes)))
+                colors.append(tuple(int(c) for c in rng.integers(0, 256, size=3)))
+                break
+    return boxes, labels, colors
+
+
+def _iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def render_synthetic(seed: int, index: int, size: int, num_classes: int, empty_fraction: float) -> np.ndarray:
+    boxes, labels, colors = _synthetic_layout(seed, index, size, num_classes, empty_fraction)
+    img = Image.fromarray(_texture(np.random.default_rng([seed, index, 1]), size))
+    draw = ImageDraw.Draw(img)
+    for box, label, color in zip(boxes, labels, colors):
+        _draw(draw, SHAPES[label], box, color)
+    return np.asarray(img)
+
+
+@DATASETS.register("synthetic")
+def synthetic(cfg: DictConfig, bad: BadSamples, seed: int, split: str) -> tuple[list[Record], list[str]]:
+    """Shapes of ``data.num_classes`` kinds on textured backgrounds; ``data.empty_fraction`` of images empty."""
+    k = int(cfg.get("num_classes", 3))
+    if not 1 <= k <= len(SHAPES):
+        raise SegdetError(f"data.num_classes={k}: the synthetic set has 1 to {len(SHAPES)} shape classes")
+    size, n, empty = int(cfg.image_size), int(cfg.num_images), float(cfg.get("empty_fraction", 0.15))
+    records = []
+    for i in range(n):
+        boxes, labels, _ = _synthetic_layout(seed, i, size, k, empty)
+        render = partial(render_synthetic, seed, i, size, k, empty)  # picklable for worker processes
+        records.append(Record(f"synthetic_{i:05d}", None, size, size, np.array(boxes, dtype=np.float32).reshape(-1, 4),
+                              [SHAPES[c] for c in labels], np.zeros(len(boxes), dtype=bool), render))
+    return records, list(SHAPES[:k])
+
+
+# --- the torch Dataset --------------------------------------------------------------------------------------------
+class DetectionDataset(Dataset):
+    """One item: the resized, normalised image, its training boxes/labels (resized; difficult objects left out
+    unless ``use_difficult``) and its full ground truth in original coordinates for the evaluator."""
+
+    def __init__(self, records: list[Record], classes: list[str], transform: DetectionTransform, bad: BadSamples,
+                 use_difficult: bool = False):
+        self.records, self.classes, self.transform, self.bad = records, classes, transform, bad
+        self.use_difficult = use_difficult
+        index = {c: i + 1 for i, c in enumerate(classes)}
+        unknown = sorted({n for r in records for n in r.names if n not in index})
+        if unknown:
+            log.warning("ignoring objects of classes not in the class list %s: %s", classes, ", ".join(unknown))
+        self.labels = []
+        for r in records:
+            keep = np.array([n in index for n in r.names], dtype=bool)
+            r.boxes, r.difficult = r.boxes[keep], r.difficult[keep]
+            r.names = [n for n in r.names if n in index]
+            self.labels.append(np.array([index[n] for n in r.names], dtype=np.int64))
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load_image(self, i: int) -> np.ndarray:
+        r = self.records[i]
+        return r.render() if r.render is not None else load_rgb(r.path)
+
+    def __getitem__(self, item) -> dict:
+        i, rng = unpack(item)
+        for _ in range(len(self)):
+            try:
+                image = self.load_image(i)
+                break
+            except BadSample as e:  # passed the header check at start-up but does not decode: use the next one
+                self.bad.add(e)
+                i = (i + 1) % len(self)
+        else:
+            raise SegdetError("no readable image in this dataset")
+        r = self.records[i]
+        labels = self.labels[i]
+        train_mask = np.ones(len(labels), dtype=bool) if self.use_difficult else ~r.difficult
+        tensor, boxes, kept, scale = self.transform(image, r.boxes[train_mask], rng)
+        return {
+            "image": tensor,
+            "boxes": boxes,
+            "labels": torch.from_numpy(labels[train_mask][kept.numpy()]),
+            "gt_boxes": torch.from_numpy(r.boxes),
+            "gt_labels": torch.from_numpy(labels),
+            "gt_difficult": torch.from_numpy(r.difficult),
+            "orig_size": (r.height, r.width),
+            "scale": scale,
+            "id": r.id,
+        }
+
+
+def collate(samples: list[dict], divisible: int = 32) -> dict:
+    from .transforms import pad_batch
+    return {
+        "images": pad_batch([s["image"] for s in samples], divisible),
+        "image_sizes": torch.tensor([tuple(s["image"].shape[1:]) for s in samples], dtype=torch.long),
+        "orig_sizes": torch.tensor([s["orig_size"] for s in samples], dtype=torch.long),
+        "scales": torch.tensor([s["scale"] for s in samples], dtype=torch.float32),
+        "targets": [{k: s[k] for k in ("boxes", "labels", "gt_boxes", "gt_labels", "gt_difficult")} for s in samples],
+        "ids": [s["id"] for s in samples],
+    }

@@ -1,0 +1,123 @@
+"""The Faster R-CNN task: what the engine needs to train, evaluate and predict with the detector."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from segdet.data.io import BadSamples
+from segdet.data.split import split_indices
+from segdet.registry import SegdetError
+from segdet.tasks.base import Task
+
+from . import figures
+from .data import DATASETS, DetectionDataset, collate
+from .detector import FasterRCNN
+from .metrics import DetectionEvaluator
+from .predict import predict as write_predictions
+from .transforms import DetectionTransform
+
+log = logging.getLogger("segdet")
+
+
+class FrcnnTask(Task):
+    name = "frcnn"
+    monitor = "map50"
+    monitor_mode = "max"
+
+    def __init__(self, cfg: DictConfig):
+        super().__init__(cfg)
+        classes = cfg.data.get("classes")
+        self.classes: list[str] | None = list(classes) if classes else None
+        self.from_checkpoint = False  # weights come from a checkpoint: skip downloading pretrained ones
+
+    # --- data ------------------------------------------------------------------------------------------------------
+    def transform(self, train: bool) -> DetectionTransform:
+        m = self.cfg.model
+        t = DetectionTransform(m.min_size, m.max_size, self.cfg.get("augment"), train=train)
+        t.size_divisible = int(m.get("size_divisible", 32))
+        return t
+
+    def _records(self, split: str, bad: BadSamples):
+        d = self.cfg.data
+        records, fixed_classes = DATASETS.get(d.name)(d, bad, int(self.cfg.seed), split)
+        if self.classes is None:
+            self.classes = fixed_classes or sorted({n for r in records for n in r.names})
+            if not self.classes:
+                raise SegdetError(f"data.root={d.get('root')}: no objects in any annotation, so no classes; "
+                                  "set data.classes=[...]")
+        return records
+
+    def _dataset(self, records, train: bool, bad: BadSamples) -> DetectionDataset:
+        return DetectionDataset(records, self.classes, self.transform(train), bad,
+                                bool(self.cfg.data.get("use_difficult", False)))
+
+    def build_datasets(self) -> dict:
+        bad = BadSamples(self.cfg.data.get("on_bad_sample", "skip"))
+        records = self._records("all", bad)
+        if self.cfg.data.get("val_image_set") or self.cfg.data.get("val_ann_file"):  # a separate validation set
+            val_bad = BadSamples(bad.policy)
+            val = self._dataset(self._records("val", val_bad), False, val_bad)
+            return {"train": self._dataset(records, True, bad), "val": val}
+        train_idx, val_idx = split_indices(len(records), float(self.cfg.data.get("val_fraction", 0.1)),
+                                           int(self.cfg.seed))
+        return {"train": self._dataset([records[i] for i in train_idx], True, bad),
+                "val": self._dataset([records[i] for i in val_idx], False, bad)}
+
+    def build_eval_dataset(self, split: str, split_ids) -> DetectionDataset:
+        bad = BadSamples(self.cfg.data.get("on_bad_sample", "skip"))
+        if split == "val" and (self.cfg.data.get("val_image_set") or self.cfg.data.get("val_ann_file")):
+            return self._dataset(self._records("val", bad), False, bad)
+        records = self._records("all", bad)
+        if split == "val":
+            if not split_ids or "val" not in split_ids:
+                raise SegdetError("this checkpoint stores no validation split; pass data.split=all with data.root=DIR")
+            wanted = set(split_ids["val"])
+            records = [r for r in records if r.id in wanted]
+        return self._dataset(records, False, bad)
+
+    def collate(self, samples: list[dict]) -> dict:
+        return collate(samples, int(self.cfg.model.get("size_divisible", 32)))
+
+    # --- model -------------------------------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        if not self.classes:
+            raise SegdetError("frcnn: the class list is unknown; build the datasets first or set data.classes=[...]")
+        model_cfg = self.cfg.model
+        if self.from_checkpoint:  # the checkpoint's weights replace ImageNet's: do not fetch them
+            model_cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
+            with open_dict(model_cfg):
+                model_cfg.backbone.load = False
+        return FasterRCNN(model_cfg, self.cfg.loss, len(self.classes))
+
+    def state(self) -> dict:
+        return {"classes": list(self.classes or [])}
+
+    def load_state(self, state: dict) -> None:
+        if state.get("classes"):
+            self.classes = list(state["classes"])
+        self.from_checkpoint = True
+
+    # --- evaluation, figures, prediction ----------------------------------------------------------------------------
+    def make_evaluator(self) -> DetectionEvaluator:
+        return DetectionEvaluator(self.classes, str(self.cfg.task.get("map_rule", "voc07")))
+
+    def log_samples(self, model, batch, outputs, tb, plots_dir: Path, step: int) -> None:
+        figures.predictions_vs_truth(batch, outputs, self.classes, Path(plots_dir) / "predictions.png", tb, step)
+
+    def dataset_figures(self, dataset, tb, plots_dir: Path) -> None:
+        if len(dataset) == 0:
+            return
+        n = min(8, len(dataset))
+        picks = torch.linspace(0, len(dataset) - 1, n).round().long().tolist()
+        samples = [dataset[(i, 1234 + i)] for i in picks]
+        figures.ground_truth_grid(samples, self.classes, Path(plots_dir) / "ground_truth.png", tb)
+
+    def predict(self, model: nn.Module, inputs: list[Path], out_dir: Path, device: torch.device) -> dict:
+        threshold = self.cfg.get("score_threshold")
+        return write_predictions(model, self.transform(False), self.classes, inputs, out_dir, device,
+                                 None if threshold is None else float(threshold),
+                                 int(self.cfg.data.get("batch_size", 1) or 1))

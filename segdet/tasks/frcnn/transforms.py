@@ -1,0 +1,80 @@
+"""Image + box preprocessing: training augmentation (Albumentations, boxes follow), the paper's resize
+(shorter side to ``min_size`` unless the longer side would pass ``max_size``), ImageNet normalisation, padding.
+"""
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resize_scale(h: int, w: int, min_size: float, max_size: float) -> float:
+    return min(min_size / min(h, w), max_size / max(h, w))
+
+
+def build_augment(cfg: DictConfig | None) -> A.Compose | None:
+    """``augment=frcnn_default``: horizontal flip (p = augment.hflip); ``augment=none``: nothing."""
+    if cfg is None or cfg.get("name", "none") == "none" or not cfg.get("hflip", 0):
+        return None
+    return A.Compose([A.HorizontalFlip(p=float(cfg.hflip))],
+                     bbox_params=A.BboxParams(format="pascal_voc", label_fields=["index"], clip=True))
+
+
+class DetectionTransform:
+    """numpy H×W×3 uint8 + N×4 boxes → normalised 3×h×w tensor, resized boxes, surviving box indices, (sy, sx)."""
+
+    def __init__(self, min_size: float, max_size: float, augment: DictConfig | None = None, train: bool = False):
+        self.min_size, self.max_size = float(min_size), float(max_size)
+        self.augment = build_augment(augment) if train else None
+        sizes = augment.get("min_size") if (train and augment is not None) else None
+        if sizes is not None:  # augment.min_size: one number or a list to pick from per image
+            sizes = [float(sizes)] if isinstance(sizes, (int, float)) else [float(s) for s in sizes]
+        self.train_sizes = sizes
+        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def __call__(self, image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator | None = None):
+        index = np.arange(len(boxes))
+        if self.augment is not None and rng is not None:
+            self.augment.set_random_seed(int(rng.integers(2**31)))  # the sample's own seed: reproducible
+            out = self.augment(image=image, bboxes=boxes.reshape(-1, 4), index=index)
+            image = out["image"]
+            boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+            index = np.asarray(out["index"], dtype=np.int64).reshape(-1)
+        min_size = self.min_size
+        if self.train_sizes is not None and rng is not None:  # multi-scale training
+            min_size = self.train_sizes[int(rng.integers(len(self.train_sizes)))]
+        h, w = image.shape[:2]
+        s = resize_scale(h, w, min_size, self.max_size)
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        if (nh, nw) != (h, w):
+            image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        sy, sx = nh / h, nw / w
+        boxes = boxes.astype(np.float32) * np.array([sx, sy, sx, sy], dtype=np.float32)
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+        tensor = (tensor - self.mean) / self.std
+        return tensor, torch.from_numpy(boxes).reshape(-1, 4), torch.from_numpy(index), (sy, sx)
+
+
+def denormalise(image: torch.Tensor) -> np.ndarray:
+    """3×H×W normalised tensor → H×W×3 uint8 for figures."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
+    x = (image.float() * std + mean).clamp(0, 1)
+    return (x.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def pad_batch(images: list[torch.Tensor], divisible: int = 32) -> torch.Tensor:
+    """Zero-pad (after normalisation, like torchvision) to the largest size, rounded up to ``divisible``."""
+    h = max(im.shape[1] for im in images)
+    w = max(im.shape[2] for im in images)
+    h, w = -(-h // divisible) * divisible, -(-w // divisible) * divisible
+    out = images[0].new_zeros(len(images), 3, h, w)
+    for i, im in enumerate(images):
+        out[i, :, : im.shape[1], : im.shape[2]] = im
+    return out
