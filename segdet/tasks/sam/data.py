@@ -1,0 +1,256 @@
+"""Datasets of the sam task: a *source* (folder of image/mask pairs, or generated scenes) gives (image, mask) by
+index; ``SamDataset`` adds augmentation, prompts and the batch format; ``collate`` packs samples of any size.
+
+A batch keeps images and masks at their own size (a list) and flattens prompts over the batch
+(``prompt_image`` says which image each prompt belongs to): resizing happens on the model's device, and an
+image may have any number of prompts.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from segdet.data.io import BadSample, BadSamples, image_size, list_images, load_mask, load_rgb
+from segdet.data.items import unpack
+from segdet.data.split import split_indices
+from segdet.registry import Registry, SegdetError
+from segdet.tasks.sam.augment import apply_augment
+from segdet.tasks.sam.prompts import PAD_LABEL, PromptConfig, make_prompts
+from segdet.tasks.sam.synthetic import scene
+
+log = logging.getLogger(__name__)
+
+SOURCES = Registry("sam data option")
+
+
+@SOURCES.register("folder")
+class FolderSource:
+    """``root/images/*`` and ``root/masks/*`` paired by file stem (jpg/png/tif...)."""
+
+    def __init__(self, root, data_cfg, seed: int, bad: BadSamples):
+        if root is None or str(root) in ("", "???"):
+            raise SegdetError("data=folder needs data.root=DIR (with DIR/images and DIR/masks)")
+        root = Path(str(root)).expanduser()
+        if not root.is_dir():
+            raise SegdetError(f"data.root={root}: no such folder")
+        img_dir, mask_dir = root / data_cfg.get("images_dir", "images"), root / data_cfg.get("masks_dir", "masks")
+        for d in (img_dir, mask_dir):
+            if not d.is_dir():
+                raise SegdetError(f"{root}: expected the folders {img_dir.name}/ and {mask_dir.name}/ "
+                                  f"(image and mask with the same file stem); {d.name}/ is missing")
+        self.threshold = int(data_cfg.get("mask_threshold", 127))
+        self.mismatch = str(data_cfg.get("size_mismatch", "error"))
+        if self.mismatch not in ("error", "resize", "skip"):
+            raise SegdetError(f"data.size_mismatch must be error, resize or skip, not '{self.mismatch}'")
+
+        masks: dict[str, Path] = {}
+        for p in list_images(mask_dir):
+            if p.stem in masks:
+                bad.add(BadSample(p, f"a second mask for stem '{p.stem}' (kept {masks[p.stem].name})"))
+            else:
+                masks[p.stem] = p
+        self.pairs: list[tuple[Path, Path]] = []
+        self.ids: list[str] = []
+        seen: set[str] = set()
+        for img in list_images(img_dir):
+            if img.stem in seen:
+                bad.add(BadSample(img, f"a second image for stem '{img.stem}'"))
+                continue
+            seen.add(img.stem)
+            m = masks.get(img.stem)
+            if m is None:
+                bad.add(BadSample(img, f"no mask with this stem in {mask_dir.name}/"))
+                continue
+            try:
+                isz, msz = image_size(img), image_size(m)
+            except BadSample as e:
+                bad.add(e)
+                continue
+            if isz != msz:
+                what = f"mask {m} is {msz[0]}x{msz[1]} but its image {img} is {isz[0]}x{isz[1]}"
+                if self.mismatch == "error":
+                    raise SegdetError(f"{what}; fix the files or set data.size_mismatch=resize (nearest) or skip")
+                if self.mismatch == "skip":
+                    bad.add(BadSample(m, f"size {msz[0]}x{msz[1]} differs from its image's {isz[0]}x{isz[1]}"))
+                    continue
+            self.pairs.append((img, m))
+            self.ids.append(img.stem)
+        for stem in sorted(set(masks) - seen):
+            bad.add(BadSample(masks[stem], f"no image with this stem in {img_dir.name}/"))
+        if not self.pairs:
+            raise SegdetError(f"{root}: no image/mask pairs found ({img_dir.name}/* and {mask_dir.name}/* "
+                              "with the same file stem)")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        img_path, mask_path = self.pairs[i]
+        image, mask = load_rgb(img_path), load_mask(mask_path, self.threshold)
+        if mask.shape != image.shape[:2]:
+            if self.mismatch != "resize":
+                raise BadSample(mask_path, f"size {mask.shape[1]}x{mask.shape[0]} differs from its image "
+                                           f"{img_path.name} ({image.shape[1]}x{image.shape[0]})")
+            mask = cv2.resize(mask.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+        return image, mask
+
+
+@SOURCES.register("synthetic")
+class SyntheticSource:
+    """Generated water scenes (see synthetic.py), ``data.num_images`` of ``data.image_size`` pixels."""
+
+    def __init__(self, root, data_cfg, seed: int, bad: BadSamples):
+        self.n, self.size, self.seed = int(data_cfg.num_images), int(data_cfg.image_size), int(seed)
+        if self.n < 1 or self.size < 16:
+            raise SegdetError("data=synthetic needs data.num_images >= 1 and data.image_size >= 16")
+        self.ids = [f"synthetic_{i:05d}" for i in range(self.n)]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return scene(self.seed, i, self.size)
+
+
+class SamDataset(Dataset):
+    """Samples ``indices`` of ``source`` as dicts ready for ``collate``.
+
+    ``train``: online augmentation and box jitter (decided by the item's seed). ``offline_copies=N`` (train
+    only): the report's offline variant -- each image appears as itself plus N augmented copies whose
+    augmentation is fixed by (seed, image, copy) rather than drawn per epoch, so the encoder sees the same
+    N+1 images every epoch (which is what lets ``model.cache_embeddings`` work with augmentation).
+    ``with_keys``: add a content hash of the image the encoder sees (the embedding cache key).
+    """
+
+    def __init__(self, source, indices: list[int], prompt: PromptConfig, *, transform=None, train: bool = False,
+                 offline_copies: int = 0, seed: int = 0, with_keys: bool = False, bad: BadSamples | None = None):
+        self.source, self.indices, self.prompt = source, list(indices), prompt
+        self.transform, self.train, self.seed, self.with_keys = transform, train, int(seed), with_keys
+        self.copies = int(offline_copies) if (train and transform is not None) else 0
+        self.bad = bad if bad is not None else BadSamples("skip")
+        self.ids = [source.ids[i] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices) * (1 + self.copies)
+
+    def _load(self, pos: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """Load ``indices[pos]``; a file that fails to decode is recorded and the next sample stands in."""
+        for step in range(len(self.indices)):
+            i = self.indices[(pos + step) % len(self.indices)]
+            try:
+                image, mask = self.source.load(i)
+                return i, image, mask
+            except BadSample as e:
+                self.bad.add(e)  # raises SegdetError under on_bad_sample=error
+                log.warning("skipping %s", e)
+        raise SegdetError("no readable samples left in this dataset")
+
+    def __getitem__(self, item) -> dict:
+        idx, rng = unpack(item)
+        n = len(self.indices)
+        i, image, mask = self._load(idx % n)
+        copy = idx // n
+        if not self.train:
+            rng = None
+        if self.copies:
+            if copy > 0:
+                image, mask = apply_augment(self.transform, image, mask, np.random.default_rng([self.seed, i, copy]))
+        elif self.transform is not None and rng is not None:
+            image, mask = apply_augment(self.transform, image, mask, rng)
+        point_rng = rng if rng is not None else np.random.default_rng([self.seed, i, copy])
+        p = make_prompts(mask, self.prompt, rng, point_rng)
+        return pack_sample(image, p, self.source.ids[i] + (f"#aug{copy}" if copy else ""),
+                           box_prompt=self.prompt.mode != "points", with_key=self.with_keys)
+
+
+def image_key(image: np.ndarray) -> str:
+    return hashlib.blake2b(image.tobytes() + str(image.shape).encode(), digest_size=16).hexdigest()
+
+
+def pack_sample(image: np.ndarray, p: dict, sample_id: str, *, box_prompt: bool, with_key: bool = False) -> dict:
+    return {
+        "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+        "labels": torch.from_numpy(np.ascontiguousarray(p["labels"])) if "labels" in p else None,
+        "boxes": torch.from_numpy(p["boxes"]),
+        "target_ids": torch.from_numpy(p["target_ids"]),
+        "points": torch.from_numpy(p["points"]),
+        "point_labels": torch.from_numpy(p["point_labels"]),
+        "box_prompt": bool(p.get("box_prompt", box_prompt)),
+        "empty": bool(p.get("empty", False)),
+        "id": sample_id,
+        "key": image_key(image) if with_key else None,
+    }
+
+
+def collate(samples: list[dict]) -> dict:
+    """Images and label maps stay a list (own sizes); prompts are concatenated with ``prompt_image``."""
+    n_pts = max(s["points"].shape[1] for s in samples)
+    points, point_labels = [], []
+    for s in samples:  # pad point lists to one length with SamModel's "no point" label
+        k, n = s["points"].shape[:2]
+        pts = torch.zeros(k, n_pts, 2)
+        lab = torch.full((k, n_pts), PAD_LABEL, dtype=torch.long)
+        pts[:, :n], lab[:, :n] = s["points"], s["point_labels"]
+        points.append(pts)
+        point_labels.append(lab)
+    return {
+        "images": [s["image"] for s in samples],
+        "labels": [s["labels"] for s in samples] if samples[0]["labels"] is not None else None,
+        "boxes": torch.cat([s["boxes"] for s in samples]).float(),
+        "target_ids": torch.cat([s["target_ids"] for s in samples]),
+        "points": torch.cat(points),
+        "point_labels": torch.cat(point_labels),
+        "prompt_image": torch.cat([torch.full((len(s["boxes"]),), i, dtype=torch.long)
+                                   for i, s in enumerate(samples)]),
+        "sizes": torch.tensor([s["image"].shape[1:] for s in samples], dtype=torch.long),
+        "empty": torch.tensor([s["empty"] for s in samples], dtype=torch.bool),
+        "box_prompt": all(s["box_prompt"] for s in samples),
+        "ids": [s["id"] for s in samples],
+        "keys": [s["key"] for s in samples] if all(s["key"] for s in samples) else None,
+    }
+
+
+def _source(data_cfg, seed: int, root, bad: BadSamples):
+    return SOURCES.build(str(data_cfg.name), root, data_cfg, seed, bad)
+
+
+def build_splits(data_cfg, seed: int, make) -> dict[str, SamDataset]:
+    """Seeded train/val split of ``data.root`` (``data.val_fraction``), or all of it + ``data.val_root``.
+    ``make(source, indices, train, bad)`` wraps a source into a ``SamDataset``."""
+    policy = str(data_cfg.get("on_bad_sample", "skip"))
+    bad = BadSamples(policy)
+    source = _source(data_cfg, seed, data_cfg.get("root"), bad)
+    val_root = data_cfg.get("val_root")
+    if val_root:
+        val_bad = BadSamples(policy)
+        val_source = _source(data_cfg, seed, val_root, val_bad)
+        return {"train": make(source, range(len(source)), True, bad),
+                "val": make(val_source, range(len(val_source)), False, val_bad)}
+    tr, va = split_indices(len(source), float(data_cfg.get("val_fraction", 0.1)), seed)
+    return {"train": make(source, tr, True, bad), "val": make(source, va, False, BadSamples(policy))}
+
+
+def build_eval_split(data_cfg, seed: int, split: str, split_ids: dict | None, make) -> SamDataset:
+    """``all``: every sample under ``data.root``; ``val``: the checkpoint's own validation samples."""
+    bad = BadSamples(str(data_cfg.get("on_bad_sample", "skip")))
+    if split == "val" and data_cfg.get("val_root"):
+        source = _source(data_cfg, seed, data_cfg.val_root, bad)
+        return make(source, range(len(source)), False, bad)
+    source = _source(data_cfg, seed, data_cfg.get("root"), bad)
+    if split == "all":
+        return make(source, range(len(source)), False, bad)
+    wanted = list((split_ids or {}).get("val") or [])
+    if not wanted:
+        raise SegdetError("this checkpoint stores no validation split; pass data.split=all (with data.root=DIR)")
+    where = {sid: i for i, sid in enumerate(source.ids)}
+    missing = [sid for sid in wanted if sid not in where]
+    if missing:
+        log.warning("%d validation samples of the checkpoint are not under data.root (e.g. %s)",
+                    len(missing), missing[0])
+    return make(source, [where[s] for s in wanted if s in where], False, bad)

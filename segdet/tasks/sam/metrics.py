@@ -1,0 +1,100 @@
+"""IoU and Dice of the predicted masks at each image's full resolution, per image and over the whole set,
+beside the box-fill baseline (the prompt boxes filled in: what a user gets without SAM).
+
+Conventions (those of MONAI's DiceMetric/MeanIoU with ``ignore_empty=False``): an empty prediction of an empty
+truth scores 1; anything else against an empty truth scores 0. The prompts of one image are merged by taking
+the maximum of their low-resolution logits (the union of the objects) before upsampling.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+from segdet.tasks.base import Evaluator
+from segdet.tasks.sam.preprocess import logits_to_original
+
+CSV_NAME = "per_image.csv"
+
+
+def overlap(pred: torch.Tensor, gt: torch.Tensor) -> dict:
+    """Pixel counts and scores of one binary prediction against one binary truth."""
+    inter = int((pred & gt).sum())
+    p, g = int(pred.sum()), int(gt.sum())
+    union = p + g - inter
+    return {"inter": inter, "union": union, "pred_px": p, "gt_px": g,
+            "iou": inter / union if union else 1.0, "dice": 2 * inter / (p + g) if p + g else 1.0}
+
+
+def box_fill(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """H×W bool with every xyxy box (inclusive pixel corners) filled."""
+    out = torch.zeros(height, width, dtype=torch.bool, device=boxes.device)
+    for x1, y1, x2, y2 in boxes.round().long().tolist():
+        out[max(y1, 0): max(y2 + 1, 0), max(x1, 0): max(x2 + 1, 0)] = True
+    return out
+
+
+def full_res_masks(outputs: dict, batch: dict) -> list[torch.Tensor | None]:
+    """Per image: (H, W) logits at its original size (prompts merged), or None if it had no prompt."""
+    out = []
+    for i, (h, w) in enumerate(batch["sizes"].tolist()):
+        sel = outputs["prompt_image"] == i
+        if not bool(sel.any()):
+            out.append(None)
+            continue
+        merged = outputs["logits"][sel].float().amax(0, keepdim=True)
+        out.append(logits_to_original(merged, tuple(outputs["resized"][i].tolist()), (h, w),
+                                      int(outputs["input_size"]))[0])
+    return out
+
+
+class SamEvaluator(Evaluator):
+    def __init__(self, skip_empty: bool = False):
+        super().__init__()
+        self.skip_empty = skip_empty
+
+    def update(self, outputs: dict, batch: dict) -> None:
+        logits = full_res_masks(outputs, batch)
+        for i, (h, w) in enumerate(batch["sizes"].tolist()):
+            gt = batch["labels"][i] > 0
+            pred = logits[i] > 0 if logits[i] is not None else torch.zeros_like(gt)
+            boxes = batch["boxes"][batch["prompt_image"] == i]
+            rec = {"id": batch["ids"][i], "height": h, "width": w,
+                   "skipped": bool(self.skip_empty and batch["empty"][i])}
+            rec.update(overlap(pred, gt))
+            rec.update({f"box_{k}": v for k, v in overlap(box_fill(boxes, h, w), gt).items()})
+            self.records.append(rec)
+
+    def compute(self, records: list[dict]) -> dict[str, float]:
+        scored = [r for r in records if not r["skipped"]]
+        n = max(len(scored), 1)
+
+        def mean(key):
+            return sum(r[key] for r in scored) / n
+
+        def pooled(prefix=""):
+            inter = sum(r[prefix + "inter"] for r in scored)
+            union = sum(r[prefix + "union"] for r in scored)
+            total = sum(r[prefix + "pred_px"] + r[prefix + "gt_px"] for r in scored)
+            return (inter / union if union else 1.0), (2 * inter / total if total else 1.0)
+
+        iou_g, dice_g = pooled()
+        box_iou_g, box_dice_g = pooled("box_")
+        return {
+            "iou": mean("iou"), "dice": mean("dice"),
+            "box_baseline_iou": mean("box_iou"), "box_baseline_dice": mean("box_dice"),
+            "iou_global": iou_g, "dice_global": dice_g,
+            "box_baseline_iou_global": box_iou_g, "box_baseline_dice_global": box_dice_g,
+            "num_images": float(len(scored)), "empty_skipped": float(len(records) - len(scored)),
+        }
+
+    def write_report(self, records: list[dict], run_dir: Path) -> None:
+        """``per_image.csv``: one row per image, worst Dice first."""
+        cols = ["id", "dice", "iou", "box_dice", "box_iou", "gt_px", "pred_px", "height", "width", "skipped"]
+        rows = sorted(records, key=lambda r: (r["skipped"], r["dice"], r["iou"]))
+        with open(Path(run_dir) / CSV_NAME, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(cols[:3] + ["box_baseline_dice", "box_baseline_iou"] + cols[5:])
+            for r in rows:
+                writer.writerow([r[c] if not isinstance(r[c], float) else f"{r[c]:.6f}" for c in cols])

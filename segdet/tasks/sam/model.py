@@ -1,0 +1,202 @@
+"""transformers' SamModel wrapped for segdet: builds/loads it, freezes what ``model.train_parts`` leaves out,
+preprocesses on its own device, optionally caches image embeddings, and returns losses (train) or low-res
+logits with what is needed to map them back to each image (eval).
+
+The prompts of a batch are flattened: each prompt is one row for the mask decoder, with its image's embedding
+(``embeddings[prompt_image]``), so images may carry different numbers of prompts.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import SamConfig, SamModel
+
+from segdet.registry import SegdetError
+from segdet.tasks.sam.cache import EmbeddingCache
+from segdet.tasks.sam.losses import SamLoss, per_item_loss
+from segdet.tasks.sam.preprocess import (IMAGENET_MEAN, IMAGENET_STD, coord_scale, masks_to_input,
+                                         preprocess_images, resized_shape, scale_boxes, scale_points)
+
+# model.train_parts names -> SamModel submodules (the positional embedding is shared with the prompt encoder)
+PARTS = {
+    "vision_encoder": ("vision_encoder",),
+    "prompt_encoder": ("prompt_encoder", "shared_image_embedding"),
+    "mask_decoder": ("mask_decoder",),
+}
+OFFLINE_FIX = "pass model.pretrained=/path/to/local/dir (saved with SamModel.save_pretrained), or use model=sam_tiny"
+
+
+def tiny_config(c) -> SamConfig:
+    """A small random SAM from a handful of sizes (conf/model/sam_tiny.yaml)."""
+    size, patch, hidden = int(c.image_size), int(c.patch_size), int(c.hidden_size)
+    return SamConfig(
+        vision_config=dict(hidden_size=int(c.vision_hidden_size), num_hidden_layers=int(c.vision_layers),
+                           num_attention_heads=int(c.vision_heads), image_size=size, patch_size=patch,
+                           window_size=int(c.window_size), global_attn_indexes=list(c.global_attn_indexes),
+                           output_channels=hidden, num_pos_feats=hidden // 2,
+                           mlp_dim=int(c.vision_hidden_size) * 2,
+                           initializer_range=0.02),  # the default 1e-10 leaves a random encoder blind
+        prompt_encoder_config=dict(hidden_size=hidden, image_size=size, patch_size=patch,
+                                   mask_input_channels=max(4, hidden // 4)),
+        mask_decoder_config=dict(hidden_size=hidden, mlp_dim=int(c.decoder_mlp_dim),
+                                 num_hidden_layers=int(c.decoder_layers), num_attention_heads=int(c.decoder_heads),
+                                 iou_head_hidden_dim=hidden),
+    )
+
+
+def load_pretrained(src: str) -> SamModel:
+    path = Path(src).expanduser()
+    if src.startswith(("/", ".", "~")) or path.exists():
+        if not path.is_dir():
+            raise SegdetError(f"model.pretrained={src}: no such folder (expected a SAM folder with config.json "
+                              "and weights, saved by SamModel.save_pretrained)")
+        src = str(path)
+    try:
+        return SamModel.from_pretrained(src)
+    except (OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise SegdetError(f"cannot load SAM weights '{src}' (offline, or not a SAM checkpoint: {reason}); "
+                          f"{OFFLINE_FIX}") from None
+
+
+def build_sam(model_cfg, config_json: str | None = None) -> SamModel:
+    """From the architecture stored in a checkpoint (no download: its weights come from the checkpoint), else
+    ``model.pretrained`` (hub id or folder), else the random ``model.config`` sizes."""
+    if config_json:
+        return SamModel(SamConfig.from_dict(json.loads(config_json)))
+    if model_cfg.get("pretrained"):
+        return load_pretrained(str(model_cfg.pretrained))
+    if model_cfg.get("config") is None:
+        raise SegdetError("the model config needs model.pretrained (hub id or folder) or model.config (sizes)")
+    sam = SamModel(tiny_config(model_cfg.config))
+    # transformers initialises for loading pretrained weights (std 0.02 everywhere), which leaves a random
+    # decoder's 3-layer hypernetworks emitting ~1e-5 logits; PyTorch's default (fan-in scaled) init trains.
+    for module in sam.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            module.reset_parameters()
+    return sam
+
+
+class SamSegmenter(nn.Module):
+    def __init__(self, sam: SamModel, loss: SamLoss, *, train_parts=("mask_decoder",), multimask_output=False,
+                 multimask_select="iou", loss_resolution="low", cache: EmbeddingCache | None = None):
+        super().__init__()
+        self.sam = sam
+        self.size = int(sam.config.vision_config.image_size)
+        unknown = sorted(set(train_parts) - set(PARTS))
+        if unknown or not train_parts:
+            raise SegdetError(f"model.train_parts must be a non-empty list of {', '.join(PARTS)}; got "
+                              f"{list(train_parts)}")
+        self.train_parts = tuple(train_parts)
+        for p in sam.parameters():
+            p.requires_grad_(False)
+        for part in self.train_parts:
+            for attr in PARTS[part]:
+                for p in getattr(sam, attr).parameters():
+                    p.requires_grad_(True)
+        if multimask_select not in ("iou", "loss"):
+            raise SegdetError(f"model.multimask_select must be 'iou' or 'loss', not '{multimask_select}'")
+        if loss_resolution not in ("low", "full"):
+            raise SegdetError(f"loss.resolution must be 'low' or 'full', not '{loss_resolution}'")
+        self.multimask, self.select, self.resolution = bool(multimask_output), multimask_select, loss_resolution
+        self.loss = loss
+        self.cache = cache
+        self._cache_bound = False
+
+    @property
+    def encoder_trained(self) -> bool:
+        return "vision_encoder" in self.train_parts
+
+    # --- image embeddings --------------------------------------------------------------------------------
+    def _encode(self, images: list[torch.Tensor]) -> torch.Tensor:
+        pixels, _ = preprocess_images(images, self.size)
+        if self.encoder_trained and torch.is_grad_enabled():
+            return self.sam.vision_encoder(pixels).last_hidden_state
+        return self.sam.get_image_embeddings(pixels)  # runs under no_grad
+
+    def embeddings(self, batch: dict) -> torch.Tensor:
+        images = batch["images"]
+        if self.cache is None or self.encoder_trained or batch.get("keys") is None:
+            return self._encode(images)
+        device = images[0].device
+        if not self._cache_bound:  # after the weights are loaded, so the key names the encoder actually used
+            amp = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type)
+            self.cache.bind(self.sam.vision_encoder, f"size={self.size} mean={IMAGENET_MEAN} std={IMAGENET_STD} "
+                                                     f"amp={amp}")
+            self._cache_bound = True
+        found = [self.cache.load(k, device) for k in batch["keys"]]
+        missing = [i for i, e in enumerate(found) if e is None]
+        if missing:
+            fresh = self._encode([images[i] for i in missing])
+            for j, i in enumerate(missing):
+                found[i] = fresh[j].float()
+                self.cache.save(batch["keys"][i], fresh[j])
+        return torch.stack(found)
+
+    # --- forward -----------------------------------------------------------------------------------------
+    def forward(self, batch: dict):
+        emb = self.embeddings(batch)
+        pim = batch["prompt_image"]
+        if len(pim) == 0:  # every image of this batch was skipped (empty masks, prompt.empty_masks=skip)
+            if self.training:
+                zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+                return {"no_prompts": zero}
+            return self._eval_outputs(batch, emb.new_zeros(0, 1, 1), emb.new_zeros(0))
+        scale = coord_scale(batch["sizes"], self.size).to(emb.device)[pim]
+        boxes = scale_boxes(batch["boxes"], scale)[:, None] if batch["box_prompt"] else None
+        points = labels = None
+        if batch["points"].shape[1] > 0:
+            points = scale_points(batch["points"], scale)[:, None]
+            labels = batch["point_labels"][:, None]
+        out = self.sam(image_embeddings=emb[pim], input_boxes=boxes, input_points=points, input_labels=labels,
+                       multimask_output=self.multimask)
+        logits, iou = out.pred_masks[:, 0], out.iou_scores[:, 0]  # (P, M, h, w), (P, M)
+        if self.training:
+            return self._losses(logits, iou, batch)
+        best = iou.argmax(1)
+        rows = torch.arange(len(best), device=best.device)
+        return self._eval_outputs(batch, logits[rows, best], iou[rows, best])
+
+    def _eval_outputs(self, batch, logits, iou) -> dict:
+        resized = torch.tensor([resized_shape(h, w, self.size) for h, w in batch["sizes"].tolist()])
+        return {"logits": logits, "iou_pred": iou, "prompt_image": batch["prompt_image"], "resized": resized,
+                "sizes": batch["sizes"], "input_size": self.size}
+
+    def targets(self, batch: dict, hw: tuple[int, int]) -> torch.Tensor:
+        """(P, 1, h, w) binary target of each prompt: its component (or all foreground), laid out like the
+        model input, at the loss resolution."""
+        pim, tids = batch["prompt_image"], batch["target_ids"]
+        out = []
+        for i, lab in enumerate(batch["labels"]):
+            ids = tids[pim == i]
+            if len(ids) == 0:
+                continue
+            ids = ids[:, None, None]
+            regions = torch.where(ids == 0, lab[None] > 0, lab[None] == ids)  # id 0: all foreground
+            out.append(masks_to_input(regions, self.size))
+        t = torch.cat(out)[:, None]
+        if tuple(t.shape[-2:]) != tuple(hw):
+            t = (F.interpolate(t, size=hw, mode="area") >= 0.5).float()
+        return t
+
+    def _losses(self, logits: torch.Tensor, iou: torch.Tensor, batch: dict) -> dict:
+        if self.resolution == "full":
+            logits = F.interpolate(logits, (self.size, self.size), mode="bilinear", align_corners=False)
+        target = self.targets(batch, logits.shape[-2:])
+        if logits.shape[1] > 1:  # multimask: train the best of SAM's candidates
+            if self.select == "loss":
+                with torch.no_grad():
+                    per = torch.stack([per_item_loss(logits[:, m: m + 1].float(), target)
+                                       for m in range(logits.shape[1])], 1)
+                best = per.argmin(1)
+            else:
+                best = iou.detach().argmax(1)
+            rows = torch.arange(len(best), device=best.device)
+            logits, iou = logits[rows, best][:, None], iou[rows, best]
+        else:
+            iou = iou[:, 0]
+        return self.loss(logits, target, iou)

@@ -1,0 +1,85 @@
+"""SamProcessor's preprocessing as tensor ops on the model's device, batched over images of one shape.
+
+Images: longest side to the model's input size (bilinear, antialiased, on uint8 like SamImageProcessor), ImageNet
+normalisation, zero padding at the bottom/right to a square. Prompt coordinates: scaled by the same factors.
+Masks: the reverse of ``post_process_masks`` (upsample to the padded square, crop, upsample to the original).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as tvF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """SamImageProcessor._get_preprocess_shape: longest side -> ``size``, rounded half up."""
+    scale = size * 1.0 / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def preprocess_images(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (3, H, W) images of any sizes -> (B, 3, size, size) float pixel values and (B, 2) resized (h, w)."""
+    device = images[0].device
+    # SamImageProcessor fuses rescale into normalisation: (x - 255 * mean) / (255 * std)
+    mean = torch.tensor(IMAGENET_MEAN, device=device) * (1.0 / (1 / 255))
+    std = torch.tensor(IMAGENET_STD, device=device) * (1.0 / (1 / 255))
+    out = torch.zeros(len(images), 3, size, size, device=device)
+    resized = torch.zeros(len(images), 2, dtype=torch.long)
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, img in enumerate(images):
+        groups[tuple(img.shape[-2:])].append(i)
+    for (h, w), idx in groups.items():
+        nh, nw = resized_shape(h, w, size)
+        stack = torch.stack([images[i] for i in idx])
+        if (nh, nw) != (h, w):
+            stack = tvF.resize(stack, [nh, nw], interpolation=tvF.InterpolationMode.BILINEAR, antialias=True)
+        stack = tvF.normalize(stack.float(), mean, std)
+        out[idx, :, :nh, :nw] = stack
+        resized[idx] = torch.tensor([nh, nw])
+    return out, resized
+
+
+def coord_scale(sizes: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 2) original (h, w) -> (B, 2) factors (sx, sy) = (new_w / w, new_h / h) for prompt coordinates."""
+    scales = []
+    for h, w in sizes.tolist():
+        nh, nw = resized_shape(h, w, size)
+        scales.append((nw / w, nh / h))
+    return torch.tensor(scales, dtype=torch.float32, device=sizes.device)
+
+
+def scale_boxes(boxes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(P, 4) xyxy in original pixels -> model input pixels; ``scale`` (P, 2) per prompt."""
+    return boxes * scale.repeat(1, 2)
+
+
+def scale_points(points: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(P, N, 2) xy -> model input pixels."""
+    return points * scale[:, None, :]
+
+
+def masks_to_input(masks: torch.Tensor, size: int) -> torch.Tensor:
+    """(K, H, W) binary masks of one image -> (K, size, size) binary targets laid out like the model's input
+    (resized like the image, padded with background)."""
+    k, h, w = masks.shape
+    nh, nw = resized_shape(h, w, size)
+    m = masks.float()[:, None]
+    if (nh, nw) != (h, w):
+        m = F.interpolate(m, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    out = torch.zeros(k, 1, size, size, device=masks.device)
+    out[:, :, :nh, :nw] = (m >= 0.5).float()
+    return out[:, 0]
+
+
+def logits_to_original(logits: torch.Tensor, resized: tuple[int, int], original: tuple[int, int],
+                       size: int) -> torch.Tensor:
+    """(K, h, w) low-res logits -> (K, H, W) at the original image size (SamImageProcessor.post_process_masks)."""
+    x = F.interpolate(logits[:, None].float(), (size, size), mode="bilinear", align_corners=False)
+    x = x[..., : resized[0], : resized[1]]
+    x = F.interpolate(x, tuple(original), mode="bilinear", align_corners=False)
+    return x[:, 0]

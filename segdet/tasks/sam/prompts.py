@@ -1,0 +1,172 @@
+"""Prompts derived from a ground-truth mask: boxes (with jitter while training), positive/negative points, and
+one prompt per connected component if asked.
+
+Every prompt names the region it should segment through ``target_ids``: 0 means "all foreground" (one prompt
+for the whole mask), ``k > 0`` means connected component ``k`` of the returned ``labels`` map. Components too
+small to prompt, or beyond ``max_objects``, stay in ``labels`` (they are still foreground for the metrics) but
+no prompt targets them.
+
+Empty masks follow ``prompt.empty_masks``:
+  * ``whole_image``: one box over the whole image whose target is empty, so the model learns to answer "no
+    water here"; eval scores these images like any other (empty prediction vs empty truth = 1).
+  * ``skip``: no prompt; the image adds nothing to the loss and eval leaves it out of the averages (and
+    reports how many it left out as ``empty_skipped``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from segdet.registry import SegdetError
+
+MODES = ("box", "points", "box+points")
+EMPTY_POLICIES = ("whole_image", "skip")
+PAD_LABEL = -10  # SamModel's label for "no point here"
+
+
+@dataclass
+class PromptConfig:
+    mode: str = "box"
+    jitter: float = 0.1              # training only; 0 turns it off
+    jitter_units: str = "fraction"   # fraction (of the box side) | pixels
+    per_component: bool = False
+    max_objects: int = 8
+    min_component_area: float = 0.001  # fraction of the image; smaller components get no prompt of their own
+    num_points: int = 1              # k positive + k negative points per prompt (points modes)
+    empty_masks: str = "whole_image"
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "PromptConfig":
+        pc = cls(**{k: v for k, v in dict(cfg or {}).items() if k in cls.__dataclass_fields__})
+        if pc.mode not in MODES:
+            raise SegdetError(f"prompt.mode must be one of {', '.join(MODES)}, not '{pc.mode}'")
+        if pc.empty_masks not in EMPTY_POLICIES:
+            raise SegdetError(f"prompt.empty_masks must be one of {', '.join(EMPTY_POLICIES)}, not '{pc.empty_masks}'")
+        if pc.jitter_units not in ("fraction", "pixels"):
+            raise SegdetError(f"prompt.jitter_units must be 'fraction' or 'pixels', not '{pc.jitter_units}'")
+        if pc.max_objects < 1:
+            raise SegdetError("prompt.max_objects must be at least 1")
+        return pc
+
+    @property
+    def uses_points(self) -> bool:
+        return self.mode in ("points", "box+points")
+
+    @property
+    def points_per_prompt(self) -> int:
+        return 2 * self.num_points if self.uses_points else 0
+
+
+def mask_box(region: np.ndarray) -> list[float]:
+    """Tight xyxy box around the True pixels (inclusive pixel indices, as SAM's fine-tuning recipes use)."""
+    ys, xs = np.nonzero(region)
+    return [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
+
+
+def jitter_box(box: list[float], pc: PromptConfig, rng: np.random.Generator, width: int, height: int) -> list[float]:
+    x1, y1, x2, y2 = box
+    if pc.jitter_units == "fraction":
+        sx, sy = pc.jitter * max(x2 - x1, 1.0), pc.jitter * max(y2 - y1, 1.0)
+    else:
+        sx = sy = pc.jitter
+    d = rng.uniform(-1.0, 1.0, size=4) * np.array([sx, sy, sx, sy])
+    x1, y1, x2, y2 = np.array(box) + d
+    x1, x2 = np.clip(sorted((x1, x2)), 0, width - 1)
+    y1, y2 = np.clip(sorted((y1, y2)), 0, height - 1)
+    return [float(x1), float(y1), float(x2), float(y2)]
+
+
+def sample_points(region: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``k`` distinct (x, y) pixels of ``region``; fewer if the region is smaller."""
+    ys, xs = np.nonzero(region)
+    if len(xs) == 0 or k == 0:
+        return np.zeros((0, 2), np.float32)
+    pick = rng.choice(len(xs), size=min(k, len(xs)), replace=False)
+    return np.stack([xs[pick], ys[pick]], axis=1).astype(np.float32)
+
+
+def components(mask: np.ndarray, pc: PromptConfig) -> tuple[np.ndarray, list[int]]:
+    """(label map, ids of the components that get a prompt: largest first, at most ``max_objects``)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    order = np.argsort(-areas, kind="stable") + 1
+    min_area = pc.min_component_area * mask.size
+    keep = [int(i) for i in order if stats[i, cv2.CC_STAT_AREA] >= min_area][: pc.max_objects]
+    if not keep and n > 1:  # everything is small: still prompt the largest piece
+        keep = [int(order[0])]
+    return labels.astype(np.int32), keep
+
+
+def make_prompts(mask: np.ndarray, pc: PromptConfig, rng: np.random.Generator | None,
+                 point_rng: np.random.Generator) -> dict:
+    """Prompts for one H×W bool mask.
+
+    ``rng``: training randomness (box jitter); None at eval. ``point_rng``: where points fall (seeded per sample
+    at eval too, so eval is repeatable).
+    Returns ``labels`` (H×W int32, >0 = foreground), ``boxes`` (K×4 xyxy), ``target_ids`` (K), ``points``
+    (K×N×2 xy) and ``point_labels`` (K×N; 1 positive, 0 negative, -10 padding), ``empty`` (bool).
+    """
+    h, w = mask.shape
+    empty = not mask.any()
+    if pc.per_component and not empty:
+        labels, ids = components(mask, pc)
+    else:
+        labels, ids = mask.astype(np.int32), [0]
+    if empty and pc.empty_masks == "skip":
+        ids = []
+
+    boxes, points, point_labels = [], [], []
+    n_pts = pc.points_per_prompt
+    background = ~mask
+    for tid in ids:
+        region = mask if tid == 0 else labels == tid
+        found = region.any()
+        box = mask_box(region) if found else [0.0, 0.0, float(w - 1), float(h - 1)]
+        if rng is not None and pc.jitter > 0 and found:  # the whole-image box of an empty mask stays exact
+            box = jitter_box(box, pc, rng, w, h)
+        boxes.append(box)
+        if n_pts:
+            pos = sample_points(region, pc.num_points, point_rng)
+            neg = sample_points(background, pc.num_points, point_rng)
+            pts = np.full((n_pts, 2), 0.0, np.float32)
+            lab = np.full((n_pts,), PAD_LABEL, np.int64)
+            pts[: len(pos)], lab[: len(pos)] = pos, 1
+            pts[pc.num_points: pc.num_points + len(neg)] = neg
+            lab[pc.num_points: pc.num_points + len(neg)] = 0
+            points.append(pts)
+            point_labels.append(lab)
+
+    k = len(ids)
+    return {
+        "labels": labels,
+        "boxes": np.asarray(boxes, np.float32).reshape(k, 4),
+        "target_ids": np.asarray(ids, np.int64).reshape(k),
+        "points": np.asarray(points, np.float32).reshape(k, n_pts, 2),
+        "point_labels": np.asarray(point_labels, np.int64).reshape(k, n_pts),
+        "empty": empty,
+    }
+
+
+def user_prompts(entry: dict, name: str, width: int, height: int) -> dict:
+    """Prompts from a predict JSON entry ``{"boxes": [[x1,y1,x2,y2], ...], "points": [[x,y,label], ...]}``.
+
+    Each box is one object; points are added to every box (SAM refines a box with points). Points without boxes
+    form one object together.
+    """
+    if not isinstance(entry, dict):
+        raise SegdetError(f"prompts for '{name}' must be an object with 'boxes' and/or 'points'")
+    try:
+        boxes = np.asarray(entry.get("boxes") or [], np.float32).reshape(-1, 4)
+        raw_points = np.asarray(entry.get("points") or [], np.float32).reshape(-1, 3)
+    except ValueError:
+        raise SegdetError(f"prompts for '{name}': boxes must be [x1,y1,x2,y2] and points [x,y,label]") from None
+    box_prompt = len(boxes) > 0 or len(raw_points) == 0
+    if len(boxes) == 0:  # the whole image: the prompt itself when nothing is given, else only for the baseline
+        boxes = np.array([[0, 0, width - 1, height - 1]], np.float32)
+    k = len(boxes)
+    pts = np.repeat(raw_points[None, :, :2], k, axis=0)
+    labs = np.repeat(raw_points[None, :, 2].astype(np.int64), k, axis=0)
+    return {"boxes": boxes, "target_ids": np.zeros(k, np.int64), "points": pts, "point_labels": labs,
+            "box_prompt": box_prompt}

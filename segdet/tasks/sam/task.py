@@ -1,0 +1,117 @@
+"""The sam task: fine-tune Segment Anything on image/mask pairs with prompts made from the masks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from segdet.registry import Registry, SegdetError
+from segdet.tasks.base import Task
+from segdet.tasks.sam import figures
+from segdet.tasks.sam.augment import build_augment
+from segdet.tasks.sam.cache import EmbeddingCache
+from segdet.tasks.sam.data import SamDataset, build_eval_split, build_splits, collate
+from segdet.tasks.sam.losses import build_loss
+from segdet.tasks.sam.metrics import SamEvaluator
+from segdet.tasks.sam.model import SamSegmenter, build_sam
+from segdet.tasks.sam.predict import predict
+from segdet.tasks.sam.prompts import PromptConfig
+
+MODELS = Registry("sam model")
+MODELS.register("sam")(SamSegmenter)
+
+CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class SamTask(Task):
+    name = "sam"
+    monitor = "dice"
+    monitor_mode = "max"
+
+    def __init__(self, cfg: DictConfig):
+        super().__init__(cfg)
+        self.prompt = PromptConfig.from_cfg(cfg.get("prompt"))
+        self._sam_config: str | None = None  # SamConfig JSON, kept in the checkpoint
+
+    # --- data -----------------------------------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        m = self.cfg.model
+        return int(m.get("image_size") or (m.get("config") or {}).get("image_size") or 1024)
+
+    def _augment(self):
+        aug = self.cfg.get("augment") or {"name": "none"}
+        return build_augment(aug, self.image_size), int(aug.get("offline_copies", 0) or 0)
+
+    def _cache_on(self) -> bool:
+        return bool(self.cfg.model.get("cache_embeddings", False))
+
+    def _check_cache(self, transform, copies: int) -> None:
+        if not self._cache_on():
+            return
+        if "vision_encoder" in list(self.cfg.model.get("train_parts", [])):
+            raise SegdetError("model.cache_embeddings=true needs a frozen vision encoder: remove vision_encoder "
+                              "from model.train_parts or set model.cache_embeddings=false")
+        if transform is not None and copies == 0:
+            raise SegdetError("model.cache_embeddings=true needs the image the encoder sees to be fixed, but "
+                              f"augment={self.cfg.augment.get('name')} changes it every epoch: use augment=none, "
+                              "the offline copies (augment=sam_offline), or model.cache_embeddings=false")
+
+    def _maker(self, transform, copies: int):
+        seed, keys = int(self.cfg.seed), self._cache_on()
+
+        def make(source, indices, train: bool, bad):
+            return SamDataset(source, list(indices), self.prompt, transform=transform if train else None,
+                              train=train, offline_copies=copies, seed=seed, with_keys=keys, bad=bad)
+        return make
+
+    def build_datasets(self) -> dict:
+        transform, copies = self._augment()
+        self._check_cache(transform, copies)
+        return build_splits(self.cfg.data, int(self.cfg.seed), self._maker(transform, copies))
+
+    def build_eval_dataset(self, split: str, split_ids: dict | None) -> SamDataset:
+        return build_eval_split(self.cfg.data, int(self.cfg.seed), split, split_ids, self._maker(None, 0))
+
+    def collate(self, samples: list) -> dict:
+        return collate(samples)
+
+    # --- model ----------------------------------------------------------------------------------------------
+    def build_model(self) -> SamSegmenter:
+        m = self.cfg.model
+        sam = build_sam(m, self._sam_config)
+        self._sam_config = sam.config.to_json_string()
+        if m.get("gradient_checkpointing", False):
+            sam.gradient_checkpointing_enable()
+        cache = None
+        if self._cache_on():
+            dtype = CACHE_DTYPES.get(str(m.get("cache_dtype", "float32")))
+            if dtype is None:
+                raise SegdetError(f"model.cache_dtype must be one of {', '.join(CACHE_DTYPES)}")
+            cache = EmbeddingCache(m.get("cache_dir"), dtype)
+        loss_cfg = self.cfg.get("loss") or {"name": "dice_ce"}
+        return MODELS.build(str(m.get("name", "sam")), sam, build_loss(loss_cfg),
+                            train_parts=list(m.get("train_parts", ["mask_decoder"])),
+                            multimask_output=bool(m.get("multimask_output", False)),
+                            multimask_select=str(m.get("multimask_select", "iou")),
+                            loss_resolution=str(loss_cfg.get("resolution", "low")), cache=cache)
+
+    def state(self) -> dict:
+        return {"sam_config": self._sam_config} if self._sam_config else {}
+
+    def load_state(self, state: dict) -> None:
+        self._sam_config = state.get("sam_config") or self._sam_config
+
+    # --- evaluation, figures, prediction -------------------------------------------------------------------
+    def make_evaluator(self) -> SamEvaluator:
+        return SamEvaluator(skip_empty=self.prompt.empty_masks == "skip")
+
+    def log_samples(self, model, batch, outputs, tb, plots_dir: Path, step: int) -> None:
+        figures.log_samples(batch, outputs, tb, plots_dir, step)
+
+    def dataset_figures(self, dataset, tb, plots_dir: Path) -> None:
+        figures.dataset_figures(dataset, tb, plots_dir)
+
+    def predict(self, model, inputs: list[Path], out_dir: Path, device: torch.device) -> dict:
+        return predict(model, self.cfg, inputs, out_dir, device)
