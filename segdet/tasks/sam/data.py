@@ -26,7 +26,7 @@ from segdet.tasks.sam.synthetic import scene
 
 log = logging.getLogger(__name__)
 
-SOURCES = Registry("sam data option")
+SOURCES = Registry("dataset")
 
 
 @SOURCES.register("folder")
