@@ -56,6 +56,7 @@ def _check_composes(command: str, args: list[str]) -> None:
     """Compose once up front so a bad option is a one-line error instead of Hydra's report."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
+    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     from segdet.paths import config_dir
@@ -63,7 +64,10 @@ def _check_composes(command: str, args: list[str]) -> None:
     overrides = [a for a in args if not a.startswith("hydra.") and not a.startswith("hydra/")]
     try:
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            compose(command, overrides=overrides)
+            cfg = compose(command, overrides=overrides)
+        missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
+        if missing:
+            fail(f"{missing[0]} is required (give it as {missing[0]}=...)")
     except (HydraException, OmegaConfBaseException) as e:
         msg = _one_line(e)
         m = re.search(r"Could not find '([\w/]+)/([^']+)'.*?Available options in '[\w/]+': (.*)", msg)

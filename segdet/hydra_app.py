@@ -9,6 +9,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from segdet.paths import config_dir
 from segdet.registry import SegdetError
@@ -27,7 +28,9 @@ def _job(cfg: DictConfig) -> None:
     multirun = hc.mode.name == "MULTIRUN"
     try:
         importlib.import_module(RUNNERS[hc.job.name]).run(cfg, run_dir)
-    except SegdetError as e:
+    except (SegdetError, OmegaConfBaseException) as e:
+        if isinstance(e, OmegaConfBaseException):  # e.g. a required value left as ???
+            e = SegdetError(str(e).strip().splitlines()[0])
         print(f"segdet: error: {e}", file=sys.stderr)
         if multirun:  # one bad job must not end the sweep: the others still run and keep their results
             logging.getLogger("segdet").error("job %s failed: %s", hc.job.num, e)

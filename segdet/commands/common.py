@@ -43,7 +43,7 @@ def config_from_checkpoint(ckpt: dict, cfg: DictConfig) -> DictConfig:
     command's own keys (ckpt, input, output ...) come from the command line.
     """
     stored = OmegaConf.create(ckpt["config"])
-    given = OmegaConf.to_container(cfg.get("data") or {}, resolve=True)
+    given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}
     with open_dict(stored):
         if given.get("name"):
             stored.data = OmegaConf.create({k: v for k, v in given.items() if v is not None})
