@@ -1,0 +1,173 @@
+"""The SamModel wrapper: freeze policy, losses, multimask, prompt modes, the embedding cache, loading."""
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.losses import DiceCELoss
+from transformers import SamModel
+
+from segdet.registry import SegdetError
+from segdet.tasks.sam import TASK
+from segdet.tasks.sam.losses import LOSSES, build_loss
+from tests.conftest import compose_cfg
+
+SMALL = ["data.num_images=8", "data.image_size=64", "augment=none"]
+
+
+def setup(*overrides, n=3):
+    torch.manual_seed(0)
+    task = TASK(compose_cfg("train", ["task=sam", "model=sam_tiny", *SMALL, *overrides]))
+    ds = task.build_eval_dataset("all", None)
+    batch = task.collate([ds[i] for i in range(n)])
+    return task, task.build_model(), batch
+
+
+def test_freeze_policy_trains_only_the_named_parts():
+    task, model, batch = setup("model.train_parts=[mask_decoder]")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("sam.mask_decoder.") for n in trainable)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.Adam(task.trainable_parameters(model), 1e-2)
+    model.train()
+    sum(model(batch).values()).backward()
+    opt.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= trainable
+    _, model, _ = setup("model.train_parts=[prompt_encoder,mask_decoder]")
+    assert model.sam.prompt_encoder.point_embed[0].weight.requires_grad
+    assert not model.sam.vision_encoder.patch_embed.projection.weight.requires_grad
+    with pytest.raises(SegdetError, match="train_parts"):
+        setup("model.train_parts=[neck]")
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_each_loss_gives_named_terms_and_gradients(name):
+    task, model, batch = setup(f"loss={name}", "loss.iou_weight=1.0")
+    model.train()
+    losses = model(batch)
+    assert "iou_mse" in losses and len(losses) >= 2
+    sum(losses.values()).backward()
+    assert model.sam.mask_decoder.iou_prediction_head.proj_out.weight.grad.abs().sum() > 0
+
+
+def test_dice_ce_is_monais_and_full_resolution_targets_match_the_input():
+    cfg = compose_cfg("train", ["task=sam", "loss=dice_ce"]).loss
+    x, y = torch.randn(3, 1, 16, 16), (torch.rand(3, 1, 16, 16) > 0.5).float()
+    ref = DiceCELoss(sigmoid=True, squared_pred=True)(x, y)
+    assert build_loss(cfg)(x, y)["dice_ce"] == pytest.approx(ref.item())
+    task, model, batch = setup("loss.resolution=full")
+    model.train()
+    assert torch.isfinite(model(batch)["dice_ce"])
+    t = model.targets(batch, (model.size, model.size))
+    h, w = batch["sizes"][0].tolist()  # 64x64 images at a 128 input: the target is the mask scaled x2
+    assert t.shape[-2:] == (128, 128)
+    assert float(t[0, 0].sum()) == pytest.approx(4 * float((batch["labels"][0] > 0).sum()), rel=0.05)
+
+
+@pytest.mark.parametrize("select", ["iou", "loss"])
+def test_multimask_trains_and_predicts_one_mask_per_prompt(select):
+    task, model, batch = setup("model.multimask_output=true", f"model.multimask_select={select}")
+    model.train()
+    assert torch.isfinite(sum(model(batch).values()))
+    model.eval()
+    with torch.no_grad():
+        out = model(batch)
+    assert out["logits"].shape == (len(batch["boxes"]), 64, 64) and out["iou_pred"].shape == (len(batch["boxes"]),)
+
+
+@pytest.mark.parametrize("mode", ["points", "box+points"])
+def test_point_prompts_and_per_component_prompts(mode):
+    task, model, batch = setup(f"prompt.mode={mode}", "prompt.num_points=2", "prompt.per_component=true", n=4)
+    assert batch["points"].shape[1:] == (4, 2) and batch["box_prompt"] == (mode == "box+points")
+    assert len(batch["boxes"]) > 4  # several components in these scenes
+    model.train()
+    assert torch.isfinite(sum(model(batch).values()))
+    model.eval()
+    with torch.no_grad():
+        out = model(batch)
+    ev = task.make_evaluator()
+    ev.update(out, batch)
+    assert len(ev.records) == 4
+
+
+def test_empty_batch_under_skip_policy_gives_a_zero_loss():
+    task = TASK(compose_cfg("train", ["task=sam", "model=sam_tiny", *SMALL, "prompt.empty_masks=skip"]))
+    ds = task.build_eval_dataset("all", None)
+    empties = [i for i in range(len(ds)) if ds[i]["empty"]] or pytest.skip("no empty scene in the first 8")
+    model = task.build_model().train()
+    batch = task.collate([ds[empties[0]]])
+    losses = model(batch)
+    assert float(sum(losses.values()).detach()) == 0.0
+    sum(losses.values()).backward()
+
+
+def count_calls(module):
+    calls = []
+    module.register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+def test_embedding_cache_hit_is_identical_and_skips_the_encoder(tmp_path):
+    over = ["model.train_parts=[mask_decoder]", "model.cache_embeddings=true", f"model.cache_dir={tmp_path}"]
+    task, model, batch = setup(*over)
+    assert batch["keys"] and len(set(batch["keys"])) == 3
+    model.eval()
+    calls = count_calls(model.sam.vision_encoder)
+    with torch.no_grad():
+        reference = model._encode(batch["images"])
+        assert len(calls) == 1
+        first = model.embeddings(batch)        # miss: encoder runs, entries written
+        assert len(calls) == 2 and model.cache.misses == 3
+        second = model.embeddings(batch)       # hit: no encoder
+        assert len(calls) == 2 and model.cache.hits == 3
+        out_a, out_b = model(batch), model(batch)
+    assert len(calls) == 2
+    assert torch.equal(first, reference) and torch.equal(second, reference)
+    assert torch.equal(out_a["logits"], out_b["logits"])
+    assert len(list(tmp_path.rglob("*.pt"))) == 3
+
+    # another run with other encoder weights gets its own entries; the same weights reuse them
+    torch.manual_seed(1)
+    other = task.build_model()
+    other.eval()
+    with torch.no_grad():
+        other.embeddings(batch)
+    assert other.cache.misses == 3 and len(list(tmp_path.rglob("*.pt"))) == 6
+    same = task.build_model()
+    same.load_state_dict(model.state_dict())
+    same.train()  # training with a frozen encoder reads the cache too
+    same(batch)
+    assert same.cache.hits == 3 and same.cache.misses == 0
+
+
+def test_checkpoint_state_rebuilds_the_architecture_without_download(monkeypatch):
+    task, model, _ = setup()
+    state = task.state()
+    assert isinstance(state["sam_config"], str)
+    fresh = TASK(compose_cfg("train", ["task=sam", "model=sam_vit_base"]))  # a hub model ...
+    monkeypatch.setattr(SamModel, "from_pretrained", lambda *a, **k: pytest.fail("downloaded"))
+    fresh.load_state(state)                                                  # ... rebuilt from the checkpoint
+    rebuilt = fresh.build_model()
+    rebuilt.load_state_dict(model.state_dict())
+
+
+def test_offline_hub_and_missing_folder_name_the_fix(monkeypatch, tmp_path):
+    def offline(*a, **k):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+    monkeypatch.setattr(SamModel, "from_pretrained", offline)
+    task = TASK(compose_cfg("train", ["task=sam"]))
+    with pytest.raises(SegdetError, match=r"model.pretrained=/path/to/local/dir.*model=sam_tiny") as err:
+        task.build_model()
+    assert "\n" not in str(err.value) and "facebook/sam-vit-base" in str(err.value)
+    task = TASK(compose_cfg("train", ["task=sam", f"model.pretrained={tmp_path / 'nope'}"]))
+    with pytest.raises(SegdetError, match="no such folder"):
+        task.build_model()
+
+
+def test_local_pretrained_folder_loads(tmp_path):
+    _, model, _ = setup()
+    model.sam.save_pretrained(tmp_path / "sam")
+    task = TASK(compose_cfg("train", ["task=sam", f"model.pretrained={tmp_path / 'sam'}", "model.image_size=128"]))
+    loaded = task.build_model()
+    assert torch.equal(loaded.sam.mask_decoder.iou_token.weight, model.sam.mask_decoder.iou_token.weight)
+    assert [n for n, p in loaded.named_parameters() if p.requires_grad][0].startswith("sam.mask_decoder")
