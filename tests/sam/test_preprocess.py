@@ -37,7 +37,7 @@ def test_pixels_and_prompts_equal_samprocessor(shared_data, size):
         h, w = im.shape[:2]
         box = [w * 0.1, h * 0.2, w * 0.7, h * 0.9]
         point = [w * 0.5, h * 0.25]
-        ref = proc(images=im, input_boxes=[[box]], input_points=[[[point]]], return_tensors="pt")
+        ref = proc(images=im.copy(), input_boxes=[[box]], input_points=[[[point]]], return_tensors="pt")
         assert ours[i].shape == ref["pixel_values"][0].shape == (3, size, size)
         torch.testing.assert_close(ours[i], ref["pixel_values"][0], atol=1e-5, rtol=0)
         assert resized[i].tolist() == list(ref["reshaped_input_sizes"][0])
@@ -50,7 +50,7 @@ def test_low_res_masks_map_back_like_post_process_masks(shared_data):
     im = water_images(shared_data, 1)[0]
     size, (h, w) = 1024, im.shape[:2]
     proc = processor(size)
-    ref = proc(images=im, return_tensors="pt")
+    ref = proc(images=im.copy(), return_tensors="pt")
     logits = torch.randn(2, size // 4, size // 4)
     ours = logits_to_original(logits, tuple(ref["reshaped_input_sizes"][0].tolist()), (h, w), size)
     theirs = proc.post_process_masks([logits[None]], ref["original_sizes"], ref["reshaped_input_sizes"],

@@ -82,6 +82,10 @@ def build_sam(model_cfg, config_json: str | None = None) -> SamModel:
 
 
 class SamSegmenter(nn.Module):
+    # Point, box and not-a-point embeddings of the prompt encoder go unused in some prompt modes; under DDP
+    # the engine should pass find_unused_parameters=True for such a model.
+    find_unused_parameters = True
+
     def __init__(self, sam: SamModel, loss: SamLoss, *, train_parts=("mask_decoder",), multimask_output=False,
                  multimask_select="iou", loss_resolution="low", cache: EmbeddingCache | None = None):
         super().__init__()
@@ -98,6 +102,14 @@ class SamSegmenter(nn.Module):
             for attr in PARTS[part]:
                 for p in getattr(sam, attr).parameters():
                     p.requires_grad_(True)
+        # Parts no loss reaches stay frozen: dense mask prompts are never given, and the IoU head only learns
+        # from loss.iou_weight > 0.
+        frozen = [sam.prompt_encoder.mask_embed]
+        if not getattr(loss, "iou_weight", 0):
+            frozen.append(sam.mask_decoder.iou_prediction_head)
+        for module in frozen:
+            for p in module.parameters():
+                p.requires_grad_(False)
         if multimask_select not in ("iou", "loss"):
             raise SegdetError(f"model.multimask_select must be 'iou' or 'loss', not '{multimask_select}'")
         if loss_resolution not in ("low", "full"):

@@ -33,6 +33,7 @@ class SamTask(Task):
         super().__init__(cfg)
         self.prompt = PromptConfig.from_cfg(cfg.get("prompt"))
         self._sam_config: str | None = None  # SamConfig JSON, kept in the checkpoint
+        self._data_seed: int | None = None   # the seed the training data was made with (synthetic scenes)
 
     # --- data -----------------------------------------------------------------------------------------------
     @property
@@ -58,8 +59,8 @@ class SamTask(Task):
                               f"augment={self.cfg.augment.get('name')} changes it every epoch: use augment=none, "
                               "the offline copies (augment=sam_offline), or model.cache_embeddings=false")
 
-    def _maker(self, transform, copies: int):
-        seed, keys = int(self.cfg.seed), self._cache_on()
+    def _maker(self, transform, copies: int, seed: int):
+        keys = self._cache_on()
 
         def make(source, indices, train: bool, bad):
             return SamDataset(source, list(indices), self.prompt, transform=transform if train else None,
@@ -69,10 +70,13 @@ class SamTask(Task):
     def build_datasets(self) -> dict:
         transform, copies = self._augment()
         self._check_cache(transform, copies)
-        return build_splits(self.cfg.data, int(self.cfg.seed), self._maker(transform, copies))
+        self._data_seed = int(self.cfg.seed)
+        return build_splits(self.cfg.data, self._data_seed, self._maker(transform, copies, self._data_seed))
 
     def build_eval_dataset(self, split: str, split_ids: dict | None) -> SamDataset:
-        return build_eval_split(self.cfg.data, int(self.cfg.seed), split, split_ids, self._maker(None, 0))
+        # eval runs under its own seed; generated scenes must still be the checkpoint's
+        seed = self._data_seed if self._data_seed is not None else int(self.cfg.seed)
+        return build_eval_split(self.cfg.data, seed, split, split_ids, self._maker(None, 0, seed))
 
     def collate(self, samples: list) -> dict:
         return collate(samples)
@@ -98,10 +102,12 @@ class SamTask(Task):
                             loss_resolution=str(loss_cfg.get("resolution", "low")), cache=cache)
 
     def state(self) -> dict:
-        return {"sam_config": self._sam_config} if self._sam_config else {}
+        state = {"sam_config": self._sam_config, "data_seed": self._data_seed}
+        return {k: v for k, v in state.items() if v is not None}
 
     def load_state(self, state: dict) -> None:
-        self._sam_config = state.get("sam_config") or self._sam_config
+        self._sam_config = state.get("sam_config", self._sam_config)
+        self._data_seed = state.get("data_seed", self._data_seed)
 
     # --- evaluation, figures, prediction -------------------------------------------------------------------
     def make_evaluator(self) -> SamEvaluator:
