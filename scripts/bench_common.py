@@ -1,0 +1,125 @@
+"""What every benchmark row shares: configs, segdet training runs, timing, memory, the row format.
+
+Rules that keep the pairs fair:
+  * both sides of a row run in this process, one after the other, on the same images (memory: one process per side);
+  * throughput is measured per epoch (loading included, as users experience it); the first epoch is warm-up and
+    the figure is the median of the following ``repeats`` epochs;
+  * segdet's figures come from its real code paths: ``segdet.commands.train.run`` (the engine's own per-epoch
+    ``train/images_per_s``), or the task's datasets/collate/model with the engine's step logic.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class Row:
+    name: str
+    segdet: float
+    other: float
+    unit: str
+    ratio: float
+    note: str = ""
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "segdet": round(self.segdet, 4), "other": round(self.other, 4),
+                "unit": self.unit, "ratio": round(self.ratio, 4)}
+
+
+def compose(overrides: list[str]):
+    """The config ``segdet train <overrides>`` runs with (no Hydra run dir)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from segdet.paths import config_dir
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return hydra_compose("train", overrides=list(overrides))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def timed_epochs(run_epoch, epochs: int, device: torch.device) -> list[float]:
+    """Seconds of each call of ``run_epoch()`` (device work finished before the clock stops)."""
+    out = []
+    for _ in range(epochs):
+        sync(device)
+        t0 = time.perf_counter()
+        run_epoch()
+        sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+@contextlib.contextmanager
+def quiet_segdet(verbose: bool):
+    """segdet logs each epoch at INFO; the benchmark prints its own summary unless --verbose."""
+    logger = logging.getLogger("segdet")
+    old = logger.level
+    if not verbose:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+def segdet_train_run(overrides: list[str], verbose: bool = False) -> list[dict]:
+    """``segdet train <overrides>`` through the command itself, in a scratch run dir; returns metrics.json's
+    per-epoch history (each entry has ``train/images_per_s``, measured by the engine over the whole epoch)."""
+    from segdet.commands import train as train_cmd
+
+    cfg = compose(overrides + ["trainer.progress=false", "trainer.samples_every_n_epochs=0",
+                               "data.val_fraction=0"])
+    with tempfile.TemporaryDirectory(prefix="segdet-bench-") as run_dir, quiet_segdet(verbose):
+        train_cmd.run(cfg, Path(run_dir))
+        history = json.loads((Path(run_dir) / "metrics.json").read_text())["history"]
+    return history
+
+
+def epoch_images_per_s(history: list[dict], warmup: int = 1) -> list[float]:
+    return [float(h["train/images_per_s"]) for h in history[warmup:]]
+
+
+# --- memory ------------------------------------------------------------------------------------------------------
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: "5" resets the peak resident set size (VmHWM) to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak since ``reset_peak_memory``: tensors allocated on CUDA, the whole process's RSS on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource  # not Linux: the peak over the whole process
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if os.uname().sysname == "Linux" else 2**20)

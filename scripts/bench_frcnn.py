@@ -1,0 +1,300 @@
+"""Faster R-CNN rows: segdet's detector against torchvision's FasterRCNN built with the same architecture, settings
+and weights (the construction of tests/frcnn/test_oracle.py, plus the training settings), on the same batches.
+
+Both sides read the same segdet dataset (same generated images, same flips, same resize and normalisation);
+torchvision gets each batch as its usual list of image tensors + target dicts, behind a GeneralizedRCNNTransform
+that only pads (the inputs are already resized and normalised), exactly as in the oracle test. Training runs in the
+precision segdet runs in (fp32 on the CPU, bf16 autocast on CUDA), with the same optimizer settings.
+
+Run as a script (``--memory segdet|torchvision``) it is one side of the ``frcnn_memory`` row, in its own process so
+the two peaks do not mix.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign, roi_pool
+
+from bench_common import (Row, compose, epoch_images_per_s, median, peak_memory_mib, reset_peak_memory,
+                          segdet_train_run, sync, timed_epochs)
+
+
+def segdet_overrides(s, *, epochs: int = 1) -> list[str]:
+    return (["task=frcnn", f"seed={s.seed}", "data=synthetic", f"data.num_images={s.frcnn_images}",
+             f"data.image_size={s.frcnn_image_px}", f"data.batch_size={s.frcnn_batch}",
+             f"data.num_workers={s.workers}", f"trainer.device={s.device}", f"trainer.precision={s.precision}",
+             f"trainer.max_epochs={epochs}", "data.val_fraction=0"] + list(s.frcnn_model) + list(s.segdet_overrides))
+
+
+# --- torchvision's twin ------------------------------------------------------------------------------------------
+class RoIPoolAsMultiScale(MultiScaleRoIAlign):
+    """RoIPool on the single feature map, under the type FasterRCNN accepts for ``box_roi_pool``."""
+
+    def __init__(self, size: int, scale: float):
+        super().__init__(["0"], size, sampling_ratio=0)
+        self.scale = scale
+
+    def forward(self, x, boxes, image_shapes):
+        return roi_pool(x["0"], boxes, self.output_size, self.scale)
+
+
+class PreparedInputs(GeneralizedRCNNTransform):
+    """Inputs arrive resized and normalised (segdet's dataset did it): only batch (pad) them."""
+
+    def resize(self, image, target=None):
+        return image, target
+
+
+def torchvision_twin(ours: nn.Module, m) -> TorchvisionFasterRCNN:
+    """torchvision's FasterRCNN with ``ours``' architecture, settings (train and test) and weights."""
+    channels = ours.rpn.head.conv.in_channels
+    if m.rpn.channels != channels:
+        raise ValueError("torchvision's RPNHead keeps the backbone width: needs model.rpn.channels == backbone width")
+    backbone = copy.deepcopy(ours.backbone)
+    backbone.out_channels = channels
+    anchors = AnchorGenerator(sizes=(tuple(m.anchor.scales),), aspect_ratios=(tuple(m.anchor.ratios),))
+    pool = (RoIPoolAsMultiScale(m.roi_size, 1 / 16) if m.roi_op == "pool"
+            else MultiScaleRoIAlign(["0"], m.roi_size, sampling_ratio=2))
+    r, h = m.rpn, m.roi_head
+    tv = TorchvisionFasterRCNN(
+        backbone, num_classes=None,
+        rpn_anchor_generator=anchors, rpn_head=RPNHead(channels, anchors.num_anchors_per_location()[0]),
+        rpn_pre_nms_top_n_train=r.pre_nms_top_n.train, rpn_pre_nms_top_n_test=r.pre_nms_top_n.test,
+        rpn_post_nms_top_n_train=r.post_nms_top_n.train, rpn_post_nms_top_n_test=r.post_nms_top_n.test,
+        rpn_nms_thresh=r.nms_thresh, rpn_fg_iou_thresh=r.fg_iou, rpn_bg_iou_thresh=r.bg_iou,
+        rpn_batch_size_per_image=r.batch_size_per_image, rpn_positive_fraction=r.positive_fraction,
+        rpn_score_thresh=r.score_thresh,
+        box_roi_pool=pool,
+        box_head=copy.deepcopy(ours.roi_head.box_head),  # fc6/fc7 (+ dropout when configured), as TwoMLPHead
+        box_predictor=FastRCNNPredictor(h.representation, ours.roi_head.num_classes),
+        box_score_thresh=h.score_thresh, box_nms_thresh=h.nms_thresh, box_detections_per_img=h.detections_per_img,
+        box_fg_iou_thresh=h.fg_iou, box_bg_iou_thresh=h.bg_iou, box_batch_size_per_image=h.batch_size_per_image,
+        box_positive_fraction=h.positive_fraction, bbox_reg_weights=tuple(h.box_weights),
+    )
+    tv.transform = PreparedInputs(min_size=1, max_size=100_000, image_mean=[0.0] * 3, image_std=[1.0] * 3,
+                                  size_divisible=int(m.get("size_divisible", 32)))
+    mapping = {"rpn.head.conv.0.0": ours.rpn.head.conv, "rpn.head.cls_logits": ours.rpn.head.cls_logits,
+               "rpn.head.bbox_pred": ours.rpn.head.bbox_pred,
+               "roi_heads.box_predictor.cls_score": ours.roi_head.cls_score,
+               "roi_heads.box_predictor.bbox_pred": ours.roi_head.bbox_pred}
+    state = {f"{name}.{k}": v for name, mod in mapping.items() for k, v in mod.state_dict().items()}
+    missing, unexpected = tv.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith(("backbone.", "roi_heads.box_head.")) for k in missing), missing
+    return tv
+
+
+def tv_collate(samples: list[dict]):
+    """torchvision's detection recipe: lists of images and target dicts."""
+    return [s["image"] for s in samples], [{"boxes": s["boxes"], "labels": s["labels"]} for s in samples]
+
+
+def tv_to_device(images, targets, device):
+    images = [im.to(device, non_blocking=True) for im in images]
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+class Setup:
+    """The task, its data and both detectors (same weights) for one configuration."""
+
+    def __init__(self, s, train: bool):
+        from segdet.engine.data import make_loader
+        from segdet.tasks.frcnn import TASK
+
+        self.s, self.device = s, torch.device(s.device)
+        self.cfg = compose(segdet_overrides(s))
+        self.task = TASK(self.cfg)
+        ds = self.task.build_datasets()["train"] if train else self.task.build_eval_dataset("all", None)
+        self.dataset = ds
+        loader_args = dict(seed=s.seed, num_workers=s.workers, pin_memory=self.device.type == "cuda")
+        self.tv_loader = make_loader(ds, s.frcnn_batch, tv_collate, train=train, **loader_args)
+        self.segdet_loader = make_loader(ds, s.frcnn_batch, self.task.collate, train=train, **loader_args)
+        torch.manual_seed(s.seed)
+        self.ours = self.task.build_model()
+
+    def twin(self) -> TorchvisionFasterRCNN:
+        return torchvision_twin(self.ours, self.cfg.model)
+
+    @property
+    def autocast(self):
+        from segdet.engine.runtime import autocast, check_precision
+
+        return autocast(self.device, check_precision(self.s.precision, self.device))
+
+    def optimizer(self, model):
+        from segdet.engine.optim import build_optimizer
+
+        return build_optimizer([p for p in model.parameters() if p.requires_grad], self.cfg.optim)
+
+
+def tv_train_step_fn(setup: Setup, tv):
+    """One step of torchvision's reference training loop (references/detection/engine.py, train_one_epoch)."""
+    device, optimizer = setup.device, setup.optimizer(tv)
+    tv.to(device).train()
+    if setup.cfg.trainer.get("channels_last"):
+        tv.to(memory_format=torch.channels_last)
+
+    def step(batch):
+        images, targets = tv_to_device(*batch, device)
+        with setup.autocast:
+            loss_dict = tv(images, targets)
+            losses = sum(loss for loss in loss_dict.values())
+        loss_value = losses.item()
+        if not math.isfinite(loss_value):
+            raise RuntimeError(f"torchvision loss is {loss_value}")
+        optimizer.zero_grad()
+        losses.backward()
+        optimizer.step()
+    return step
+
+
+def epoch_fn(loader, step):
+    """A callable running one epoch of ``step`` over ``loader`` (the next epoch's order each call)."""
+    def epoch():
+        loader.sampler.set_epoch(epoch.n)
+        epoch.n += 1
+        for batch in loader:
+            step(batch)
+    epoch.n = 0
+    return epoch
+
+
+def segdet_train_step_fn(setup: Setup):
+    """One optimizer step as segdet's engine takes it: the real Trainer (device, channels_last, compile, scaler,
+    optimizer step, schedule) with its inner loop body (engine/trainer.py, Trainer._fit) copied."""
+    from segdet.engine.data import to_device
+    from segdet.engine.optim import build_scheduler
+    from segdet.engine.runtime import autocast
+    from segdet.engine.trainer import Trainer
+
+    cfg, model = setup.cfg, setup.ours
+    optimizer = setup.optimizer(model)
+    trainer = Trainer(cfg.trainer, model, optimizer, build_scheduler(optimizer, cfg.sched, 10_000), setup.device,
+                      None, {}, setup.task.monitor)
+    trainer.model.train()
+
+    def step(batch):
+        batch = to_device(batch, trainer.device, cfg.trainer.channels_last)
+        with autocast(trainer.device, trainer.precision):
+            losses = trainer.model(batch)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"segdet loss is {float(loss)}")
+        trainer.scaler.scale(loss).backward()
+        trainer._optimizer_step()
+    return step
+
+
+def infer_epoch_fn(setup: Setup, model, side: str):
+    """One pass over the evaluation images in eval mode, no_grad, under the run's autocast."""
+    from segdet.engine.data import to_device
+
+    device = setup.device
+    model.to(device).eval()
+    if setup.cfg.trainer.get("channels_last"):
+        model.to(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def epoch():
+        if side == "segdet":
+            for batch in setup.segdet_loader:
+                batch = to_device(batch, device, setup.cfg.trainer.channels_last)
+                with setup.autocast:
+                    model(batch)
+        else:
+            for images, targets in setup.tv_loader:
+                images, _ = tv_to_device(images, targets, device)
+                with setup.autocast:
+                    model(images)
+    return epoch
+
+
+# --- rows --------------------------------------------------------------------------------------------------------
+def frcnn_train(s) -> Row:
+    ours = median(epoch_images_per_s(segdet_train_run(segdet_overrides(s, epochs=1 + s.repeats), s.verbose)))
+    setup = Setup(s, train=True)
+    tv = setup.twin()
+    del setup.ours
+    seconds = timed_epochs(epoch_fn(setup.tv_loader, tv_train_step_fn(setup, tv)), 1 + s.repeats, setup.device)
+    theirs = median([len(setup.dataset) / t for t in seconds[1:]])
+    return Row("frcnn_train", ours, theirs, "images/s", ours / theirs,
+               f"batch {s.frcnn_batch}, {s.precision}, {len(setup.dataset)} images of {s.frcnn_image_px} px")
+
+
+def frcnn_infer(s) -> Row:
+    setup = Setup(s, train=False)
+    tv = setup.twin()
+    n = len(setup.dataset)
+    ours_fn, tv_fn = infer_epoch_fn(setup, setup.ours, "segdet"), infer_epoch_fn(setup, tv, "torchvision")
+    ours_t, tv_t = [], []
+    for i in range(1 + s.repeats):  # interleaved, so a busy moment of the machine hits both sides
+        ours_t += timed_epochs(ours_fn, 1, setup.device)
+        tv_t += timed_epochs(tv_fn, 1, setup.device)
+    ours, theirs = median([n / t for t in ours_t[1:]]), median([n / t for t in tv_t[1:]])
+    return Row("frcnn_infer", ours, theirs, "images/s", ours / theirs, f"batch {s.frcnn_batch}, {s.precision}")
+
+
+def frcnn_memory(s) -> Row:
+    """Peak memory of training steps, each side in a fresh process of this script."""
+    peaks = {}
+    for side in ("segdet", "torchvision"):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory", side, "--settings", json.dumps(s.as_dict())]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"memory run of {side} failed:\n{out.stderr[-3000:]}")
+        peaks[side] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+    what = "max_memory_allocated" if s.device.startswith("cuda") else "peak RSS"
+    return Row("frcnn_memory", peaks["segdet"], peaks["torchvision"], "MiB", peaks["torchvision"] / peaks["segdet"],
+               f"{what} over {s.memory_steps} training steps after 2 warm-up steps")
+
+
+def measure_memory(side: str, s) -> float:
+    """Peak memory over ``memory_steps`` training steps after two warm-up steps, the same batches for both sides."""
+    setup = Setup(s, train=True)
+    if side == "segdet":
+        step, loader = segdet_train_step_fn(setup), setup.segdet_loader
+    else:
+        tv = setup.twin()
+        del setup.ours
+        step, loader = tv_train_step_fn(setup, tv), setup.tv_loader
+    batches = iter(loader)
+    for i in range(2 + s.memory_steps):
+        if i == 2:
+            sync(setup.device)
+            reset_peak_memory(setup.device)
+        try:
+            batch = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            batch = next(batches)
+        step(batch)
+    return peak_memory_mib(setup.device)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="one side of the frcnn_memory row (used by scripts/bench.py)")
+    p.add_argument("--memory", choices=["segdet", "torchvision"], required=True)
+    p.add_argument("--settings", required=True, help="JSON of bench.Settings")
+    a = p.parse_args()
+    from bench import Settings  # noqa: E402  (scripts/ is on sys.path when this file runs as a script)
+
+    s = Settings.from_dict(json.loads(a.settings))
+    Settings.apply_threads(s)
+    print(json.dumps({"peak_mib": measure_memory(a.memory, s)}))
+
+
+if __name__ == "__main__":
+    main()
