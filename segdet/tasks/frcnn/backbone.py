@@ -1,7 +1,8 @@
 """Backbones (registry): a stride-16 feature extractor plus the box head that sits on its pooled RoIs.
 
 * ``vgg16``: VGG16's 13 conv layers without the last max-pool (stride 16, 512 channels), the box head its fc6/fc7
-  (two FC layers, 4096 wide). ``width < 1`` divides every layer's channels: the tiny model the CPU tests train.
+  (two FC layers, 4096 wide). ``width < 1`` divides every layer's channels: the tiny model the CPU tests train
+  (with ``batch_norm: true``, the VGG16-BN layout, which trains from scratch far better).
 * ``resnet50_c4``: ResNet-50 up to conv4_x (stride 16, 1024 channels), the box head conv5_x + average pooling,
   as in the ResNet paper's Faster R-CNN ("C4").
 
@@ -87,10 +88,16 @@ def vgg16(cfg: DictConfig) -> Backbone:
     b = cfg.backbone
     width = float(b.get("width", 1.0))
     layers = [v if v == "M" else max(1, round(v * width)) for v in tv_vgg.cfgs["D"][:-1]]  # no pool5: stride 16
-    body = tv_vgg.make_layers(layers)
+    bn = bool(b.get("batch_norm", False))
+    body = tv_vgg.make_layers(layers, batch_norm=bn)
+    for m in body.modules():  # torchvision's VGG init (make_layers alone keeps PyTorch's default, too weak for 13 layers)
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
     channels = layers[-1]
     head = TwoFCHead(channels * cfg.roi_size ** 2, cfg.roi_head.representation, cfg.roi_head.get("dropout", 0.0))
-    state = None if not b.get("load", True) else load_weights(b.weights, models.VGG16_Weights.IMAGENET1K_V1, "VGG16")
+    weights_enum = models.VGG16_BN_Weights.IMAGENET1K_V1 if bn else models.VGG16_Weights.IMAGENET1K_V1
+    state = None if not b.get("load", True) else load_weights(b.weights, weights_enum, "VGG16-BN" if bn else "VGG16")
     if state is not None:
         if width != 1.0:
             raise SegdetError(f"model.backbone.width={width}: pretrained VGG16 weights need width=1.0 (or weights=none)")
