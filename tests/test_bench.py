@@ -1,0 +1,103 @@
+"""scripts/bench.py: the JSON of the contract ("Benchmark output"), from a quick run of every row; and the CUDA
+settings compose into valid configs (the GPU run itself only happens on a lent GPU machine)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+ROWS = ["sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory"]
+# rows whose figures are costs (seconds, MiB): the ratio is other / segdet so that higher is better for segdet
+COSTS = {"sam_cache", "frcnn_memory"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--quick", "--threads", "2", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_quick_bench_writes_every_row_with_oriented_ratios(quick_run):
+    data, _ = quick_run
+    assert set(data) == {"device", "rows"} and data["device"].startswith("cpu")
+    assert [r["name"] for r in data["rows"]] == ROWS
+    for r in data["rows"]:
+        assert set(r) == {"name", "segdet", "other", "unit", "ratio"}
+        assert r["segdet"] > 0 and r["other"] > 0 and isinstance(r["unit"], str) and r["unit"]
+        expected = r["other"] / r["segdet"] if r["name"] in COSTS else r["segdet"] / r["other"]
+        assert r["ratio"] == pytest.approx(expected, rel=1e-3), r
+    units = {r["name"]: r["unit"] for r in data["rows"]}
+    assert units == {"sam_train": "images/s", "sam_cache": "s/epoch", "frcnn_train": "images/s",
+                     "frcnn_infer": "images/s", "frcnn_memory": "MiB"}
+
+
+def test_quick_bench_prints_a_markdown_table(quick_run):
+    _, stdout = quick_run
+    lines = [line for line in stdout.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| row | segdet | other | unit | ratio")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ROWS
+
+
+def test_bad_row_name_is_a_usage_error():
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--only", "sam_trian"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and "sam_trian" in proc.stderr and "sam_train" in proc.stderr
+
+
+@pytest.fixture
+def bench_modules(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import bench
+    import bench_frcnn
+    import bench_sam
+    return bench, bench_sam, bench_frcnn
+
+
+def test_cuda_settings_compose_and_the_vgg16_twin_matches_segdet(bench_modules):
+    """What --device cuda runs, checked on the CPU: the overrides are valid configs, and torchvision's twin of the
+    full VGG16 detector has the same trainable parameters and the same settings."""
+    bench, bench_sam, bench_frcnn = bench_modules
+    s = bench.Settings.for_device("cuda", quick=False, repeats=None)
+    assert s.precision == "bf16-mixed" and s.frcnn_batch == 8 and s.frcnn_image_px == 600
+    sam_cfg = bench_sam.compose(bench_sam.segdet_overrides(s, batch_size=s.sam_batch, epochs=2) +
+                                ["model.pretrained=/nonexistent"])
+    assert sam_cfg.model.image_size == 1024 and list(sam_cfg.model.train_parts) == ["mask_decoder"]
+    assert sam_cfg.augment.name == "albumentations"
+
+    cfg = bench_frcnn.compose(bench_frcnn.segdet_overrides(s))
+    assert cfg.model.backbone.name == "vgg16" and cfg.model.min_size == 600 and cfg.model.backbone.weights == "none"
+    from segdet.tasks.frcnn.detector import FasterRCNN
+
+    torch.manual_seed(0)
+    ours = FasterRCNN(cfg.model, cfg.loss, num_classes=3)
+    tv = bench_frcnn.torchvision_twin(ours, cfg.model)
+
+    def trainable(m):
+        return sorted(p.numel() for p in m.parameters() if p.requires_grad)
+    assert trainable(tv) == trainable(ours)
+    r = cfg.model.rpn
+    assert tv.rpn._pre_nms_top_n == {"training": r.pre_nms_top_n.train, "testing": r.pre_nms_top_n.test}
+    assert tv.rpn._post_nms_top_n == {"training": r.post_nms_top_n.train, "testing": r.post_nms_top_n.test}
+    assert tv.roi_heads.fg_bg_sampler.batch_size_per_image == cfg.model.roi_head.batch_size_per_image
+    assert tv.roi_heads.nms_thresh == cfg.model.roi_head.nms_thresh
+
+
+def test_tutorial_prompt_is_the_jittered_mask_box(bench_modules):
+    import numpy as np
+
+    _, bench_sam, _ = bench_modules
+    mask = np.zeros((64, 64), bool)
+    mask[10:20, 30:50] = True
+    np.random.seed(0)
+    x1, y1, x2, y2 = bench_sam.get_bounding_box(mask, 5)
+    assert 25 < x1 <= 30 and 5 < y1 <= 10 and 49 <= x2 < 54 and 19 <= y2 < 24
+    assert bench_sam.get_bounding_box(np.zeros((64, 32), bool), 5) == [0, 0, 32, 64]
