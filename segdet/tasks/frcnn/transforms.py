@@ -56,7 +56,7 @@ class DetectionTransform:
             image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
         sy, sx = nh / h, nw / w
         boxes = boxes.astype(np.float32) * np.array([sx, sy, sx, sy], dtype=np.float32)
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+        tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255)  # a writable copy
         tensor = (tensor - self.mean) / self.std
         return tensor, torch.from_numpy(boxes).reshape(-1, 4), torch.from_numpy(index), (sy, sx)
 
