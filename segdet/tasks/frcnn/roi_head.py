@@ -50,7 +50,8 @@ class RoIHead(nn.Module):
         self.box_loss = box_loss
 
     def scores_and_deltas(self, features: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
-        x = self.box_head(self.pool(features, rois))
+        # RoI ops run in float32 (boxes in bf16 would be off by pixels); torchvision's CUDA autocast does the same
+        x = self.box_head(self.pool(features.float(), rois.float()))
         return self.cls_score(x), self.bbox_pred(x)
 
     def forward(self, features: Tensor, proposals: list[Tensor], image_sizes: Tensor, targets=None):
