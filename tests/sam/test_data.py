@@ -168,3 +168,27 @@ def test_unknown_data_option_names_the_choices():
     cfg.data = OmegaConf.create({"name": "voc", "root": "x"})
     with pytest.raises(SegdetError, match="folder, synthetic"):
         TASK(cfg).build_datasets()
+
+
+def test_separate_validation_root(tmp_path):
+    rng = np.random.default_rng(0)
+    for root, stems in (("train", ["a", "b", "c"]), ("val", ["d", "e"])):
+        for s in stems:
+            write(tmp_path / root / "images" / f"{s}.png", rng.integers(0, 255, (32, 48, 3), dtype=np.uint8))
+            write(tmp_path / root / "masks" / f"{s}.png", (rng.random((32, 48)) > 0.5).astype(np.uint8) * 255)
+    task = sam_task("data=folder", f"data.root={tmp_path / 'train'}", f"data.val_root={tmp_path / 'val'}")
+    splits = task.build_datasets()
+    assert splits["train"].ids == ["a", "b", "c"] and splits["val"].ids == ["d", "e"]
+    assert task.build_eval_dataset("val", {"val": ["d", "e"]}).ids == ["d", "e"]
+
+
+def test_user_prompts_from_the_predict_json():
+    from segdet.tasks.sam.prompts import user_prompts
+    p = user_prompts({"points": [[3, 4, 1], [10, 12, 0]]}, "x.png", 40, 30)
+    assert not p["box_prompt"] and p["points"].shape == (1, 2, 2) and p["point_labels"].tolist() == [[1, 0]]
+    p = user_prompts({"boxes": [[1, 2, 10, 12], [5, 5, 20, 20]], "points": [[3, 4, 1]]}, "x.png", 40, 30)
+    assert p["box_prompt"] and p["boxes"].shape == (2, 4) and p["points"].shape == (2, 1, 2)
+    p = user_prompts({}, "x.png", 40, 30)
+    assert p["box_prompt"] and p["boxes"].tolist() == [[0, 0, 39, 29]]
+    with pytest.raises(SegdetError, match="x.png"):
+        user_prompts({"boxes": [[1, 2, 3]]}, "x.png", 40, 30)
