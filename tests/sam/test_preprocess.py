@@ -2,7 +2,6 @@
 the mapping of low-res masks back to the image)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from transformers import SamImageProcessor, SamProcessor
@@ -30,7 +29,8 @@ def test_pixels_and_prompts_equal_samprocessor(shared_data, size):
     images = water_images(shared_data)
     assert len({im.shape for im in images}) == len(images)  # really different shapes
     proc = processor(size)
-    ours, resized = preprocess_images([torch.from_numpy(im.copy()).permute(2, 0, 1).contiguous() for im in images], size)
+    tensors = [torch.from_numpy(im.copy()).permute(2, 0, 1).contiguous() for im in images]
+    ours, resized = preprocess_images(tensors, size)
     sizes = torch.tensor([im.shape[:2] for im in images])
     scale = coord_scale(sizes, size)
     for i, im in enumerate(images):
