@@ -156,3 +156,11 @@ def test_resize_and_flip_keep_boxes_on_their_objects():
         assert (inside[..., 0] > 200).all()                       # the red object fills its box
         assert (pix[:, : max(x1 - 1, 0), 0] < 100).all() and (pix[:, x2 + 1:, 0] < 100).all()  # and nothing else
     assert out.tolist() == [[50.0, 15, 70, 45]]  # flipped: 80 - [60, 20] scaled by 0.5
+
+
+def test_augment_none_still_resizes_to_the_model_input():
+    cfg = compose_cfg("train", ["task=frcnn", "experiment=smoke", "augment=none", "data.image_size=64"])
+    ds = TASK(cfg).build_datasets()["train"]
+    assert ds.transform.augment is None
+    a, b = ds[(0, 1)], ds[(0, 2)]
+    assert a["image"].shape[1:] == (128, 128) and torch.equal(a["image"], b["image"])  # resized, never flipped
