@@ -29,6 +29,7 @@ import platform  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import traceback  # noqa: E402
 from dataclasses import asdict, dataclass, field, fields  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -53,7 +54,7 @@ ABSOLUTE_TARGETS = {"cuda": {"sam_train": 150.0, "frcnn_train": 50.0, "frcnn_inf
 class Settings:
     """Everything a row needs; ``for_device`` picks the CPU (tiny) or CUDA (real geometry) values."""
     device: str = "cpu"
-    repeats: int = 3
+    repeats: int = 5
     seed: int = 0
     precision: str = "32"
     workers: int = 0
@@ -62,12 +63,17 @@ class Settings:
     segdet_overrides: list = field(default_factory=list)  # extra key=value for every segdet run (levers)
     # SAM: a random model of the given geometry, trained on generated scenes of sam_image_px pixels
     sam_model: list = field(default_factory=lambda: ["model=sam_tiny"])
-    sam_images: int = 32
+    sam_images: int = 48
     sam_image_px: int = 64         # the tutorial's masks come at the decoder's output size: 4 x (input / patch)
     sam_batch: int = 8             # segdet's batch (the tutorial's is 2, as written)
+    # sam_cache only: sam_tiny's 2-layer encoder costs about a third of a decoder-only step, so no cache could
+    # save more than ~1.5x with it; the CPU row gives the tiny encoder ViT-B's depth (12 layers, global attention
+    # in 2, 5, 8, 11) so that, as with the real SAM, the frozen encoder dominates the step.
+    sam_cache_model: list = field(default_factory=lambda: ["model.config.vision_layers=12", "model.config.vision_hidden_size=96",
+                                                           "model.config.global_attn_indexes=[2,5,8,11]"])
     # Faster R-CNN
     frcnn_model: list = field(default_factory=lambda: ["model=frcnn_tiny"])
-    frcnn_images: int = 24
+    frcnn_images: int = 32
     frcnn_image_px: int = 128
     frcnn_batch: int = 4
     memory_steps: int = 4
@@ -77,6 +83,7 @@ class Settings:
         if device.startswith("cuda"):
             s = cls(device=device, precision="bf16-mixed", workers=8, repeats=3,
                     sam_model=["model=sam_vit_base"],  # + model.pretrained=<random ViT-B folder>, made in main()
+                    sam_cache_model=[],
                     sam_images=128, sam_image_px=256, sam_batch=16,
                     frcnn_model=["model=frcnn_default", "model.backbone.weights=none"],
                     frcnn_images=64, frcnn_image_px=600, frcnn_batch=8, memory_steps=4)
@@ -84,6 +91,7 @@ class Settings:
             s = cls(device=device)
         if quick:  # seconds: for the test of this script
             s.repeats, s.sam_images, s.sam_batch, s.frcnn_images, s.frcnn_batch, s.memory_steps = 1, 8, 4, 4, 2, 1
+            s.sam_cache_model = []
             if s.device.startswith("cuda"):
                 s.sam_model, s.sam_image_px = ["model=sam_tiny"], 64
                 s.frcnn_model, s.frcnn_image_px = ["model=frcnn_tiny"], 128
@@ -147,12 +155,15 @@ def markdown(rows, device_kind: str) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
-    p.add_argument("--repeats", type=int, default=None, help="timed epochs per side (median); default 3")
+    p.add_argument("--repeats", type=int, default=None, help="timed epochs per side (median); default 5 on the CPU, 3 on CUDA")
     p.add_argument("--only", default=",".join(ROWS), help=f"comma-separated rows out of {','.join(ROWS)}")
     p.add_argument("--out", default=str(ROOT / "outputs" / "bench" / "latest.json"), help="where the JSON goes")
     p.add_argument("--quick", action="store_true", help="very small sizes (seconds; for tests)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--verbose", action="store_true", help="show segdet's own per-epoch log lines")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="change one benchmark setting (a field of Settings, e.g. sam_batch=2 or "
+                        "'sam_cache_model=[]'); lists and numbers are read as JSON")
     p.add_argument("overrides", nargs="*", help="extra segdet key=value for every segdet run, e.g. "
                                                 "trainer.channels_last=true (to measure a lever)")
     a = p.parse_args(argv)
@@ -165,7 +176,20 @@ def main(argv=None) -> int:
 
     s = Settings.for_device(a.device, a.quick, a.repeats)
     s.threads, s.verbose, s.segdet_overrides = a.threads, a.verbose, list(a.overrides)
+    for item in a.set:
+        key, _, value = item.partition("=")
+        if key not in {f.name for f in fields(Settings)}:
+            p.error(f"--set {item}: no setting '{key}'; choose from {', '.join(f.name for f in fields(Settings))}")
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:  # a bare string
+            pass
+        setattr(s, key, value)
     s.apply_threads()
+    if not a.verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     import bench_frcnn
     import bench_sam
 
@@ -175,7 +199,9 @@ def main(argv=None) -> int:
     kind = "cuda" if a.device.startswith("cuda") else "cpu"
     device = describe_device(a.device)
     print(f"segdet bench on {device}; {s.repeats} timed epoch(s) per side after 1 warm-up", flush=True)
-    rows = []
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows, failed = [], []
     with tempfile.TemporaryDirectory(prefix="segdet-bench-") as scratch:
         if any(r.startswith("sam") for r in only) and s.sam_model == ["model=sam_vit_base"]:
             s.sam_model = s.sam_model + [f"model.pretrained={random_sam_vit_b(Path(scratch) / 'sam_vit_b')}"]
@@ -183,18 +209,24 @@ def main(argv=None) -> int:
             if name not in only:
                 continue
             t0 = time.perf_counter()
-            row = measure[name](s)
+            try:
+                row = measure[name](s)
+            except Exception:  # one broken row should not lose the others (e.g. on a lent GPU)
+                traceback.print_exc()
+                failed.append(name)
+                continue
             rows.append(row)
             print(f"  {name}: segdet {row.segdet:.4g} vs {row.other:.4g} {row.unit} -> {row.ratio:.3g}x "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            # after every row, so that a run cut short (a time limit) keeps what it measured
+            out.write_text(json.dumps({"device": device, "rows": [r.as_json() for r in rows]}, indent=2) + "\n")
 
     print()
     print(markdown(rows, kind))
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device, "rows": [r.as_json() for r in rows]}, indent=2) + "\n")
     print(f"\nwritten: {out}")
-    return 0
+    if failed:
+        print(f"failed rows: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

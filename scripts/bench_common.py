@@ -110,16 +110,29 @@ def reset_peak_memory(device: torch.device) -> None:
         pass
 
 
+def _proc_status_mib(field: str) -> float | None:
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def current_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    return _proc_status_mib("VmRSS") or 0.0
+
+
 def peak_memory_mib(device: torch.device) -> float:
     """Peak since ``reset_peak_memory``: tensors allocated on CUDA, the whole process's RSS on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) / 2**20
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+    peak = _proc_status_mib("VmHWM")
+    if peak is not None:
+        return peak
     import resource  # not Linux: the peak over the whole process
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if os.uname().sysname == "Linux" else 2**20)

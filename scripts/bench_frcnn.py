@@ -28,8 +28,8 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_pool
 
-from bench_common import (Row, compose, epoch_images_per_s, median, peak_memory_mib, reset_peak_memory,
-                          segdet_train_run, sync, timed_epochs)
+from bench_common import (Row, compose, current_memory_mib, epoch_images_per_s, median, peak_memory_mib,
+                          reset_peak_memory, segdet_train_run, sync, timed_epochs)
 
 
 def segdet_overrides(s, *, epochs: int = 1) -> list[str]:
@@ -143,9 +143,7 @@ class Setup:
 def tv_train_step_fn(setup: Setup, tv):
     """One step of torchvision's reference training loop (references/detection/engine.py, train_one_epoch)."""
     device, optimizer = setup.device, setup.optimizer(tv)
-    tv.to(device).train()
-    if setup.cfg.trainer.get("channels_last"):
-        tv.to(memory_format=torch.channels_last)
+    tv.to(device).train()  # torchvision's defaults otherwise (no channels_last: segdet's levers stay segdet's)
 
     def step(batch):
         images, targets = tv_to_device(*batch, device)
@@ -204,7 +202,7 @@ def infer_epoch_fn(setup: Setup, model, side: str):
 
     device = setup.device
     model.to(device).eval()
-    if setup.cfg.trainer.get("channels_last"):
+    if side == "segdet" and setup.cfg.trainer.get("channels_last"):  # as segdet's Trainer does
         model.to(memory_format=torch.channels_last)
 
     @torch.no_grad()
@@ -231,7 +229,8 @@ def frcnn_train(s) -> Row:
     seconds = timed_epochs(epoch_fn(setup.tv_loader, tv_train_step_fn(setup, tv)), 1 + s.repeats, setup.device)
     theirs = median([len(setup.dataset) / t for t in seconds[1:]])
     return Row("frcnn_train", ours, theirs, "images/s", ours / theirs,
-               f"batch {s.frcnn_batch}, {s.precision}, {len(setup.dataset)} images of {s.frcnn_image_px} px")
+               f"batch {s.frcnn_batch}, precision {s.precision}, {len(setup.dataset)} images of "
+               f"{s.frcnn_image_px} px, {s.workers} loader workers")
 
 
 def frcnn_infer(s) -> Row:
@@ -244,7 +243,8 @@ def frcnn_infer(s) -> Row:
         ours_t += timed_epochs(ours_fn, 1, setup.device)
         tv_t += timed_epochs(tv_fn, 1, setup.device)
     ours, theirs = median([n / t for t in ours_t[1:]]), median([n / t for t in tv_t[1:]])
-    return Row("frcnn_infer", ours, theirs, "images/s", ours / theirs, f"batch {s.frcnn_batch}, {s.precision}")
+    return Row("frcnn_infer", ours, theirs, "images/s", ours / theirs,
+               f"batch {s.frcnn_batch}, precision {s.precision}, eval mode, same weights")
 
 
 def frcnn_memory(s) -> Row:
@@ -255,13 +255,16 @@ def frcnn_memory(s) -> Row:
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"memory run of {side} failed:\n{out.stderr[-3000:]}")
-        peaks[side] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
-    what = "max_memory_allocated" if s.device.startswith("cuda") else "peak RSS"
-    return Row("frcnn_memory", peaks["segdet"], peaks["torchvision"], "MiB", peaks["torchvision"] / peaks["segdet"],
-               f"{what} over {s.memory_steps} training steps after 2 warm-up steps")
+        peaks[side] = json.loads(out.stdout.strip().splitlines()[-1])
+    what = "max_memory_allocated" if s.device.startswith("cuda") else "peak RSS of the process"
+    ours, theirs = peaks["segdet"]["peak_mib"], peaks["torchvision"]["peak_mib"]
+    above = ", ".join(f"{k} +{v['peak_mib'] - v['base_mib']:.0f}" for k, v in peaks.items())
+    return Row("frcnn_memory", ours, theirs, "MiB", theirs / ours,
+               f"{what} over {s.memory_steps} training steps after 2 warm-up steps, batch {s.frcnn_batch}; "
+               f"above the resident memory before them (MiB): {above}")
 
 
-def measure_memory(side: str, s) -> float:
+def measure_memory(side: str, s) -> dict:
     """Peak memory over ``memory_steps`` training steps after two warm-up steps, the same batches for both sides."""
     setup = Setup(s, train=True)
     if side == "segdet":
@@ -271,17 +274,19 @@ def measure_memory(side: str, s) -> float:
         del setup.ours
         step, loader = tv_train_step_fn(setup, tv), setup.tv_loader
     batches = iter(loader)
+    base = 0.0
     for i in range(2 + s.memory_steps):
         if i == 2:
             sync(setup.device)
             reset_peak_memory(setup.device)
+            base = current_memory_mib(setup.device)
         try:
             batch = next(batches)
         except StopIteration:
             batches = iter(loader)
             batch = next(batches)
         step(batch)
-    return peak_memory_mib(setup.device)
+    return {"peak_mib": peak_memory_mib(setup.device), "base_mib": base}
 
 
 def main() -> None:
@@ -293,7 +298,7 @@ def main() -> None:
 
     s = Settings.from_dict(json.loads(a.settings))
     Settings.apply_threads(s)
-    print(json.dumps({"peak_mib": measure_memory(a.memory, s)}))
+    print(json.dumps(measure_memory(a.memory, s)))
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ from bench_common import Row, compose, epoch_images_per_s, median, segdet_train_
 
 
 def segdet_overrides(s, *, batch_size: int, augment: str = "sam_default", cache: bool | None = None,
-                     cache_dir: str | None = None, epochs: int) -> list[str]:
+                     cache_dir: str | None = None, epochs: int, model: list[str] = ()) -> list[str]:
     over = ["task=sam", f"seed={s.seed}", "data=synthetic", f"data.num_images={s.sam_images}",
             f"data.image_size={s.sam_image_px}", f"data.batch_size={batch_size}", f"data.num_workers={s.workers}",
             f"augment={augment}", f"trainer.device={s.device}", f"trainer.precision={s.precision}",
-            f"trainer.max_epochs={epochs}", "model.train_parts=[mask_decoder]"] + list(s.sam_model)
+            f"trainer.max_epochs={epochs}", "model.train_parts=[mask_decoder]"] + list(s.sam_model) + list(model)
     if cache is not None:
         over.append(f"model.cache_embeddings={str(cache).lower()}")
     if cache_dir:
@@ -131,7 +131,8 @@ def sam_train(s) -> Row:
     sam, size, low_res = build_sam_model(s)
     theirs = median(tutorial_sam_train(s, sam, size, low_res))
     return Row("sam_train", ours, theirs, "images/s", ours / theirs,
-               f"segdet batch {s.sam_batch}, {s.precision}, online augmentation; tutorial batch 2, fp32")
+               f"segdet batch {s.sam_batch}, precision {s.precision}, online augmentation (augment=sam_default); "
+               "tutorial batch 2, fp32, SamProcessor per sample")
 
 
 def sam_cache(s) -> Row:
@@ -140,9 +141,12 @@ def sam_cache(s) -> Row:
     n = s.sam_images
     with tempfile.TemporaryDirectory(prefix="segdet-bench-cache-") as cache_dir:
         on = segdet_train_run(segdet_overrides(s, batch_size=s.sam_batch, augment="none", cache=True,
-                                               cache_dir=cache_dir, epochs=1 + s.repeats), s.verbose)
+                                               cache_dir=cache_dir, epochs=1 + s.repeats,
+                                               model=s.sam_cache_model), s.verbose)
     off = segdet_train_run(segdet_overrides(s, batch_size=s.sam_batch, augment="none", cache=False,
-                                            epochs=1 + s.repeats), s.verbose)
+                                            epochs=1 + s.repeats, model=s.sam_cache_model), s.verbose)
     t_on = median([n / x for x in epoch_images_per_s(on)])
     t_off = median([n / x for x in epoch_images_per_s(off)])
-    return Row("sam_cache", t_on, t_off, "s/epoch", t_off / t_on, f"{n} images, batch {s.sam_batch}, augment=none")
+    model = f" ({' '.join(s.sam_cache_model)})" if s.sam_cache_model else ""
+    return Row("sam_cache", t_on, t_off, "s/epoch", t_off / t_on,
+               f"{n} images, batch {s.sam_batch}, augment=none, frozen encoder{model}")

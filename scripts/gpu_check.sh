@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# One prepared check for a lent GPU machine (an H100; under 7 minutes in all):
+#   1. installs what that machine lacks from the wheels in .whl/ (passed along by the caller), no network;
+#   2. prints the card;
+#   3. smoke-trains both tasks on CUDA in bf16-mixed, and frcnn once in 16-mixed (GradScaler path);
+#   4. runs the CUDA benchmark (SAM ViT-B geometry at 1024, VGG16 at 600 px, bf16) -> bench.json.
+# Everything goes under $OUT (default outputs/gpu_check) and is tee'd to $OUT/gpu_check.log. Each stage has its
+# own time limit and the benchmark gets what is left of 7 minutes (it writes bench.json after every row, so a cut
+# keeps the rows done); a failed stage is reported and the next one still runs; exit status 1 if any failed.
+#
+#   OUT=/some/dir bash scripts/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-outputs/gpu_check}"
+mkdir -p "$OUT"
+LOG="$OUT/gpu_check.log"
+: > "$LOG"
+FAILED=()
+START=$SECONDS
+
+stage() {  # stage NAME SECONDS COMMAND...
+  local name=$1 limit=$2
+  shift 2
+  echo "=== $name (limit ${limit}s, at $((SECONDS - START))s)" | tee -a "$LOG"
+  local t0=$SECONDS
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG"
+  local rc=${PIPESTATUS[0]}
+  echo "=== $name: exit $rc after $((SECONDS - t0))s" | tee -a "$LOG"
+  if [ "$rc" -ne 0 ]; then FAILED+=("$name(rc=$rc)"); fi
+  return 0
+}
+
+BUDGET=415  # seconds for the whole script (7 minutes, less a margin)
+
+stage install 45 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+
+stage card 15 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
+stage imports 40 python3 -c "
+import sys, torch, torchvision, transformers
+print('python', sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__,
+      'transformers', transformers.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))
+import albumentations, monai, hydra, omegaconf, pycocotools, cv2, matplotlib, tensorboard  # what segdet imports
+import segdet.tasks.sam, segdet.tasks.frcnn, segdet.commands.train
+print('imports ok')
+"
+
+smoke() {  # smoke TASK PRECISION
+  stage "smoke_$1_$2" 50 python3 -m segdet train "task=$1" experiment=smoke trainer.device=cuda \
+    "trainer.precision=$2" "hydra.run.dir=$OUT/smoke_$1_$2"
+}
+smoke sam bf16-mixed
+smoke frcnn bf16-mixed
+smoke frcnn 16-mixed
+
+LEFT=$((BUDGET - (SECONDS - START)))
+stage bench "$LEFT" python3 scripts/bench.py --device cuda --repeats 2 --out "$OUT/bench.json"
+
+echo "=== done in $((SECONDS - START))s; failed: ${FAILED[*]:-none}" | tee -a "$LOG"
+[ ${#FAILED[@]} -eq 0 ]
