@@ -14,6 +14,7 @@ from torchvision.ops import RoIAlign, RoIPool, batched_nms
 
 from .box_coder import BoxCoder, clip_boxes
 from .matching import IGNORE, batched_iou, match, pad_targets, sample
+from .rpn import large_enough
 
 
 def roi_layer(op: str, size: int, stride: int) -> nn.Module:
@@ -105,8 +106,7 @@ class RoIHead(nn.Module):
         labels = torch.arange(c, device=rois.device).expand(len(rois), c)
         image_idx = image_idx.unsqueeze(1).expand(-1, c)
         boxes, probs, labels, image_idx = boxes[:, 1:], probs[:, 1:], labels[:, 1:], image_idx[:, 1:]
-        wh = boxes[..., 2:] - boxes[..., :2]
-        keep = (probs > cfg.score_thresh) & (wh >= cfg.min_size).all(-1)
+        keep = (probs > cfg.score_thresh) & large_enough(boxes, cfg.min_size)
         boxes, probs, labels, image_idx = boxes[keep], probs[keep], labels[keep], image_idx[keep]
         kept = batched_nms(boxes, probs, image_idx * c + labels, cfg.nms_thresh)  # per image and class
         kept = kept[torch.sort(image_idx[kept], stable=True).indices]

@@ -10,11 +10,19 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, remove_small_boxes
 
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder, clip_boxes
 from .matching import batched_iou, match, pad_targets, sample
+
+
+def large_enough(boxes: Tensor, min_size: float) -> Tensor:
+    """Mask (boxes' leading shape) of boxes at least ``min_size`` wide and high (torchvision's remove_small_boxes)."""
+    flat = boxes.reshape(-1, 4)
+    mask = torch.zeros(len(flat), dtype=torch.bool, device=boxes.device)
+    mask[remove_small_boxes(flat, min_size)] = True
+    return mask.view(boxes.shape[:-1])
 
 
 class RPNHead(nn.Module):
@@ -61,8 +69,7 @@ class RPN(nn.Module):
         boxes = self.coder.decode(deltas.float().gather(1, idx.unsqueeze(-1).expand(-1, -1, 4)), anchors[idx])
         boxes = clip_boxes(boxes, image_sizes)
         probs = torch.sigmoid(top_logits)
-        wh = boxes[..., 2:] - boxes[..., :2]
-        keep = (wh >= self.cfg.min_size).all(-1) & (probs >= self.cfg.score_thresh)
+        keep = large_enough(boxes, self.cfg.min_size) & (probs >= self.cfg.score_thresh)
         image_idx = torch.arange(b, device=logits.device).unsqueeze(1).expand_as(probs)[keep]
         boxes, probs = boxes[keep], probs[keep]
         kept = batched_nms(boxes, probs, image_idx, self.cfg.nms_thresh)  # sorted by score, images mixed
