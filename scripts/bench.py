@@ -7,9 +7,11 @@ Rows (see the README and CONTRACT.md, "Benchmark output"):
   frcnn_infer   the same pair in eval mode                                          images/s   segdet / other
   frcnn_memory  peak memory while training (RSS on CPU, max_memory_allocated on CUDA) MiB      other / segdet
 
-    python scripts/bench.py                      # CPU: the tiny models, a few minutes on 2 cores
+    python scripts/bench.py                      # CPU: the tiny models, 1-3 minutes on 2 cores
     python scripts/bench.py --device cuda        # SAM ViT-B geometry at 1024, VGG16 at 600 px, bf16
     python scripts/bench.py --only sam_train,frcnn_infer --repeats 5 --out outputs/bench/mine.json
+    python scripts/bench.py --only frcnn_train trainer.channels_last=true   # a lever, on segdet's side only
+    python scripts/bench.py --only sam_train --set sam_batch=2              # a benchmark setting (see Settings)
 
 Each figure is the median over ``--repeats`` epochs after one warm-up epoch. Prints a markdown table and writes
 ``{"device": ..., "rows": [{"name", "segdet", "other", "unit", "ratio"}]}`` (default outputs/bench/latest.json).
