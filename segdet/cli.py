@@ -91,6 +91,9 @@ def _shared_run_dir(command: str, args: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Spinning OpenMP threads make small CPU ops crawl when cores are shared (data workers, other jobs);
+    # set before torch is imported. A user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")

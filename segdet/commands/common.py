@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segdet.engine import distributed as dist_utils
@@ -35,15 +36,20 @@ def write_json(path: Path, obj) -> None:
         path.write_text(json.dumps(obj, indent=2))
 
 
-def config_from_checkpoint(ckpt: dict, cfg: DictConfig) -> DictConfig:
+def config_from_checkpoint(ckpt: dict, cfg: DictConfig, explicit: list[str] | None = None) -> DictConfig:
     """The checkpoint's own config, with what the user gave now laid over it.
 
     ``data``: a chosen data option (data=folder ...) replaces the stored data block; single keys
     (data.root=..., data.split=...) replace the stored values. ``trainer`` (device, precision, ...) and the
-    command's own keys (ckpt, input, output ...) come from the command line.
+    command's own keys (ckpt, input, output ...) come from the command line. Settings the checkpoint was
+    trained with (e.g. sam's ``prompt.*``) are kept unless the user names them (``explicit``: the command-line
+    overrides; by default Hydra's record of them).
     """
     stored = OmegaConf.create(ckpt["config"])
     given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}
+    if explicit is None:
+        explicit = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    named = {o.lstrip("+~").split("=", 1)[0] for o in explicit}
     with open_dict(stored):
         if given.get("name"):
             stored.data = OmegaConf.create({k: v for k, v in given.items() if v is not None})
@@ -53,7 +59,12 @@ def config_from_checkpoint(ckpt: dict, cfg: DictConfig) -> DictConfig:
                     stored.data[k] = v
         stored.trainer = cfg.trainer
         stored.seed = cfg.seed
+        stored.ckpt = cfg.ckpt
         for key in cfg:
-            if key not in ("data", "trainer", "task", "seed", "hydra"):
-                stored[key] = cfg[key]
+            if key not in ("data", "trainer", "task", "seed", "hydra") and key not in stored:
+                stored[key] = cfg[key]  # the command's own keys: input, output, prompts ...
+        for key in sorted(named):
+            top = key.split(".")[0]
+            if top not in ("data", "trainer", "task", "seed", "hydra", "ckpt") and top in stored:
+                OmegaConf.update(stored, key, OmegaConf.select(cfg, key), force_add=True)
     return stored

@@ -79,8 +79,11 @@ class Trainer:
             self.raw_model.to(memory_format=torch.channels_last)
         self.model = self.raw_model
         if dist_utils.world_size() > 1:
+            # A model that leaves some trainable parameters unused in a step (e.g. sam's prompt encoder under
+            # box-only prompts) says so with a ``find_unused_parameters`` attribute.
             self.model = DistributedDataParallel(
-                self.raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+                self.raw_model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=bool(getattr(self.raw_model, "find_unused_parameters", False)))
         if cfg.compile:
             self.model = torch.compile(self.model)
         self.optimizer, self.scheduler = optimizer, scheduler

@@ -1,0 +1,33 @@
+"""How eval/predict lay the command line over the configuration stored in a checkpoint."""
+from omegaconf import OmegaConf
+
+from segdet.commands.common import config_from_checkpoint
+from tests.conftest import compose_cfg
+
+
+def stored_train_config():
+    cfg = compose_cfg("train", ["task=sam", "experiment=smoke", "prompt.mode=points", "data.image_size=96"])
+    return {"config": OmegaConf.to_container(cfg, resolve=True)}
+
+
+def test_training_settings_are_kept_unless_named():
+    ckpt = stored_train_config()
+    now = compose_cfg("eval", ["task=sam", "ckpt=x.pt", "trainer.device=cpu"])
+    merged = config_from_checkpoint(ckpt, now, explicit=["task=sam", "ckpt=x.pt", "trainer.device=cpu"])
+    assert merged.prompt.mode == "points"          # the eval config's default prompt block does not win
+    assert merged.data.image_size == 96 and merged.data.name == "synthetic"
+    assert merged.ckpt == "x.pt" and merged.trainer.device == "cpu"
+    assert merged.model.name == ckpt["config"]["model"]["name"]
+
+    now = compose_cfg("eval", ["task=sam", "ckpt=x.pt", "prompt.mode=box"])
+    assert config_from_checkpoint(ckpt, now, explicit=["prompt.mode=box"]).prompt.mode == "box"
+
+
+def test_data_option_replaces_and_data_keys_update():
+    ckpt = stored_train_config()
+    now = compose_cfg("eval", ["task=sam", "ckpt=x.pt", "data=folder", "data.root=/d"])
+    merged = config_from_checkpoint(ckpt, now, explicit=[])
+    assert merged.data.name == "folder" and merged.data.root == "/d" and "image_size" not in merged.data
+    now = compose_cfg("eval", ["task=sam", "ckpt=x.pt", "data.batch_size=7"])
+    merged = config_from_checkpoint(ckpt, now, explicit=[])
+    assert merged.data.name == "synthetic" and merged.data.batch_size == 7 and merged.data.image_size == 96
