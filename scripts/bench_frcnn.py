@@ -1,5 +1,5 @@
 """Faster R-CNN rows: segdet's detector against torchvision's FasterRCNN built with the same architecture, settings
-and weights (the construction of tests/frcnn/test_oracle.py, plus the training settings), on the same batches.
+and weights (segdet.tasks.frcnn.torchvision_twin, also used by the oracle test), on the same batches.
 
 Both sides read the same segdet dataset (same generated images, same flips, same resize and normalisation);
 torchvision gets each batch as its usual list of image tensors + target dicts, behind a GeneralizedRCNNTransform
@@ -12,7 +12,6 @@ the two peaks do not mix.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import subprocess
@@ -20,14 +19,9 @@ import sys
 from pathlib import Path
 
 import torch
-from torch import nn
 from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.models.detection.rpn import RPNHead
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import MultiScaleRoIAlign, roi_pool
 
+from segdet.tasks.frcnn.torchvision_twin import torchvision_twin
 from bench_common import (Row, compose, current_memory_mib, epoch_images_per_s, median, peak_memory_mib,
                           reset_peak_memory, segdet_train_run, sync, timed_epochs)
 
@@ -37,63 +31,6 @@ def segdet_overrides(s, *, epochs: int = 1) -> list[str]:
              f"data.image_size={s.frcnn_image_px}", f"data.batch_size={s.frcnn_batch}",
              f"data.num_workers={s.workers}", f"trainer.device={s.device}", f"trainer.precision={s.precision}",
              f"trainer.max_epochs={epochs}", "data.val_fraction=0"] + list(s.frcnn_model) + list(s.segdet_overrides))
-
-
-# --- torchvision's twin ------------------------------------------------------------------------------------------
-class RoIPoolAsMultiScale(MultiScaleRoIAlign):
-    """RoIPool on the single feature map, under the type FasterRCNN accepts for ``box_roi_pool``."""
-
-    def __init__(self, size: int, scale: float):
-        super().__init__(["0"], size, sampling_ratio=0)
-        self.scale = scale
-
-    def forward(self, x, boxes, image_shapes):
-        return roi_pool(x["0"], boxes, self.output_size, self.scale)
-
-
-class PreparedInputs(GeneralizedRCNNTransform):
-    """Inputs arrive resized and normalised (segdet's dataset did it): only batch (pad) them."""
-
-    def resize(self, image, target=None):
-        return image, target
-
-
-def torchvision_twin(ours: nn.Module, m) -> TorchvisionFasterRCNN:
-    """torchvision's FasterRCNN with ``ours``' architecture, settings (train and test) and weights."""
-    channels = ours.rpn.head.conv.in_channels
-    if m.rpn.channels != channels:
-        raise ValueError("torchvision's RPNHead keeps the backbone width: needs model.rpn.channels == backbone width")
-    backbone = copy.deepcopy(ours.backbone)
-    backbone.out_channels = channels
-    anchors = AnchorGenerator(sizes=(tuple(m.anchor.scales),), aspect_ratios=(tuple(m.anchor.ratios),))
-    pool = (RoIPoolAsMultiScale(m.roi_size, 1 / 16) if m.roi_op == "pool"
-            else MultiScaleRoIAlign(["0"], m.roi_size, sampling_ratio=2))
-    r, h = m.rpn, m.roi_head
-    tv = TorchvisionFasterRCNN(
-        backbone, num_classes=None,
-        rpn_anchor_generator=anchors, rpn_head=RPNHead(channels, anchors.num_anchors_per_location()[0]),
-        rpn_pre_nms_top_n_train=r.pre_nms_top_n.train, rpn_pre_nms_top_n_test=r.pre_nms_top_n.test,
-        rpn_post_nms_top_n_train=r.post_nms_top_n.train, rpn_post_nms_top_n_test=r.post_nms_top_n.test,
-        rpn_nms_thresh=r.nms_thresh, rpn_fg_iou_thresh=r.fg_iou, rpn_bg_iou_thresh=r.bg_iou,
-        rpn_batch_size_per_image=r.batch_size_per_image, rpn_positive_fraction=r.positive_fraction,
-        rpn_score_thresh=r.score_thresh,
-        box_roi_pool=pool,
-        box_head=copy.deepcopy(ours.roi_head.box_head),  # fc6/fc7 (+ dropout when configured), as TwoMLPHead
-        box_predictor=FastRCNNPredictor(h.representation, ours.roi_head.num_classes),
-        box_score_thresh=h.score_thresh, box_nms_thresh=h.nms_thresh, box_detections_per_img=h.detections_per_img,
-        box_fg_iou_thresh=h.fg_iou, box_bg_iou_thresh=h.bg_iou, box_batch_size_per_image=h.batch_size_per_image,
-        box_positive_fraction=h.positive_fraction, bbox_reg_weights=tuple(h.box_weights),
-    )
-    tv.transform = PreparedInputs(min_size=1, max_size=100_000, image_mean=[0.0] * 3, image_std=[1.0] * 3,
-                                  size_divisible=int(m.get("size_divisible", 32)))
-    mapping = {"rpn.head.conv.0.0": ours.rpn.head.conv, "rpn.head.cls_logits": ours.rpn.head.cls_logits,
-               "rpn.head.bbox_pred": ours.rpn.head.bbox_pred,
-               "roi_heads.box_predictor.cls_score": ours.roi_head.cls_score,
-               "roi_heads.box_predictor.bbox_pred": ours.roi_head.bbox_pred}
-    state = {f"{name}.{k}": v for name, mod in mapping.items() for k, v in mod.state_dict().items()}
-    missing, unexpected = tv.load_state_dict(state, strict=False)
-    assert not unexpected and all(k.startswith(("backbone.", "roi_heads.box_head.")) for k in missing), missing
-    return tv
 
 
 def tv_collate(samples: list[dict]):

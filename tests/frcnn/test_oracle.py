@@ -1,60 +1,17 @@
-"""Oracle: our Faster R-CNN and torchvision's FasterRCNN, built to the same architecture with the same weights,
-give the same proposals and the same detections on the same preprocessed images (eval mode).
-
-How the settings map (ours → torchvision):
-  backbone body (VGG16 conv1_1..conv5_3, stride 16)  → ``backbone`` (a module with ``out_channels``)
-  model.anchor.scales × ratios on the one feature map  → ``AnchorGenerator(sizes=(scales,), aspect_ratios=(ratios,))``
-  model.rpn.channels (must equal the backbone width)   → ``RPNHead(out_channels, 9)`` (one 3×3 conv)
-  model.rpn.pre/post_nms_top_n.test, nms_thresh        → ``rpn_pre/post_nms_top_n_test``, ``rpn_nms_thresh``
-  model.rpn.min_size=1e-3, score_thresh=0              → hard-coded 1e-3 in RegionProposalNetwork, ``rpn_score_thresh``
-  model.roi_op=pool, roi_size=7                        → ``box_roi_pool``: RoIPool 7×7, scale 1/16, wrapped in a
-                                                          MultiScaleRoIAlign subclass (the type torchvision insists on)
-  roi_head.representation (fc6, fc7)                   → ``TwoMLPHead(C·7·7, representation)``
-  cls_score / bbox_pred                                → ``FastRCNNPredictor``
-  roi_head.box_weights (10, 10, 5, 5)                  → ``bbox_reg_weights=None`` (the same default)
-  roi_head.score_thresh, nms_thresh, detections_per_img → ``box_score_thresh``, ``box_nms_thresh``, ``box_detections_per_img``
-  roi_head.min_size=1e-2                               → hard-coded 1e-2 in RoIHeads.postprocess_detections
-  our collate (resize, ImageNet normalisation, zero padding to a multiple of 32)
-                                                       → GeneralizedRCNNTransform with resize switched off, mean 0,
-                                                          std 1, size_divisible=32 (inputs are already prepared)
-Weights: rpn.head.conv → rpn.head.conv.0.0, roi_head.box_head.fc6/fc7 → roi_heads.box_head.fc6/fc7,
-roi_head.cls_score/bbox_pred → roi_heads.box_predictor.cls_score/bbox_pred; the backbone is shared.
+"""Oracle: our Faster R-CNN and torchvision's FasterRCNN, built to the same architecture with the same weights
+(segdet.tasks.frcnn.torchvision_twin, whose docstring maps the settings), give the same proposals and the same
+detections on the same preprocessed images (eval mode).
 """
 from __future__ import annotations
-
-import copy
 
 import pytest
 import torch
 from torch import nn
-from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.rpn import RPNHead
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import MultiScaleRoIAlign, roi_pool
 
 from segdet.tasks.frcnn.detector import FasterRCNN
+from segdet.tasks.frcnn.torchvision_twin import torchvision_twin
 from tests.conftest import compose_cfg
-
-
-class RoIPoolAsMultiScale(MultiScaleRoIAlign):
-    """RoIPool on the single feature map, under the type FasterRCNN accepts for ``box_roi_pool``."""
-
-    def __init__(self, size: int, scale: float):
-        super().__init__(["0"], size, sampling_ratio=0)
-        self.scale = scale
-
-    def forward(self, x, boxes, image_shapes):
-        return roi_pool(x["0"], boxes, self.output_size, self.scale)
-
-
-class PreparedInputs(GeneralizedRCNNTransform):
-    """Inputs arrive resized and normalised: only batch (pad) them."""
-
-    def resize(self, image, target=None):
-        return image, target
 
 
 def build_pair(roi_op="pool"):
@@ -66,35 +23,7 @@ def build_pair(roi_op="pool"):
                        (ours.roi_head.cls_score, 0.3), (ours.roi_head.bbox_pred, 0.05)):
         nn.init.normal_(layer.weight, std=std)
         nn.init.normal_(layer.bias, std=std)
-    m = cfg.model
-    channels = ours.rpn.head.conv.in_channels
-    assert m.rpn.channels == channels  # torchvision's RPNHead keeps the backbone width
-    backbone = copy.deepcopy(ours.backbone)
-    backbone.out_channels = channels
-    anchors = AnchorGenerator(sizes=(tuple(m.anchor.scales),), aspect_ratios=(tuple(m.anchor.ratios),))
-    pool = (RoIPoolAsMultiScale(m.roi_size, 1 / 16) if roi_op == "pool"
-            else MultiScaleRoIAlign(["0"], m.roi_size, sampling_ratio=2))
-    tv = TorchvisionFasterRCNN(
-        backbone, num_classes=None,
-        rpn_anchor_generator=anchors, rpn_head=RPNHead(channels, anchors.num_anchors_per_location()[0]),
-        rpn_pre_nms_top_n_test=m.rpn.pre_nms_top_n.test, rpn_post_nms_top_n_test=m.rpn.post_nms_top_n.test,
-        rpn_nms_thresh=m.rpn.nms_thresh, rpn_score_thresh=m.rpn.score_thresh,
-        box_roi_pool=pool, box_head=TwoMLPHead(channels * m.roi_size ** 2, m.roi_head.representation),
-        box_predictor=FastRCNNPredictor(m.roi_head.representation, 4),
-        box_score_thresh=m.roi_head.score_thresh, box_nms_thresh=m.roi_head.nms_thresh,
-        box_detections_per_img=m.roi_head.detections_per_img,
-    )
-    tv.transform = PreparedInputs(min_size=1, max_size=10_000, image_mean=[0.0] * 3, image_std=[1.0] * 3,
-                                  size_divisible=32)
-    mapping = {"rpn.head.conv.0.0": ours.rpn.head.conv, "rpn.head.cls_logits": ours.rpn.head.cls_logits,
-               "rpn.head.bbox_pred": ours.rpn.head.bbox_pred,
-               "roi_heads.box_head.fc6": ours.roi_head.box_head.fc6, "roi_heads.box_head.fc7": ours.roi_head.box_head.fc7,
-               "roi_heads.box_predictor.cls_score": ours.roi_head.cls_score,
-               "roi_heads.box_predictor.bbox_pred": ours.roi_head.bbox_pred}
-    state = {f"{name}.{k}": v for name, mod in mapping.items() for k, v in mod.state_dict().items()}
-    missing, unexpected = tv.load_state_dict(state, strict=False)
-    assert not unexpected and all(k.startswith("backbone.") for k in missing)
-    return ours.eval(), tv.eval()
+    return ours.eval(), torchvision_twin(ours, cfg.model).eval()
 
 
 def prepared_batch():

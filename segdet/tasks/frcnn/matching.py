@@ -67,7 +67,9 @@ def sample(matches: Tensor, per_image: int, positive_fraction: float, generator=
     neg = matches == BACKGROUND
     n_pos = pos.sum(1).clamp(max=int(per_image * positive_fraction))
     n_neg = neg.sum(1).clamp(max=per_image - n_pos)
-    keys = torch.rand(matches.shape, device=matches.device, generator=generator)
+    # rand_like keeps the shape symbolic under torch.compile (torch.rand(shape) does not)
+    keys = (torch.rand_like(matches, dtype=torch.float) if generator is None
+            else torch.rand(matches.shape, device=matches.device, generator=generator))
     return _take_random(pos, n_pos, keys), _take_random(neg, n_neg, keys)
 
 
