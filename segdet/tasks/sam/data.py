@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segdet.data.io import BadSample, BadSamples, image_size, list_images, load_mask, load_rgb
+from segdet.data.io import BadSample, BadSampleError, BadSamples, image_size, list_images, load_mask, load_rgb
 from segdet.data.items import unpack
 from segdet.data.split import split_indices
 from segdet.registry import Registry, SegdetError
@@ -73,7 +73,7 @@ class FolderSource:
                 bad.add(e)
                 continue
             if isz != msz:
-                what = f"mask {m} is {msz[0]}x{msz[1]} but its image {img} is {isz[0]}x{isz[1]}"
+                what = f"{m}: mask is {msz[0]}x{msz[1]} but its image {img} is {isz[0]}x{isz[1]}"
                 if self.mismatch == "error":
                     raise SegdetError(f"{what}; fix the files or set data.size_mismatch=resize (nearest) or skip")
                 if self.mismatch == "skip":
@@ -84,8 +84,10 @@ class FolderSource:
         for stem in sorted(set(masks) - seen):
             bad.add(BadSample(masks[stem], f"no image with this stem in {img_dir.name}/"))
         if not self.pairs:
+            why = (f"; skipped {len(bad.items)} file(s), e.g. {bad.items[0][0]}: {bad.items[0][1]}"
+                   if bad.items else "")
             raise SegdetError(f"{root}: no image/mask pairs found ({img_dir.name}/* and {mask_dir.name}/* "
-                              "with the same file stem)")
+                              f"with the same file stem){why}")
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -140,16 +142,18 @@ class SamDataset(Dataset):
         return len(self.indices) * (1 + self.copies)
 
     def _load(self, pos: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """Load ``indices[pos]``; a file that fails to decode is recorded and the next sample stands in."""
+        """Load ``indices[pos]``; a file that fails to decode is recorded (warned about, listed in the run dir's
+        skipped_*.txt) and the next sample stands in."""
         for step in range(len(self.indices)):
             i = self.indices[(pos + step) % len(self.indices)]
             try:
                 image, mask = self.source.load(i)
                 return i, image, mask
             except BadSample as e:
-                self.bad.add(e)  # raises SegdetError under on_bad_sample=error
-                log.warning("skipping %s", e)
-        raise SegdetError("no readable samples left in this dataset")
+                self.bad.add(e)  # raises under on_bad_sample=error
+        # BadSampleError: may be raised in a DataLoader worker and must still print as one line
+        last = f"{self.bad.items[-1][0]}: " if self.bad.items else ""
+        raise BadSampleError(f"{last}no readable samples left in this dataset ({len(self.bad.items)} unreadable)")
 
     def __getitem__(self, item) -> dict:
         idx, rng = unpack(item)

@@ -4,6 +4,10 @@ probability map.
 Prompts per image, first that applies: ``prompts=FILE.json`` (``{"<file name>": {"boxes": [[x1,y1,x2,y2]],
 "points": [[x,y,label]]}}``; the file name, its stem or its path may be the key), else a mask of the same stem
 in ``masks=DIR`` (prompts made as in eval), else the whole image as one box.
+
+Files are named after the input (``io.output_names``: safe characters, ``_2`` for a stem met twice). The
+prompts file is checked before anything runs; an input that cannot be read is skipped, warned about and
+listed in ``skipped.txt``; nothing readable at all is an error.
 """
 from __future__ import annotations
 
@@ -15,27 +19,52 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segdet.data.io import BadSample, list_images, load_mask, load_rgb
+from segdet.data.io import BadSample, list_images, load_mask, load_rgb, output_names
 from segdet.registry import SegdetError
 from segdet.tasks.sam.data import collate, pack_sample
 from segdet.tasks.sam.figures import overlay
 from segdet.tasks.sam.metrics import full_res_masks
-from segdet.tasks.sam.prompts import PromptConfig, make_prompts, user_prompts
+from segdet.tasks.sam.prompts import PromptConfig, make_prompts, parse_prompt_entry, user_prompts
 
 log = logging.getLogger(__name__)
 
 
 def load_prompt_file(path) -> dict:
+    """The prompts table, every entry checked, or a one-line error naming the file and what is wrong."""
     path = Path(str(path)).expanduser()
     if not path.is_file():
-        raise SegdetError(f"prompts={path}: file not found")
+        raise SegdetError(f"{path}: prompts file not found")
     try:
-        table = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SegdetError(f"prompts={path}: not valid JSON ({e})") from None
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise SegdetError(f"{path}: prompts file is not valid JSON ({e})") from None
     if not isinstance(table, dict):
-        raise SegdetError(f'prompts={path}: expected {{"<file name>": {{"boxes": [...], "points": [...]}}}}')
+        raise SegdetError(f'{path}: expected {{"<file name>": {{"boxes": [...], "points": [...]}}}}, '
+                          f"not a JSON {type(table).__name__}")
+    for name, entry in table.items():
+        try:
+            parse_prompt_entry(entry, name)
+        except SegdetError as e:
+            raise SegdetError(f"{path}: {e}") from None
     return table
+
+
+def match_prompts(table: dict, inputs: list[Path], source) -> dict[Path, str]:
+    """input → its key in ``table`` (file name, stem or path). Keys that name no input are listed in a warning;
+    a table none of whose keys names an input is a mistake worth stopping for (the wrong file or folder)."""
+    keys = {}
+    for path in inputs:
+        key = next((k for k in (path.name, path.stem, str(path)) if k in table), None)
+        if key is not None:
+            keys[path] = key
+    unused = sorted(set(table) - set(keys.values()))
+    if table and not keys:
+        raise SegdetError(f"{source}: none of its {len(table)} file name(s) (e.g. '{unused[0]}') is an input "
+                          f"image (inputs: e.g. '{inputs[0].name}')")
+    if unused:
+        log.warning("prompts for %d name(s) match no input image and are not used: %s%s", len(unused),
+                    ", ".join(unused[:10]), " ..." if len(unused) > 10 else "")
+    return keys
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -48,9 +77,16 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 def predict(model, cfg, inputs: list[Path], out_dir: Path, device: torch.device) -> dict:
     prompt_cfg = PromptConfig.from_cfg(cfg.get("prompt"))
     table = load_prompt_file(cfg.prompts) if cfg.get("prompts") else {}
-    masks = {p.stem: p for p in list_images(Path(str(cfg.masks)).expanduser())} if cfg.get("masks") else {}
-    if cfg.get("masks") and not masks:
-        raise SegdetError(f"masks={cfg.masks}: no mask images in this folder")
+    keys = match_prompts(table, inputs, cfg.get("prompts"))
+    masks = {}
+    if cfg.get("masks"):
+        mask_dir = Path(str(cfg.masks)).expanduser()
+        if not mask_dir.is_dir():
+            raise SegdetError(f"masks={mask_dir}: folder not found")
+        masks = {p.stem: p for p in list_images(mask_dir)}
+        if not masks:
+            raise SegdetError(f"masks={mask_dir}: no mask images in this folder")
+    names = output_names(inputs)
     save_prob = bool(cfg.get("save_probabilities", False))
     threshold = int((cfg.get("data") or {}).get("mask_threshold", 127))
     dirs = {name: Path(out_dir) / name for name in ("masks", "overlays") + (("probabilities",) if save_prob else ())}
@@ -60,7 +96,6 @@ def predict(model, cfg, inputs: list[Path], out_dir: Path, device: torch.device)
     model.eval()
     used = {"json": 0, "mask": 0, "whole_image": 0}
     done, failed = 0, []
-    matched = set()
     for path in inputs:
         try:
             image = load_rgb(path)
@@ -68,10 +103,12 @@ def predict(model, cfg, inputs: list[Path], out_dir: Path, device: torch.device)
             failed.append(str(e))
             continue
         h, w = image.shape[:2]
-        key = next((k for k in (path.name, path.stem, str(path)) if k in table), None)
+        key = keys.get(path)
         if key is not None:
-            p, source = user_prompts(table[key], path.name, w, h), "json"
-            matched.add(key)
+            try:
+                p, source = user_prompts(table[key], path.name, w, h), "json"
+            except SegdetError as e:
+                raise SegdetError(f"{cfg.prompts}: {e}") from None
         elif path.stem in masks:
             try:
                 mask = load_mask(masks[path.stem], threshold)
@@ -79,29 +116,37 @@ def predict(model, cfg, inputs: list[Path], out_dir: Path, device: torch.device)
                 failed.append(str(e))
                 continue
             if mask.shape != (h, w):
-                failed.append(f"{masks[path.stem]}: mask size {mask.shape[::-1]} differs from image {(w, h)}")
+                failed.append(f"{masks[path.stem]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+                              f"{path.name} is {w}x{h}")
                 continue
             p = make_prompts(mask, prompt_cfg, None, np.random.default_rng(0))
             source = "mask"
         else:
             p, source = user_prompts({}, path.name, w, h), "whole_image"
         used[source] += 1
-        batch = _to_device(collate([pack_sample(image, p, path.stem, box_prompt=prompt_cfg.mode != "points")]),
+        name = names[path]
+        batch = _to_device(collate([pack_sample(image, p, name, box_prompt=prompt_cfg.mode != "points")]),
                            device)
         outputs = model(batch)
         logits = full_res_masks(outputs, batch)[0]
         prob = torch.sigmoid(logits).cpu().numpy() if logits is not None else np.zeros((h, w), np.float32)
         pred = prob > 0.5
-        Image.fromarray((pred * 255).astype(np.uint8)).save(dirs["masks"] / f"{path.stem}.png")
+        Image.fromarray((pred * 255).astype(np.uint8)).save(dirs["masks"] / f"{name}.png")
         boxes = p["boxes"] if p.get("box_prompt", prompt_cfg.mode != "points") else None
         pts = p["points"] if p["points"].shape[1] else None
-        Image.fromarray(overlay(image, pred, boxes, pts, p["point_labels"])).save(dirs["overlays"] / f"{path.stem}.png")
+        Image.fromarray(overlay(image, pred, boxes, pts, p["point_labels"])).save(dirs["overlays"] / f"{name}.png")
         if save_prob:
-            Image.fromarray((prob * 255).round().astype(np.uint8)).save(dirs["probabilities"] / f"{path.stem}.png")
+            Image.fromarray((prob * 255).round().astype(np.uint8)).save(dirs["probabilities"] / f"{name}.png")
         done += 1
-    unused = sorted(set(table) - matched)
-    if unused:
-        log.warning("prompts for %d name(s) matched no input image (e.g. %s)", len(unused), unused[0])
     if failed:
-        log.warning("could not read %d input(s): %s", len(failed), "; ".join(failed[:10]))
+        log.warning("skipped %d input(s) that could not be read: %s%s", len(failed), "; ".join(failed[:10]),
+                    " ..." if len(failed) > 10 else "")
+        (Path(out_dir) / "skipped.txt").write_text("".join(f"{line}\n" for line in failed))
+        if not done:
+            raise SegdetError(failed[0] if len(failed) == 1 else
+                              f"none of the {len(failed)} inputs could be read (e.g. {failed[0]})")
+    renamed = {p.name: n for p, n in names.items() if n != p.stem}
+    if renamed:
+        log.info("wrote %d prediction(s) under another name (unsafe or repeated stem): %s", len(renamed),
+                 ", ".join(f"{k} -> {v}" for k, v in list(renamed.items())[:10]))
     return {"images": done, "failed": len(failed), "prompts": used}

@@ -153,15 +153,24 @@ def user_prompts(entry: dict, name: str, width: int, height: int) -> dict:
     """Prompts from a predict JSON entry ``{"boxes": [[x1,y1,x2,y2], ...], "points": [[x,y,label], ...]}``.
 
     Each box is one object; points are added to every box (SAM refines a box with points). Points without boxes
-    form one object together.
+    form one object together. A box reaching past the border is clipped to the image; a box with x2 <= x1 or
+    y2 <= y1, one wholly outside the image, a point outside it or a label other than 0/1 is an error naming
+    the image (``name``).
     """
-    if not isinstance(entry, dict):
-        raise SegdetError(f"prompts for '{name}' must be an object with 'boxes' and/or 'points'")
-    try:
-        boxes = np.asarray(entry.get("boxes") or [], np.float32).reshape(-1, 4)
-        raw_points = np.asarray(entry.get("points") or [], np.float32).reshape(-1, 3)
-    except ValueError:
-        raise SegdetError(f"prompts for '{name}': boxes must be [x1,y1,x2,y2] and points [x,y,label]") from None
+    boxes, raw_points = parse_prompt_entry(entry, name)
+    given = boxes.copy()
+    if len(boxes):
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width - 1)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height - 1)
+        flat = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+        if flat.any():
+            raise SegdetError(f"prompts for '{name}': box {_show(given[flat.argmax()])} lies outside the "
+                              f"{width}x{height} image")
+    outside = ((raw_points[:, 0] < 0) | (raw_points[:, 0] > width - 1) |
+               (raw_points[:, 1] < 0) | (raw_points[:, 1] > height - 1))
+    if outside.any():
+        raise SegdetError(f"prompts for '{name}': point {_show(raw_points[outside.argmax()])} lies outside the "
+                          f"{width}x{height} image")
     box_prompt = len(boxes) > 0 or len(raw_points) == 0
     if len(boxes) == 0:  # the whole image: the prompt itself when nothing is given, else only for the baseline
         boxes = np.array([[0, 0, width - 1, height - 1]], np.float32)
@@ -170,3 +179,31 @@ def user_prompts(entry: dict, name: str, width: int, height: int) -> dict:
     labs = np.repeat(raw_points[None, :, 2].astype(np.int64), k, axis=0)
     return {"boxes": boxes, "target_ids": np.zeros(k, np.int64), "points": pts, "point_labels": labs,
             "box_prompt": box_prompt}
+
+
+def _show(row: np.ndarray) -> list:
+    return [int(v) if float(v).is_integer() else round(float(v), 2) for v in row]
+
+
+def parse_prompt_entry(entry, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(K×4 boxes, N×3 points) of one entry, checked for what needs no image: the shape of the entry, numbers
+    that are finite, x2 > x1 and y2 > y1, labels 0 or 1. Predict checks every entry this way before it starts."""
+    if not isinstance(entry, dict):
+        raise SegdetError(f"prompts for '{name}' must be an object with 'boxes' and/or 'points'")
+    unknown = sorted(set(entry) - {"boxes", "points"})
+    if unknown:
+        raise SegdetError(f"prompts for '{name}': unknown key '{unknown[0]}' (the keys are 'boxes' and 'points')")
+    try:
+        boxes = np.asarray(entry.get("boxes") or [], np.float32).reshape(-1, 4)
+        raw_points = np.asarray(entry.get("points") or [], np.float32).reshape(-1, 3)
+    except (ValueError, TypeError):
+        raise SegdetError(f"prompts for '{name}': boxes must be [x1,y1,x2,y2] and points [x,y,label]") from None
+    if not (np.isfinite(boxes).all() and np.isfinite(raw_points).all()):
+        raise SegdetError(f"prompts for '{name}': coordinates must be finite numbers")
+    flat = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if flat.any():
+        raise SegdetError(f"prompts for '{name}': box {_show(boxes[flat.argmax()])} has x2 <= x1 or "
+                          "y2 <= y1 (boxes are [x1, y1, x2, y2])")
+    if not np.isin(raw_points[:, 2], (0, 1)).all():
+        raise SegdetError(f"prompts for '{name}': point labels must be 1 (object) or 0 (background)")
+    return boxes, raw_points
