@@ -169,3 +169,24 @@ def coco_missing_images(root: Path, present: int = 2, missing: int = 3) -> Path:
     ann = root / "ann.json"
     ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "cat"}]}))
     return ann
+
+
+def predict_inputs(folder: Path) -> dict:
+    """Inputs for predict with awkward names, quirky formats and unreadable files.
+    Returns {"names": {file name: expected output stem}, "skipped": [file names], "rotated": file name}."""
+    folder.mkdir(parents=True)
+    names = {}
+    for i, (file, stem) in enumerate([("a b.png", "a b"), ("dup.jpg", "dup"), ("dup.png", "dup_2"),
+                                      ("ünï.png", "ünï"), ("semi;colon$(x).png", "semi_colon__x_"),
+                                      (".hidden.png", "hidden")]):
+        Image.fromarray(_rgb(50 + i)).save(folder / file)
+        names[file] = stem
+    Image.fromarray(_rgb(60)[..., 0]).save(folder / "grey.png")
+    Image.fromarray(np.dstack([_rgb(61), np.full((H, W), 90, np.uint8)])).save(folder / "rgba.png")
+    exif_rotated_jpeg(folder / "rot.jpg", _rgb(62))
+    names.update({"grey.png": "grey", "rgba.png": "rgba", "rot.jpg": "rot"})
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not a picture\n")
+    (folder / "cut.jpg").write_bytes(truncated("JPEG"))
+    (folder / "readme.txt").write_text("not an image by name: not an input\n")
+    return {"names": names, "skipped": ["cut.jpg", "notes.jpg", "zero.png"], "rotated": "rot.jpg"}
