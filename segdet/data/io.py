@@ -129,8 +129,8 @@ class BadSamples:
 
     Files found bad while the dataset is built are reported together: ``warn`` (one summary warning) and
     ``write`` (``<file>\t<reason>`` lines in the run dir). Each is done once per collection, so a collection
-    shared by two splits is listed once. A file found bad later -- one that decodes only partly fails when its
-    pixels are read, possibly in a DataLoader worker -- is warned about once and appended to the same file.
+    shared by two splits is listed once. A file whose header reads but whose pixels do not (cut short) is found
+    only when it is loaded, possibly in a DataLoader worker: it is warned about then and appended to that file.
     """
 
     def __init__(self, policy: str = "skip"):
@@ -138,14 +138,16 @@ class BadSamples:
             raise SegdetError(f"data.on_bad_sample must be 'skip' or 'error', not '{policy}'")
         self.policy = policy
         self.items: list[tuple[str, str]] = []
+        self._seen: set[str] = set()
         self._warned = False
         self._file: Path | None = None  # where write() put the list; later finds are appended there
 
     def add(self, err: BadSample) -> None:
         if self.policy == "error":
             raise BadSampleError(str(err)) from None
-        if any(p == err.path for p, _ in self.items):
+        if err.path in self._seen:
             return
+        self._seen.add(err.path)
         self.items.append((err.path, err.reason))
         if self._warned or self._file is not None:  # the summary is out: say it now, keep the file complete
             log.warning("skipped bad sample %s: %s", err.path, err.reason)
