@@ -119,7 +119,8 @@ def voc_folder(root: Path) -> dict:
     for i in range(4):
         sample(f"plain{i}", [("cat", (5 + i, 5, 30 + i, 30)), ("dog", (35, 10, 60, 40))])
     sample("grey", [("cat", (3, 3, 20, 20))], image=Image.fromarray(_rgb(20)[..., 0]))
-    sample("rgba", [("dog", (3, 3, 20, 20))], image=Image.fromarray(np.dstack([_rgb(21), np.full((H, W), 90, np.uint8)])))
+    rgba = np.dstack([_rgb(21), np.full((H, W), 90, np.uint8)])
+    sample("rgba", [("dog", (3, 3, 20, 20))], image=Image.fromarray(rgba))
     sample("img16", [("dog", (3, 3, 20, 20))], image=Image.fromarray(_rgb(22)[..., 0].astype(np.uint16) * 257))
     sample("palette", [("cat", (3, 3, 20, 20))], image=Image.fromarray(_rgb(23)).convert("P"))
     exif_rotated_jpeg(img / "rotated.jpg", _rgb(24))                                 # displays 48 wide, 64 high

@@ -73,8 +73,8 @@ def test_sam_predict_of_nothing_readable_is_an_error(tmp_path):
     with pytest.raises(SegdetError, match=r"zero.png: empty file \(0 bytes\)$"):
         predict(torch.nn.Identity(), cfg, [tmp_path / "zero.png"], tmp_path / "out", torch.device("cpu"))
     with pytest.raises(SegdetError, match=r"masks=.*nope: folder not found"):
-        predict(torch.nn.Identity(), OmegaConf.create({"prompt": {}, "masks": str(tmp_path / "nope")}), [tmp_path / "zero.png"],
-                tmp_path / "out", torch.device("cpu"))
+        cfg = OmegaConf.create({"prompt": {}, "masks": str(tmp_path / "nope")})
+        predict(torch.nn.Identity(), cfg, [tmp_path / "zero.png"], tmp_path / "out", torch.device("cpu"))
 
 
 def test_prompts_file_that_is_not_json_is_one_line(tmp_path, sam_ckpt):
