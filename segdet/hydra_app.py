@@ -17,6 +17,7 @@ from segdet.registry import SegdetError
 RUNNERS = {"train": "segdet.commands.train", "eval": "segdet.commands.evaluate",
            "predict": "segdet.commands.predict"}
 EXIT_SIGNAL = {2: 130, 15: 143}  # SIGINT, SIGTERM: the shell's 128 + signal number
+_failed_jobs: list[int] = []      # sweep jobs that ended with a user error
 
 
 def _job(cfg: DictConfig) -> None:
@@ -34,6 +35,7 @@ def _job(cfg: DictConfig) -> None:
         print(f"segdet: error: {e}", file=sys.stderr)
         if multirun:  # one bad job must not end the sweep: the others still run and keep their results
             logging.getLogger("segdet").error("job %s failed: %s", hc.job.num, e)
+            _failed_jobs.append(hc.job.num)
             return
         sys.exit(getattr(e, "exit_code", 2))
     except Interrupted as e:
@@ -48,3 +50,7 @@ def launch(config_name: str, args: list[str]) -> None:
     sys.argv = [f"segdet {config_name}"] + args
     main = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(_job)
     main()
+    if _failed_jobs:  # the other jobs ran and kept their results; the sweep as a whole still failed
+        print(f"segdet: error: {len(_failed_jobs)} sweep job(s) failed: {', '.join(map(str, _failed_jobs))}",
+              file=sys.stderr)
+        sys.exit(1)

@@ -27,6 +27,8 @@ def _inputs(path: Path) -> list[Path]:
 
 def _output_dir(cfg: DictConfig, run_dir: Path) -> Path:
     out = Path(cfg.output) if cfg.output else run_dir / "predictions"
+    if out.exists() and not out.is_dir():
+        raise SegdetError(f"{out}: output= is a file, not a folder")
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise SegdetError(f"{out}: output folder exists and is not empty; pass overwrite=true or another output=")
     out.mkdir(parents=True, exist_ok=True)

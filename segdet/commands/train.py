@@ -31,14 +31,21 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     splits = task.build_datasets()
     train_ds, val_ds = splits["train"], splits.get("val")
-    if len(train_ds) == 0:
-        raise SegdetError(f"no training samples found (data={cfg.data.name}, data.root={cfg.data.get('root')})")
-    write_json(run_dir / "split.json", {name: list(ds.ids) for name, ds in splits.items() if ds is not None})
     for name, ds in splits.items():
         if ds is not None and getattr(ds, "bad", None) is not None:
-            ds.bad.warn(f"{name} samples")
+            if len(train_ds) > 0:  # otherwise the error below says it, on one line
+                ds.bad.warn(f"{name} samples")
             if dist_utils.is_main():
                 ds.bad.write(run_dir / f"skipped_{name}.txt")
+    if len(train_ds) == 0:
+        bad = getattr(train_ds, "bad", None)
+        why = ""
+        if bad is not None and bad.items:
+            why = (f"; all {len(bad.items)} were skipped as bad (e.g. {bad.items[0][0]}: {bad.items[0][1]}), "
+                   "see skipped_train.txt")
+        raise SegdetError(f"no training samples found (data={cfg.data.name}, data.root={cfg.data.get('root')})"
+                          + why)
+    write_json(run_dir / "split.json", {name: list(ds.ids) for name, ds in splits.items() if ds is not None})
     log.info("task=%s  train=%d  val=%d  device=%s  precision=%s", cfg.task.name, len(train_ds),
              len(val_ds) if val_ds is not None else 0, device, cfg.trainer.precision)
 

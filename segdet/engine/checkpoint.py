@@ -9,6 +9,7 @@ import os
 import pickle
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +47,13 @@ def load(path, expected_task: str | None = None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise SegdetError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):
+        raise SegdetError(f"{path}: not a segdet checkpoint (not a file written by torch.save)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        first = next((ln for ln in lines if ln.startswith("Unsupported global")), lines[0] if lines else "unsafe")
         raise SegdetError(f"{path}: refused to load: the file holds objects other than weights ({first})") from None
     except Exception as e:  # zip/torch errors for files that are not checkpoints at all
         raise SegdetError(f"{path}: not a segdet checkpoint ({type(e).__name__})") from None

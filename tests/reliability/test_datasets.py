@@ -215,9 +215,6 @@ def test_coco_images_missing_are_skipped_or_an_error(tmp_path):
         frcnn_task(*args, "data.on_bad_sample=error").build_datasets()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="commands/train.py raises 'no training samples found' before it warns "
-                          "about / writes the skipped files, so the message does not say why")
 def test_coco_file_whose_images_are_all_missing_says_why(tmp_path):
     files.coco_missing_images(tmp_path / "data", present=0, missing=3)
     msg = user_error(segdet("train", "task=frcnn", *SMOKE, "data=coco", f"data.root={tmp_path / 'data'}",
@@ -225,9 +222,6 @@ def test_coco_file_whose_images_are_all_missing_says_why(tmp_path):
     assert "img0.png" in msg or "skipped 3" in msg, msg
 
 
-@pytest.mark.xfail(strict=True, raises=(KeyError, ValueError),
-                   reason="frcnn/data.py coco(): an image entry without file_name / a bbox that is "
-                          "not 4 numbers raises KeyError / ValueError (a traceback)")
 @pytest.mark.parametrize("bad", ["no_file_name", "short_bbox"])
 def test_coco_entries_with_missing_fields_are_named(tmp_path, bad):
     ann = files.coco_missing_images(tmp_path, present=1, missing=0)
@@ -241,9 +235,6 @@ def test_coco_entries_with_missing_fields_are_named(tmp_path, bad):
         frcnn_task("data=coco", f"data.root={tmp_path}", "data.ann_file=ann.json").build_datasets()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="frcnn/task.py _records(): when every annotation was skipped the error "
-                          "says 'no objects in any annotation' instead of naming the skipped files")
 def test_voc_whose_images_are_all_missing_names_the_skips(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "annotations").mkdir()

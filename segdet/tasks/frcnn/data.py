@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from segdet.data.io import BadSample, BadSamples, image_size, list_images, load_rgb
+from segdet.data.io import BadSample, BadSampleError, BadSamples, image_size, list_images, load_rgb
 from segdet.data.items import unpack
 from segdet.registry import Registry, SegdetError
 
@@ -169,7 +169,9 @@ def coco(cfg: DictConfig, bad: BadSamples, seed: int, split: str) -> tuple[list[
         anns.setdefault(a["image_id"], []).append(a)
     images_dir = Path(cfg.images_dir).expanduser() if cfg.get("images_dir") else root
     records = []
-    for im in images:
+    for i, im in enumerate(images):
+        if not isinstance(im, dict) or "file_name" not in im or "id" not in im:
+            raise SegdetError(f"{ann_file}: image entry #{i} has no 'file_name' or 'id'")
         path = images_dir / im["file_name"]
         if not path.is_file() and (images_dir / "images" / im["file_name"]).is_file():
             path = images_dir / "images" / im["file_name"]
@@ -184,6 +186,10 @@ def coco(cfg: DictConfig, bad: BadSamples, seed: int, split: str) -> tuple[list[
                 bad.add(e)
                 continue
         objs = [a for a in anns.get(im["id"], []) if a.get("category_id") in cats]
+        bad_bbox = next((a for a in objs if not _is_xywh(a.get("bbox"))), None)
+        if bad_bbox is not None:
+            raise SegdetError(f"{ann_file}: annotation {bad_bbox.get('id', '?')} of image {im['file_name']} has "
+                              f"bbox {bad_bbox.get('bbox')!r}; COCO boxes are [x, y, width, height]")
         boxes = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in (a["bbox"] for a in objs)],
                          dtype=np.float32).reshape(-1, 4)
         ok = clean_boxes(boxes, w, h, f"{ann_file} (image {im['file_name']})")
@@ -192,6 +198,11 @@ def coco(cfg: DictConfig, bad: BadSamples, seed: int, split: str) -> tuple[list[
                               [cats[a["category_id"]] for a, k in zip(objs, ok) if k],
                               np.array([bool(a.get("iscrowd", 0)) for a in objs], dtype=bool)[ok]))
     return records, [cats[k] for k in sorted(cats)]  # label k is the k-th category id
+
+
+def _is_xywh(bbox) -> bool:
+    return (isinstance(bbox, (list, tuple)) and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox))
 
 
 # --- synthetic ----------------------------------------------------------------------------------------------------
@@ -318,7 +329,7 @@ class DetectionDataset(Dataset):
                 self.bad.add(e)
                 i = (i + 1) % len(self)
         else:
-            raise SegdetError("no readable image in this dataset")
+            raise BadSampleError("no readable image in this dataset: every file failed to decode")
         r = self.records[i]
         labels = self.labels[i]
         train_mask = np.ones(len(labels), dtype=bool) if self.use_difficult else ~r.difficult

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from segdet.data.io import BadSample, load_rgb
+from segdet.data.io import BadSample, load_rgb, output_names
+from segdet.registry import SegdetError
 
 from .data import collate
 from .figures import COLORS
@@ -37,6 +38,7 @@ def predict(model, transform, classes: list[str], inputs: list[Path], out_dir: P
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     model.eval()
+    names = output_names(inputs)  # safe, distinct file names: a.jpg and a.png do not overwrite each other
     results, images, skipped = [], [], []
     for start in range(0, len(inputs), batch_size):
         chunk, pixels, samples = [], [], []
@@ -70,7 +72,12 @@ def predict(model, transform, classes: list[str], inputs: list[Path], out_dir: P
                 results.append({"image_id": image_id, "category_id": int(label),
                                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                                 "score": round(float(score), 5)})
-            draw(image, det, classes).save(out_dir / "images" / f"{path.stem}.png")
+            draw(image, det, classes).save(out_dir / "images" / f"{names[path]}.png")
+    if skipped:
+        (out_dir / "skipped.txt").write_text("".join(f"{s}\n" for s in skipped))
+    if not images:
+        raise SegdetError(skipped[0] if len(skipped) == 1 else
+                          f"none of the {len(inputs)} inputs could be read (e.g. {skipped[0]})")
     (out_dir / "detections.json").write_text(json.dumps(results))
     (out_dir / "categories.json").write_text(json.dumps([{"id": k, "name": c} for k, c in enumerate(classes, 1)], indent=1))
     (out_dir / "images.json").write_text(json.dumps(images, indent=1))  # image_id → file name, size

@@ -47,6 +47,9 @@ class FrcnnTask(Task):
         if self.classes is None:
             self.classes = fixed_classes or sorted({n for r in records for n in r.names})
             if not self.classes:
+                if not records and bad.items:
+                    raise SegdetError(f"data.root={d.get('root')}: all {len(bad.items)} annotated images were "
+                                      f"skipped as bad (e.g. {bad.items[0][0]}: {bad.items[0][1]})")
                 raise SegdetError(f"data.root={d.get('root')}: no objects in any annotation, so no classes; "
                                   "set data.classes=[...]")
         return records
