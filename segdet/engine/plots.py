@@ -24,6 +24,13 @@ def plot_history(history: list[dict], out_dir: Path) -> None:
     for prefix, fname, title in (("train/", "loss_curves.png", "training loss per epoch"),
                                  ("val/", "metric_curves.png", "validation metrics per epoch")):
         series = _series(history, prefix)
+        if prefix == "val/":
+            # Scores only, on one 0..1 axis: counts (num_images) and "no ground truth" markers (-1) stay out,
+            # and per-class curves only while they keep the plot readable.
+            series = {k: v for k, v in series.items()
+                      if all(0.0 <= y <= 1.0 for y in v[1]) and not k.startswith(("num_", "empty_"))}
+            if len(series) > 8:
+                series = {k: v for k, v in series.items() if "/" not in k}
         if not series:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
