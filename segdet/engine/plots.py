@@ -24,6 +24,7 @@ def plot_history(history: list[dict], out_dir: Path) -> None:
     for prefix, fname, title in (("train/", "loss_curves.png", "training loss per epoch"),
                                  ("val/", "metric_curves.png", "validation metrics per epoch")):
         series = _series(history, prefix)
+        series.pop("images_per_s", None)  # throughput, not a loss: it stays in metrics.json and TensorBoard
         if prefix == "val/":
             # Scores only, on one 0..1 axis: counts (num_images) and "no ground truth" markers (-1) stay out,
             # and per-class curves only while they keep the plot readable.
