@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"unknown command '{command}'; choose from: train, eval, predict")
     config_name = COMMANDS[command]
     asks_help = any(a in ("--help", "-h", "--hydra-help", "--info") for a in args)
+    if asks_help and _task_of(args) is None:
+        args = ["task=sam"] + args  # Hydra's help composes a config; every group's options are listed either way
     if not asks_help:
         task = _task_of(args)
         if task is None:

@@ -50,6 +50,13 @@ def test_usage_errors_are_one_line_exit_2(args, words, tmp_path):
     assert_usage_error(segdet(*args, f"hydra.run.dir={tmp_path}"), *words)
 
 
+@pytest.mark.parametrize("command", ["train", "eval", "predict"])
+def test_hydra_help_after_the_command(command):
+    proc = segdet(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "== Configuration groups ==" in proc.stdout
+
+
 def test_cfg_job_prints_the_composed_config():
     proc = segdet("train", "task=frcnn", "experiment=smoke", "--cfg", "job")
     assert proc.returncode == 0, proc.stderr
