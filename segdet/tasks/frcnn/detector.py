@@ -39,11 +39,11 @@ class FasterRCNN(nn.Module):
         return [to_original(d, scale, orig) for d, scale, orig in zip(detections, batch["scales"], batch["orig_sizes"])]
 
 
-def to_original(det: dict, scale, orig_size) -> dict:
-    """Undo the resize: ``scale`` is (sy, sx) = resized / original; clip to the original (h, w)."""
-    sy, sx = float(scale[0]), float(scale[1])
-    boxes = det["boxes"] / torch.tensor([sx, sy, sx, sy], device=det["boxes"].device)
-    h, w = float(orig_size[0]), float(orig_size[1])
-    boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w),
-                         boxes[:, 3].clamp(0, h)], dim=1)
+def to_original(det: dict, scale: torch.Tensor, orig_size: torch.Tensor) -> dict:
+    """Undo the resize: ``scale`` is (sy, sx) = resized / original; clip to the original (h, w). Tensor ops only,
+    so inference never waits on the device."""
+    boxes = det["boxes"]
+    xyxy_scale = scale.to(boxes).flip(0).repeat(2)        # (sx, sy, sx, sy)
+    xyxy_limit = orig_size.to(boxes).flip(0).repeat(2)    # (w, h, w, h)
+    boxes = torch.minimum((boxes / xyxy_scale).clamp(min=0), xyxy_limit)
     return {**det, "boxes": boxes}
