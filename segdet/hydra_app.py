@@ -43,7 +43,8 @@ def _job(cfg: DictConfig) -> None:
         print(f"segdet: stopped by {e}{where}", file=sys.stderr)
         sys.exit(EXIT_SIGNAL.get(e.signum, 1))
     finally:
-        dist_utils.cleanup() if not multirun else None
+        if not multirun:
+            dist_utils.cleanup()
 
 
 def launch(config_name: str, args: list[str]) -> None:
