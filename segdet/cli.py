@@ -5,17 +5,15 @@ Usage errors (unknown command, missing or unknown task, unknown option, bad file
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys
 from datetime import datetime
-from pathlib import Path
 
 COMMANDS = {"train": "train", "eval": "eval", "evaluate": "eval", "predict": "predict"}
 TASKS = ("sam", "frcnn")
 
-USAGE = f"""usage: segdet <command> task=<task> [group=option ...] [key=value ...] [hydra flags]
+USAGE = """usage: segdet <command> task=<task> [group=option ...] [key=value ...] [hydra flags]
 
 commands:
   train     fit a model                     segdet train task=sam data=folder data.root=DIR

@@ -1,7 +1,6 @@
 """Faults during training, with real processes and real signals."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

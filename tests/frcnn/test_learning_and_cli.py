@@ -30,7 +30,7 @@ def test_tiny_detector_learns_synthetic_shapes_then_eval_and_predict(tmp_path):
 
     images = tmp_path / "inputs"
     images.mkdir()
-    from segdet.tasks.frcnn.data import render_synthetic
+    from segdet.tasks.frcnn.synthetic import render_synthetic
     for i in range(2):
         Image.fromarray(render_synthetic(5, i, 128, 3, 0.0)).save(images / f"shape{i}.png")
     Image.fromarray(render_synthetic(5, 3, 96, 3, 0.0)).convert("L").save(images / "grey.jpg")
