@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from segdet.data.io import BadSamples
-from segdet.data.split import split_indices
+from segdet.data.split import checkpoint_val_indices, split_indices
 from segdet.registry import SegdetError
 from segdet.tasks.base import Task
 
@@ -76,10 +76,7 @@ class FrcnnTask(Task):
             return self._dataset(self._records("val", bad), False, bad)
         records = self._records("all", bad)
         if split == "val":
-            if not split_ids or "val" not in split_ids:
-                raise SegdetError("this checkpoint stores no validation split; pass data.split=all with data.root=DIR")
-            wanted = set(split_ids["val"])
-            records = [r for r in records if r.id in wanted]
+            records = [records[i] for i in checkpoint_val_indices([r.id for r in records], split_ids)]
         return self._dataset(records, False, bad)
 
     def collate(self, samples: list[dict]) -> dict:

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from segdet.data.io import BadSample, BadSampleError, BadSamples, image_size, list_images, load_mask, load_rgb
 from segdet.data.items import unpack
-from segdet.data.split import split_indices
+from segdet.data.split import checkpoint_val_indices, split_indices
 from segdet.registry import Registry, SegdetError
 from segdet.tasks.sam.augment import apply_augment
 from segdet.tasks.sam.prompts import PAD_LABEL, PromptConfig, make_prompts
@@ -249,12 +249,4 @@ def build_eval_split(data_cfg, seed: int, split: str, split_ids: dict | None, ma
     source = _source(data_cfg, seed, data_cfg.get("root"), bad)
     if split == "all":
         return make(source, range(len(source)), False, bad)
-    wanted = list((split_ids or {}).get("val") or [])
-    if not wanted:
-        raise SegdetError("this checkpoint stores no validation split; pass data.split=all (with data.root=DIR)")
-    where = {sid: i for i, sid in enumerate(source.ids)}
-    missing = [sid for sid in wanted if sid not in where]
-    if missing:
-        log.warning("%d validation samples of the checkpoint are not under data.root (e.g. %s)",
-                    len(missing), missing[0])
-    return make(source, [where[s] for s in wanted if s in where], False, bad)
+    return make(source, checkpoint_val_indices(source.ids, split_ids), False, bad)
