@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from segdet.plotting import save_figure  # noqa: E402
+
 
 def _series(history: list[dict], prefix: str) -> dict[str, tuple[list, list]]:
     series: dict[str, tuple[list, list]] = {}
@@ -42,5 +44,4 @@ def plot_history(history: list[dict], out_dir: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out_dir / fname, dpi=100)
-        plt.close(fig)
+        save_figure(fig, out_dir / fname, dpi=100)

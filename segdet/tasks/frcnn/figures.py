@@ -9,6 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from segdet.plotting import save_figure  # noqa: E402
+
 from .transforms import denormalise  # noqa: E402
 
 COLORS = plt.get_cmap("tab10").colors
@@ -30,14 +32,6 @@ def _crop(batch, i) -> np.ndarray:
     return denormalise(batch["images"][i][:, :h, :w])
 
 
-def _save(fig, path: Path, tb, tag: str, step: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    if tb is not None:
-        tb.add_figure(tag, fig, global_step=step)
-    plt.close(fig)
-
-
 def ground_truth_grid(samples: list[dict], classes: list[str], path: Path, tb=None) -> None:
     """Training samples as the model sees them (augmented, resized) with their target boxes."""
     n = len(samples)
@@ -50,7 +44,7 @@ def ground_truth_grid(samples: list[dict], classes: list[str], path: Path, tb=No
         ax.imshow(denormalise(s["image"]))
         draw_boxes(ax, s["boxes"], s["labels"], classes)
         ax.set_title(s["id"], fontsize=7)
-    _save(fig, path, tb, "data/ground_truth", 0)
+    save_figure(fig, path, tb, "data/ground_truth", 0, dpi=110, bbox_inches="tight")
 
 
 def predictions_vs_truth(batch: dict, outputs: list[dict], classes: list[str], path: Path, tb=None, step: int = 0,
@@ -72,4 +66,4 @@ def predictions_vs_truth(batch: dict, outputs: list[dict], classes: list[str], p
             draw_boxes(ax, boxes, labels, classes, scores)
             ax.set_title(f"{batch['ids'][i]}: {title}", fontsize=7)
             ax.axis("off")
-    _save(fig, path, tb, "val/predictions", step)
+    save_figure(fig, path, tb, "val/predictions", step, dpi=110, bbox_inches="tight")

@@ -15,6 +15,7 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from segdet.plotting import save_figure  # noqa: E402
 from segdet.tasks.sam.metrics import full_res_masks  # noqa: E402
 
 MAX_ROWS = 4
@@ -41,12 +42,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, boxes=None, points=None, point_
 
 def _save(fig, plots_dir: Path, name: str, tb, tag: str, step: int) -> None:
     fig.tight_layout()
-    if plots_dir is not None:
-        Path(plots_dir).mkdir(parents=True, exist_ok=True)
-        fig.savefig(Path(plots_dir) / name, dpi=90)
-    if tb is not None:
-        tb.add_figure(tag, fig, step)
-    plt.close(fig)
+    save_figure(fig, Path(plots_dir) / name, tb, tag, step, dpi=90)
 
 
 def _hwc(image: torch.Tensor) -> np.ndarray:
