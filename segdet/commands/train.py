@@ -45,7 +45,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                    "see skipped_train.txt")
         raise SegdetError(f"no training samples found (data={cfg.data.name}, data.root={cfg.data.get('root')})"
                           + why)
-    write_json(run_dir / "split.json", {name: list(ds.ids) for name, ds in splits.items() if ds is not None})
+    split_ids = {name: list(ds.ids) for name, ds in splits.items() if ds is not None}
+    write_json(run_dir / "split.json", split_ids)
     log.info("task=%s  train=%d  val=%d  device=%s  precision=%s", cfg.task.name, len(train_ds),
              len(val_ds) if val_ds is not None else 0, device, cfg.trainer.precision)
 
@@ -70,7 +71,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     logger = RunLogger(run_dir)
     meta = {"task": cfg.task.name, "config": OmegaConf.to_container(cfg, resolve=True),
             "task_state": task.state(),
-            "split": {name: list(ds.ids) for name, ds in splits.items() if ds is not None}}
+            "split": split_ids}
     trainer = Trainer(cfg.trainer, model, optimizer, scheduler, device, logger, meta, task.monitor)
     if resume is not None and cfg.trainer.resume:
         trainer.restore(resume, cfg.ckpt)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import random
 import tempfile
 import zipfile
@@ -22,12 +23,25 @@ FORMAT = "segdet-checkpoint-v1"
 
 def save_atomic(obj: dict, path: Path) -> None:
     """Write to a temp file in the same folder, fsync, then rename: a kill mid-save never tears ``path``."""
+    _write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def copy_atomic(src: Path, path: Path) -> None:
+    """``path`` becomes a copy of ``src`` (best.pt from the last.pt just written), with the same guarantee."""
+    def write(f):
+        with open(src, "rb") as source:
+            shutil.copyfileobj(source, f, 1 << 24)
+
+    _write_atomic(path, write)
+
+
+def _write_atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

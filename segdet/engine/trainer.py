@@ -289,7 +289,9 @@ class Trainer:
             self.best = value
         self.save("last.pt")
         if improved:
-            self.save("best.pt")
+            if dist_utils.is_main():  # the state is the one last.pt holds: copy it rather than serialise twice
+                ckpt_io.copy_atomic(self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt")
+            dist_utils.barrier()
             log.info("best %s=%.4f: saved best.pt", self.monitor, value)
         return metrics
 
