@@ -18,29 +18,29 @@ Each figure is the median over ``--repeats`` epochs after one warm-up epoch. Pri
 """
 from __future__ import annotations
 
-import os
-
-# Before torch starts its OpenMP pool: on a small machine that is busy with anything else (other jobs, DataLoader
-# workers), OpenMP's default spin-waiting turns each small op into milliseconds of waiting for a descheduled thread.
-# Both sides of every row run under the same setting; set OMP_WAIT_POLICY yourself to measure another one.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-from dataclasses import asdict, dataclass, field, fields  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
+import sys
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 if str(ROOT) not in sys.path:  # a checkout without `pip install -e .` (e.g. the GPU check)
     sys.path.insert(1, str(ROOT))
+
+from segdet.openmp import set_openmp_wait  # noqa: E402
+
+# Before torch starts its OpenMP pool, the setting the segdet command uses; both sides of every row run under it
+# (set OMP_WAIT_POLICY or GOMP_SPINCOUNT yourself to measure another one).
+set_openmp_wait()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import asdict, dataclass, field, fields  # noqa: E402
+
+import torch  # noqa: E402
 
 ROWS = ("sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory")
 OTHER = {"sam_train": "transformers tutorial loop", "sam_cache": "cache off",

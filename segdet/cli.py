@@ -10,6 +10,8 @@ import re
 import sys
 from datetime import datetime
 
+from segdet.openmp import set_openmp_wait
+
 COMMANDS = {"train": "train", "eval": "eval", "evaluate": "eval", "predict": "predict"}
 TASKS = ("sam", "frcnn")
 
@@ -89,9 +91,7 @@ def _shared_run_dir(command: str, args: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    # Spinning OpenMP threads make small CPU ops crawl when cores are shared (data workers, other jobs);
-    # set before torch is imported. A user's own setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    set_openmp_wait()  # before torch is imported
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")

@@ -12,20 +12,35 @@ OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("schedule")
 
 
+def _fused(params, cfg: DictConfig) -> dict:
+    """``optim.fused=auto``: one kernel for the whole update where torch has one for the parameters' device (CPU
+    and CUDA). On the CPU torch otherwise updates tensor by tensor: 2.0 ms against 0.5 ms per step for SAM's mask
+    decoder (120 tensors), a tenth of a small model's step."""
+    choice = cfg.get("fused", "auto")
+    if str(choice) == "auto":
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+        choice = all(p.device.type in devices and p.is_floating_point() for p in params)
+    return {"fused": True} if choice else {}
+
+
 @OPTIMIZERS.register("adam")
 def adam(params, cfg: DictConfig):
-    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                            **_fused(params, cfg))
 
 
 @OPTIMIZERS.register("adamw")
 def adamw(params, cfg: DictConfig):
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                             **_fused(params, cfg))
 
 
 @OPTIMIZERS.register("sgd")
 def sgd(params, cfg: DictConfig):
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.nesterov)
+                           nesterov=cfg.nesterov, **_fused(params, cfg))
 
 
 def _warmup(step: int, warmup: int) -> float:
