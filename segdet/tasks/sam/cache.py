@@ -1,8 +1,9 @@
 """On-disk cache of SAM image embeddings for a frozen vision encoder.
 
 An entry is keyed by the encoder (a hash of its weights), the preprocessing (input size, normalisation,
-precision) and the image content (a hash of the pixels the encoder sees, made by the dataset). The folder is
-shared by epochs, runs and sweep jobs; files are written atomically, so jobs racing on one entry are safe.
+precision) and the image (made by the dataset: a hash of the image file's bytes, or of a generated scene's
+recipe, and of the offline copy made from it). The folder is shared by epochs, runs and sweep jobs; files are
+written atomically, so jobs racing on one entry are safe.
 """
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SEGDET_CACHE_DIR", Path.home() / ".cache" / "segdet")) / "sam_embeddings"
 
 
+FINGERPRINT_CHARS = 24  # hex digits of a 12-byte blake2b
+
+
 def encoder_fingerprint(encoder: nn.Module, preprocessing: str) -> str:
-    h = hashlib.blake2b(preprocessing.encode(), digest_size=12)
+    h = hashlib.blake2b(preprocessing.encode(), digest_size=FINGERPRINT_CHARS // 2)
     for name, t in sorted(encoder.state_dict().items()):
         h.update(name.encode())
         h.update(str(t.dtype).encode())
@@ -29,32 +33,55 @@ def encoder_fingerprint(encoder: nn.Module, preprocessing: str) -> str:
 
 
 class EmbeddingCache:
+    """One object shared by the model and the datasets. The model binds it (``use``, at its first forward, once the
+    weights are final); DataLoader workers then look entries up themselves, so a cached epoch reads its embeddings
+    in the workers, in parallel and ahead of the step, instead of one by one inside it. The binding lives in shared
+    memory, so workers started before it (persistent ones too) see it as soon as it is made."""
+
     def __init__(self, root: Path | str | None, dtype: torch.dtype = torch.float32):
         self.root = Path(root).expanduser() if root else default_cache_dir()
         self.dtype = dtype
-        self.dir: Path | None = None
+        self._id = torch.zeros(FINGERPRINT_CHARS, dtype=torch.uint8).share_memory_()
         self.hits = self.misses = 0
 
-    def bind(self, encoder: nn.Module, preprocessing: str) -> None:
-        """Point at the entries of this encoder + preprocessing (hashed once, after the weights are loaded)."""
-        self.dir = self.root / encoder_fingerprint(encoder, preprocessing)
-        self.dir.mkdir(parents=True, exist_ok=True)
+    @property
+    def fingerprint(self) -> str | None:
+        """The bound encoder + preprocessing (None before ``use``)."""
+        raw = bytes(self._id.tolist())
+        return raw.decode("ascii") if raw[-1] else None
 
-    def _path(self, key: str) -> Path:
-        return self.dir / key[:2] / f"{key}.pt"
+    @property
+    def dir(self) -> Path | None:
+        fp = self.fingerprint
+        return self.root / fp if fp else None
 
-    def load(self, key: str, device: torch.device) -> torch.Tensor | None:
-        path = self._path(key)
-        if not path.is_file():
-            self.misses += 1
+    def use(self, fingerprint: str) -> None:
+        """Point at the entries of one encoder + preprocessing (``encoder_fingerprint``), for the model and the
+        workers alike."""
+        (self.root / fingerprint).mkdir(parents=True, exist_ok=True)
+        self._id.copy_(torch.frombuffer(bytearray(fingerprint.encode("ascii")), dtype=torch.uint8))
+
+    def _path(self, key: str, fp: str | None = None) -> Path:
+        return self.root / (fp or self.fingerprint) / key[:2] / f"{key}.pt"
+
+    def read(self, key: str) -> tuple[torch.Tensor, str] | None:
+        """A worker's look-up: (the stored CPU tensor, the binding it belongs to), or None (unbound, absent,
+        unreadable). The binding travels with it because the model may only use entries of its own."""
+        fp = self.fingerprint
+        if fp is None:
             return None
         try:
-            emb = torch.load(path, map_location=device, weights_only=True)
-        except Exception:  # a torn or foreign file: recompute and overwrite it
+            return torch.load(self._path(key, fp), map_location="cpu", weights_only=True), fp
+        except Exception:  # absent, torn or foreign: the model recomputes and overwrites it
+            return None
+
+    def load(self, key: str, device: torch.device) -> torch.Tensor | None:
+        found = self.read(key)
+        if found is None:
             self.misses += 1
             return None
         self.hits += 1
-        return emb.float()
+        return found[0].to(device).float()
 
     def save(self, key: str, embedding: torch.Tensor) -> None:
         path = self._path(key)

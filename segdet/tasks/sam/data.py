@@ -22,7 +22,7 @@ from segdet.data.split import checkpoint_val_indices, split_indices
 from segdet.registry import Registry, SegdetError
 from segdet.tasks.sam.augment import apply_augment
 from segdet.tasks.sam.prompts import PAD_LABEL, PromptConfig, make_prompts
-from segdet.tasks.sam.synthetic import scene
+from segdet.tasks.sam.synthetic import scene, scene_mask
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class FolderSource:
             self.ids.append(img.stem)
         for stem in sorted(set(masks) - seen):
             bad.add(BadSample(masks[stem], f"no image with this stem in {img_dir.name}/"))
+        self._keys: dict[int, tuple[tuple[int, int], str]] = {}
         if not self.pairs:
             why = (f"; skipped {len(bad.items)} file(s), e.g. {bad.items[0][0]}: {bad.items[0][1]}"
                    if bad.items else "")
@@ -93,14 +94,35 @@ class FolderSource:
         return len(self.pairs)
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        image = load_rgb(self.pairs[i][0])
+        return image, self._mask(i, image.shape[:2])
+
+    def load_mask(self, i: int) -> np.ndarray:
+        """The mask ``load`` gives, with the image's size read from its header instead of decoding it."""
+        w, h = image_size(self.pairs[i][0])
+        return self._mask(i, (h, w))
+
+    def _mask(self, i: int, hw: tuple[int, int]) -> np.ndarray:
         img_path, mask_path = self.pairs[i]
-        image, mask = load_rgb(img_path), load_mask(mask_path, self.threshold)
-        if mask.shape != image.shape[:2]:
+        mask = load_mask(mask_path, self.threshold)
+        if mask.shape != hw:
             if self.mismatch != "resize":
                 raise BadSample(mask_path, f"size {mask.shape[1]}x{mask.shape[0]} differs from its image "
-                                           f"{img_path.name} ({image.shape[1]}x{image.shape[0]})")
-            mask = cv2.resize(mask.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
-        return image, mask
+                                           f"{img_path.name} ({hw[1]}x{hw[0]})")
+            mask = cv2.resize(mask.astype(np.uint8), hw[::-1], interpolation=cv2.INTER_NEAREST) > 0
+        return mask
+
+    def key(self, i: int) -> str:
+        """The image's identity for the embedding cache: a hash of its file's bytes (reading them costs a small
+        part of decoding them), remembered while the file's size and modification time stay the same."""
+        path = self.pairs[i][0]
+        st = path.stat()
+        stamp = (st.st_size, st.st_mtime_ns)
+        known = self._keys.get(i)
+        if known is None or known[0] != stamp:
+            known = (stamp, hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest())
+            self._keys[i] = known
+        return known[1]
 
 
 @SOURCES.register("synthetic")
@@ -119,6 +141,12 @@ class SyntheticSource:
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return scene(self.seed, i, self.size)
 
+    def load_mask(self, i: int) -> np.ndarray:
+        return scene_mask(self.seed, i, self.size)
+
+    def key(self, i: int) -> str:
+        return f"synthetic-v1-{self.seed}-{self.size}-{i}"  # the scene's recipe
+
 
 class SamDataset(Dataset):
     """Samples ``indices`` of ``source`` as dicts ready for ``collate``.
@@ -127,19 +155,33 @@ class SamDataset(Dataset):
     only): the report's offline variant -- each image appears as itself plus N augmented copies whose
     augmentation is fixed by (seed, image, copy) rather than drawn per epoch, so the encoder sees the same
     N+1 images every epoch (which is what lets ``model.cache_embeddings`` work with augmentation).
-    ``with_keys``: add a content hash of the image the encoder sees (the embedding cache key).
+    ``with_keys``: add the embedding-cache key of the image the encoder sees (see ``key``). With ``cache`` (the
+    model's ``EmbeddingCache``, once bound) the dataset also reads the entry, in the DataLoader worker; a training
+    sample whose entry exists then comes without its image: only the mask is loaded (``get(item, image=True)``
+    always loads it).
     """
 
     def __init__(self, source, indices: list[int], prompt: PromptConfig, *, transform=None, train: bool = False,
-                 offline_copies: int = 0, seed: int = 0, with_keys: bool = False, bad: BadSamples | None = None):
+                 offline_copies: int = 0, seed: int = 0, with_keys: bool = False, cache=None,
+                 bad: BadSamples | None = None):
         self.source, self.indices, self.prompt = source, list(indices), prompt
         self.transform, self.train, self.seed, self.with_keys = transform, train, int(seed), with_keys
         self.copies = int(offline_copies) if (train and transform is not None) else 0
+        self.cache = cache if with_keys else None
         self.bad = bad if bad is not None else BadSamples("skip")
         self.ids = [source.ids[i] for i in self.indices]
+        # an offline copy is fixed by (seed, image, copy) and by what the augmentation is (its settings and the
+        # library that runs it)
+        self._copy_recipe = f"{seed}|{transform!r}|albumentations {_albumentations_version()}" if self.copies else ""
 
     def __len__(self) -> int:
         return len(self.indices) * (1 + self.copies)
+
+    def key(self, i: int, copy: int) -> str:
+        """What the encoder sees: source image ``i`` (its file's bytes or its scene's recipe) as is, or its offline
+        copy ``copy``. Known without decoding the image, so a cached sample never decodes it."""
+        what = self.source.key(i) + (f"|copy {copy}|{self._copy_recipe}" if copy else "")
+        return hashlib.blake2b(what.encode(), digest_size=16).hexdigest()
 
     def _load(self, pos: int) -> tuple[int, np.ndarray, np.ndarray]:
         """Load ``indices[pos]``; a file that fails to decode is recorded (warned about, listed in the run dir's
@@ -155,31 +197,62 @@ class SamDataset(Dataset):
         last = f"{self.bad.items[-1][0]}: " if self.bad.items else ""
         raise BadSampleError(f"{last}no readable samples left in this dataset ({len(self.bad.items)} unreadable)")
 
+    def _cached(self, pos: int) -> tuple | None:
+        """A training sample whose embedding is cached: (i, mask, key, entry) without decoding the image; None
+        when the full load is needed (not cached, an augmented image, or a file the full load will report)."""
+        if not (self.train and self.cache is not None and (self.transform is None or self.copies)):
+            return None
+        i = self.indices[pos]
+        try:
+            key = self.key(i, 0)
+            entry = self.cache.read(key)
+            return None if entry is None else (i, self.source.load_mask(i), key, entry)
+        except (BadSample, OSError):
+            return None
+
     def __getitem__(self, item) -> dict:
+        return self.get(item)
+
+    def get(self, item, image: bool = False) -> dict:
         idx, rng = unpack(item)
         n = len(self.indices)
-        i, image, mask = self._load(idx % n)
         copy = idx // n
         if not self.train:
             rng = None
-        if self.copies:
-            if copy > 0:
-                image, mask = apply_augment(self.transform, image, mask, np.random.default_rng([self.seed, i, copy]))
-        elif self.transform is not None and rng is not None:
-            image, mask = apply_augment(self.transform, image, mask, rng)
+        cached = None if (image or copy) else self._cached(idx % n)
+        if cached is not None:
+            i, mask, key, entry = cached
+            picture, hw = None, mask.shape
+        else:
+            i, picture, mask = self._load(idx % n)
+            if self.copies:
+                if copy > 0:
+                    picture, mask = apply_augment(self.transform, picture, mask,
+                                                  np.random.default_rng([self.seed, i, copy]))
+            elif self.transform is not None and rng is not None:
+                picture, mask = apply_augment(self.transform, picture, mask, rng)
+            hw = picture.shape[:2]
+            key = self.key(i, copy) if self.with_keys else None
+            entry = self.cache.read(key) if self.cache is not None else None
         point_rng = rng if rng is not None else np.random.default_rng([self.seed, i, copy])
         p = make_prompts(mask, self.prompt, rng, point_rng)
-        return pack_sample(image, p, self.source.ids[i] + (f"#aug{copy}" if copy else ""),
-                           box_prompt=self.prompt.mode != "points", with_key=self.with_keys)
+        return pack_sample(picture, p, self.source.ids[i] + (f"#aug{copy}" if copy else ""),
+                           box_prompt=self.prompt.mode != "points", size=hw, key=key, entry=entry)
 
 
-def image_key(image: np.ndarray) -> str:
-    return hashlib.blake2b(image.tobytes() + str(image.shape).encode(), digest_size=16).hexdigest()
+def _albumentations_version() -> str:
+    import albumentations
+
+    return albumentations.__version__
 
 
-def pack_sample(image: np.ndarray, p: dict, sample_id: str, *, box_prompt: bool, with_key: bool = False) -> dict:
+def pack_sample(image: np.ndarray | None, p: dict, sample_id: str, *, box_prompt: bool,
+                size: tuple[int, int] | None = None, key: str | None = None, entry=None) -> dict:
+    """``image`` may be None when ``entry`` (cached embedding, binding) stands in for it; ``size`` is then the
+    image's (H, W)."""
     return {
-        "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+        "image": None if image is None else torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+        "size": tuple(size if size is not None else image.shape[:2]),
         "labels": torch.from_numpy(np.ascontiguousarray(p["labels"])) if "labels" in p else None,
         "boxes": torch.from_numpy(p["boxes"]),
         "target_ids": torch.from_numpy(p["target_ids"]),
@@ -188,7 +261,9 @@ def pack_sample(image: np.ndarray, p: dict, sample_id: str, *, box_prompt: bool,
         "box_prompt": bool(p.get("box_prompt", box_prompt)),
         "empty": bool(p.get("empty", False)),
         "id": sample_id,
-        "key": image_key(image) if with_key else None,
+        "key": key,
+        "embedding": None if entry is None else entry[0],
+        "cache_id": None if entry is None else entry[1],
     }
 
 
@@ -212,11 +287,14 @@ def collate(samples: list[dict]) -> dict:
         "point_labels": torch.cat(point_labels),
         "prompt_image": torch.cat([torch.full((len(s["boxes"]),), i, dtype=torch.long)
                                    for i, s in enumerate(samples)]),
-        "sizes": torch.tensor([s["image"].shape[1:] for s in samples], dtype=torch.long),
+        "sizes": torch.tensor([s["size"] for s in samples], dtype=torch.long),
         "empty": torch.tensor([s["empty"] for s in samples], dtype=torch.bool),
         "box_prompt": all(s["box_prompt"] for s in samples),
         "ids": [s["id"] for s in samples],
         "keys": [s["key"] for s in samples] if all(s["key"] for s in samples) else None,
+        # cached embeddings read by the workers (None where not), with the binding each belongs to
+        "embeddings": [s.get("embedding") for s in samples],
+        "cache_ids": [s.get("cache_id") for s in samples],
     }
 
 

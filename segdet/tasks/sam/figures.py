@@ -81,7 +81,7 @@ def dataset_figures(dataset, tb, plots_dir: Path) -> None:
     n = min(MAX_ROWS, len(dataset))
     if n == 0:
         return
-    samples = [dataset[i] for i in range(n)]  # bare indices: no augmentation
+    samples = [dataset.get(i, image=True) for i in range(n)]  # bare indices: no augmentation
     # image beside mask
     fig, axes = plt.subplots(n, 2, figsize=(6, 3 * n), squeeze=False)
     for row, s in zip(axes, samples):
@@ -107,7 +107,7 @@ def dataset_figures(dataset, tb, plots_dir: Path) -> None:
     items = [it for it in items if it[0] < len(dataset)]
     fig, axes = plt.subplots(1, len(items), figsize=(3 * len(items), 3), squeeze=False)
     for ax, item in zip(axes[0], items):
-        s = dataset[item]
+        s = dataset.get(item, image=True)
         ax.imshow(overlay(_hwc(s["image"]), (s["labels"] > 0).numpy(),
                           s["boxes"].numpy() if s["box_prompt"] else None))
         ax.set_title(s["id"] if item[0] else f"draw {item[1] - 1000}", fontsize=8)

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import SamConfig, SamModel
 
 from segdet.registry import SegdetError
-from segdet.tasks.sam.cache import EmbeddingCache
+from segdet.tasks.sam.cache import EmbeddingCache, encoder_fingerprint
 from segdet.tasks.sam.losses import SamLoss, per_item_loss
 from segdet.tasks.sam.preprocess import (IMAGENET_MEAN, IMAGENET_STD, coord_scale, masks_to_input,
                                          preprocess_images, resized_shape, scale_boxes, scale_points)
@@ -117,7 +117,7 @@ class SamSegmenter(nn.Module):
         self.multimask, self.select, self.resolution = bool(multimask_output), multimask_select, loss_resolution
         self.loss = loss
         self.cache = cache
-        self._cache_bound = False
+        self._cache_fp: str | None = None
 
     @property
     def encoder_trained(self) -> bool:
@@ -134,15 +134,30 @@ class SamSegmenter(nn.Module):
         images = batch["images"]
         if self.cache is None or self.encoder_trained or batch.get("keys") is None:
             return self._encode(images)
-        device = images[0].device
-        if not self._cache_bound:  # after the weights are loaded, so the key names the encoder actually used
+        device = batch["boxes"].device
+        if self._cache_fp is None:  # after the weights are loaded, so the key names the encoder used
             amp = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type)
-            self.cache.bind(self.sam.vision_encoder, f"size={self.size} mean={IMAGENET_MEAN} std={IMAGENET_STD} "
-                                                     f"amp={amp}")
-            self._cache_bound = True
-        found = [self.cache.load(k, device) for k in batch["keys"]]
+            self._cache_fp = encoder_fingerprint(
+                self.sam.vision_encoder,
+                f"size={self.size} mean={IMAGENET_MEAN} std={IMAGENET_STD} amp={amp} keys=file-or-recipe")
+        mine = self._cache_fp
+        if self.cache.fingerprint != mine:  # the cache object is the task's, shared by every model it builds
+            self.cache.use(mine)
+        n = len(batch["keys"])
+        read = batch.get("embeddings") or [None] * n
+        ids = batch.get("cache_ids") or [None] * n
+        found = []
+        for i, key in enumerate(batch["keys"]):
+            if read[i] is not None and ids[i] == mine:  # read by a DataLoader worker
+                self.cache.hits += 1
+                found.append(read[i].to(device, non_blocking=True).float())
+            else:
+                found.append(self.cache.load(key, device))
         missing = [i for i, e in enumerate(found) if e is None]
         if missing:
+            if any(images[i] is None for i in missing):
+                raise SegdetError("a cached training sample came without its image, but its embedding belongs to "
+                                  "another model's cache binding: one data loader is feeding two SAM models")
             fresh = self._encode([images[i] for i in missing])
             for j, i in enumerate(missing):
                 found[i] = fresh[j].float()

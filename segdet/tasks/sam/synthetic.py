@@ -46,9 +46,8 @@ def _lake(mask: np.ndarray, rng: np.random.Generator) -> None:
         cv2.ellipse(mask, (int(cx + off[0]), int(cy + off[1])), ax, float(rng.uniform(0, 180)), 0, 360, 1, -1)
 
 
-def scene(seed: int, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(H×W×3 uint8 image, H×W bool water mask) for sample ``index``."""
-    rng = np.random.default_rng([seed, index, 7])
+def _water(rng: np.random.Generator, size: int) -> np.ndarray:
+    """The mask: drawn first from the scene's generator, so it can be made without the image."""
     mask = np.zeros((size, size), np.uint8)
     kind = rng.random()
     if kind < EMPTY_FRACTION:
@@ -58,7 +57,18 @@ def scene(seed: int, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     else:
         for _ in range(int(rng.integers(1, 4))):
             (_river if rng.random() < 0.5 else _lake)(mask, rng)
-    water = mask.astype(bool)
+    return mask.astype(bool)
+
+
+def scene_mask(seed: int, index: int, size: int) -> np.ndarray:
+    """``scene(seed, index, size)[1]`` without painting the image."""
+    return _water(np.random.default_rng([seed, index, 7]), size)
+
+
+def scene(seed: int, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(H×W×3 uint8 image, H×W bool water mask) for sample ``index``."""
+    rng = np.random.default_rng([seed, index, 7])
+    water = _water(rng, size)
 
     # Land: fields in greens/browns with coarse patches; water: dark blue-green, a little texture.
     land_base = np.array([rng.uniform(70, 140), rng.uniform(90, 150), rng.uniform(50, 100)], np.float32)

@@ -34,6 +34,7 @@ class SamTask(Task):
         self.prompt = PromptConfig.from_cfg(cfg.get("prompt"))
         self._sam_config: str | None = None  # SamConfig JSON, kept in the checkpoint
         self._data_seed: int | None = None   # the seed the training data was made with (synthetic scenes)
+        self._embedding_cache: EmbeddingCache | None = None
 
     # --- data -----------------------------------------------------------------------------------------------
     @property
@@ -59,12 +60,24 @@ class SamTask(Task):
                               f"augment={self.cfg.augment.get('name')} changes it every epoch: use augment=none, "
                               "the offline copies (augment=sam_offline), or model.cache_embeddings=false")
 
+    def _cache(self) -> EmbeddingCache | None:
+        """One cache object for the task's datasets and models: the model binds it, the workers read through it."""
+        if not self._cache_on():
+            return None
+        if self._embedding_cache is None:
+            m = self.cfg.model
+            dtype = CACHE_DTYPES.get(str(m.get("cache_dtype", "float32")))
+            if dtype is None:
+                raise SegdetError(f"model.cache_dtype must be one of {', '.join(CACHE_DTYPES)}")
+            self._embedding_cache = EmbeddingCache(m.get("cache_dir"), dtype)
+        return self._embedding_cache
+
     def _maker(self, transform, copies: int, seed: int):
-        keys = self._cache_on()
+        keys, cache = self._cache_on(), self._cache()
 
         def make(source, indices, train: bool, bad):
             return SamDataset(source, list(indices), self.prompt, transform=transform if train else None,
-                              train=train, offline_copies=copies, seed=seed, with_keys=keys, bad=bad)
+                              train=train, offline_copies=copies, seed=seed, with_keys=keys, cache=cache, bad=bad)
         return make
 
     def build_datasets(self) -> dict:
@@ -88,18 +101,12 @@ class SamTask(Task):
         self._sam_config = sam.config.to_json_string()
         if m.get("gradient_checkpointing", False):
             sam.gradient_checkpointing_enable()
-        cache = None
-        if self._cache_on():
-            dtype = CACHE_DTYPES.get(str(m.get("cache_dtype", "float32")))
-            if dtype is None:
-                raise SegdetError(f"model.cache_dtype must be one of {', '.join(CACHE_DTYPES)}")
-            cache = EmbeddingCache(m.get("cache_dir"), dtype)
         loss_cfg = self.cfg.get("loss") or {"name": "dice_ce"}
         return MODELS.build(str(m.get("name", "sam")), sam, build_loss(loss_cfg),
                             train_parts=list(m.get("train_parts", ["mask_decoder"])),
                             multimask_output=bool(m.get("multimask_output", False)),
                             multimask_select=str(m.get("multimask_select", "iou")),
-                            loss_resolution=str(loss_cfg.get("resolution", "low")), cache=cache)
+                            loss_resolution=str(loss_cfg.get("resolution", "low")), cache=self._cache())
 
     def state(self) -> dict:
         state = {"sam_config": self._sam_config, "data_seed": self._data_seed}

@@ -1,0 +1,110 @@
+"""The embedding cache's data path: keys known without decoding, cached training samples that skip the image,
+and DataLoader workers that read entries themselves once the model has bound the cache."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segdet.engine.data import make_loader
+from segdet.tasks.sam import TASK
+from segdet.tasks.sam.synthetic import scene, scene_mask
+from tests.conftest import compose_cfg
+
+CACHED = ["model=sam_tiny", "model.train_parts=[mask_decoder]", "model.cache_embeddings=true"]
+
+
+def cached_task(cache_dir, *overrides):
+    torch.manual_seed(0)
+    return TASK(compose_cfg("train", ["task=sam", *CACHED, f"model.cache_dir={cache_dir}", "data.val_fraction=0",
+                                      *overrides]))
+
+
+def folder(root, n=4):
+    """Pairs with the quirks the mask-only path must reproduce: EXIF rotation, a mask of another size."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        mask = np.zeros((40, 60), np.uint8)
+        mask[5 + i:25, 10:40 + i] = 255
+        exif = Image.Exif()
+        exif[0x0112] = 6 if i == 0 else 1
+        Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(root / f"images/{i}.jpg", exif=exif)
+        m = Image.fromarray(mask)
+        if i == 1:
+            m = m.resize((120, 80), Image.NEAREST)  # resized back to the image by data.size_mismatch=resize
+        m.save(root / f"masks/{i}.png", exif=exif)
+    return root
+
+
+def fill(task, ds):
+    """One pass of the model over ``ds`` (binds the cache, writes its entries); returns the model."""
+    model = task.build_model().train()
+    with torch.no_grad():
+        model(task.collate([ds[(i, 1)] for i in range(len(ds))]))
+    return model
+
+
+def test_synthetic_mask_alone_equals_the_scene_mask():
+    for i in range(30):
+        assert np.array_equal(scene_mask(5, i, 48), scene(5, i, 48)[1])
+
+
+@pytest.mark.parametrize("data", ["synthetic", "folder"])
+def test_a_cached_training_sample_skips_the_image_and_equals_the_full_load(tmp_path, data):
+    over = (["data=synthetic", "data.num_images=4", "data.image_size=64"] if data == "synthetic" else
+            ["data=folder", f"data.root={folder(tmp_path / 'data')}", "data.size_mismatch=resize"])
+    task = cached_task(tmp_path / "cache", "augment=none", *over)
+    ds = task.build_datasets()["train"]
+    assert all(ds[(i, 1)]["image"] is not None for i in range(len(ds)))  # not bound yet: nothing is cached
+    model = fill(task, ds)
+    for i in range(len(ds)):
+        quick, full = ds[(i, 7)], ds.get((i, 7), image=True)
+        assert quick["image"] is None and full["image"] is not None
+        assert quick["size"] == full["size"] == tuple(full["image"].shape[1:])
+        for k in ("labels", "boxes", "points"):
+            assert torch.equal(quick[k], full[k]), k
+        assert quick["key"] == full["key"] and quick["cache_id"] == model._cache_fp
+        with torch.no_grad():
+            assert torch.allclose(quick["embedding"].float(), model._encode([full["image"]])[0], atol=1e-5)
+    if data == "folder":  # the key is the file's content: rewriting the image makes it a miss
+        path = ds.source.pairs[0][0]
+        before = ds.key(0, 0)
+        Image.fromarray(np.zeros((60, 40, 3), np.uint8)).save(path)
+        os.utime(path, ns=(1, 1))
+        assert ds.key(0, 0) != before and ds[(0, 1)]["image"] is not None
+
+
+def test_offline_copies_have_their_own_stable_keys(tmp_path):
+    task = cached_task(tmp_path, "augment=sam_offline", "data=synthetic", "data.num_images=3",
+                       "data.image_size=64")
+    ds = task.build_datasets()["train"]
+    keys = [ds[(i, 1)]["key"] for i in range(len(ds))]
+    assert len(set(keys)) == len(ds) == 3 * (1 + ds.copies)
+    assert keys == [ds[(i, 2)]["key"] for i in range(len(ds))]
+
+
+def test_workers_read_the_entries_once_the_model_has_bound_the_cache(tmp_path):
+    """Persistent workers start before the model binds the cache; from the second epoch on they read every
+    entry themselves, the batches carry no images and the encoder does not run."""
+    task = cached_task(tmp_path, "augment=none", "data=synthetic", "data.num_images=6", "data.image_size=64")
+    ds = task.build_datasets()["train"]
+    model = task.build_model().train()
+    calls = []
+    model.sam.vision_encoder.register_forward_hook(lambda *a: calls.append(1))
+    loader = make_loader(ds, 3, task.collate, train=True, seed=0, num_workers=1)
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        calls.clear()
+        for batch in loader:
+            if epoch == 1:
+                assert all(im is None for im in batch["images"])
+                assert all(e is not None for e in batch["embeddings"])
+            with torch.no_grad():
+                model(batch)
+        assert len(calls) == (2 if epoch == 0 else 0)
+    assert model.cache.hits >= 6
