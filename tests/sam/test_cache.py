@@ -108,3 +108,28 @@ def test_workers_read_the_entries_once_the_model_has_bound_the_cache(tmp_path):
                 model(batch)
         assert len(calls) == (2 if epoch == 0 else 0)
     assert model.cache.hits >= 6
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_entries_round_trip_and_a_torn_or_foreign_one_is_recomputed(tmp_path, dtype):
+    task = cached_task(tmp_path, "augment=none", "data=synthetic", "data.num_images=2", "data.image_size=64",
+                       f"model.cache_dtype={dtype}")
+    ds = task.build_datasets()["train"]
+    model = fill(task, ds)
+    entries = sorted(tmp_path.rglob("*.emb"))
+    assert len(entries) == 2
+    sample = ds[(0, 1)]
+    with torch.no_grad():
+        fresh = model._encode([ds.get((0, 1), image=True)["image"]])[0]
+    assert sample["embedding"].dtype == getattr(torch, dtype) and sample["embedding"].shape == fresh.shape
+    path = next(p for p in entries if p.stem == sample["key"])
+    data = path.read_bytes()
+    atol = 1e-5 if dtype == "float32" else 2e-2
+    assert torch.allclose(sample["embedding"].float(), fresh, atol=atol)
+    for broken in (data[:-7], b"not an entry\n" + data):
+        path.write_bytes(broken)
+        assert ds[(0, 1)]["image"] is not None  # a miss: the image is loaded for the encoder
+        with torch.no_grad():
+            model(task.collate([ds[(0, 1)]]))  # recomputed and overwritten
+        again = ds[(0, 1)]
+        assert again["image"] is None and torch.allclose(again["embedding"].float(), fresh, atol=atol)

@@ -124,7 +124,7 @@ def test_embedding_cache_hit_is_identical_and_skips_the_encoder(tmp_path):
     assert len(calls) == 2
     assert torch.equal(first, reference) and torch.equal(second, reference)
     assert torch.equal(out_a["logits"], out_b["logits"])
-    assert len(list(tmp_path.rglob("*.pt"))) == 3
+    assert len(list(tmp_path.rglob("*.emb"))) == 3
 
     # another run with other encoder weights gets its own entries; the same weights reuse them
     # another model with other encoder weights gets its own entries; the same weights reuse them (the cache
@@ -137,7 +137,7 @@ def test_embedding_cache_hit_is_identical_and_skips_the_encoder(tmp_path):
     with torch.no_grad():
         assert not torch.equal(other.embeddings(batch), reference)
     assert (model.cache.hits, model.cache.misses) == (hits, misses + 3)
-    assert len(list(tmp_path.rglob("*.pt"))) == 6
+    assert len(list(tmp_path.rglob("*.emb"))) == 6
     same = task.build_model()
     same.load_state_dict(model.state_dict())
     same.train()  # training with a frozen encoder reads the cache too

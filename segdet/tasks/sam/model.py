@@ -197,15 +197,17 @@ class SamSegmenter(nn.Module):
         """(P, 1, h, w) binary target of each prompt: its component (or all foreground), laid out like the
         model input, at the loss resolution."""
         pim, tids = batch["prompt_image"], batch["target_ids"]
-        out = []
+        regions = []
         for i, lab in enumerate(batch["labels"]):
             ids = tids[pim == i]
             if len(ids) == 0:
                 continue
             ids = ids[:, None, None]
-            regions = torch.where(ids == 0, lab[None] > 0, lab[None] == ids)  # id 0: all foreground
-            out.append(masks_to_input(regions, self.size))
-        t = torch.cat(out)[:, None]
+            regions.append(torch.where(ids == 0, lab[None] > 0, lab[None] == ids))  # id 0: all foreground
+        if len({r.shape[1:] for r in regions}) == 1:  # one resize for the whole batch when sizes agree
+            t = masks_to_input(torch.cat(regions), self.size)[:, None]
+        else:
+            t = torch.cat([masks_to_input(r, self.size) for r in regions])[:, None]
         if tuple(t.shape[-2:]) != tuple(hw):
             t = (F.interpolate(t, size=hw, mode="area") >= 0.5).float()
         return t
