@@ -9,6 +9,7 @@ from transformers import SamModel
 from segdet.registry import SegdetError
 from segdet.tasks.sam import TASK
 from segdet.tasks.sam.losses import LOSSES, build_loss
+from segdet.tasks.sam.preprocess import preprocess_images
 from tests.conftest import compose_cfg
 
 SMALL = ["data.num_images=8", "data.image_size=64", "augment=none"]
@@ -176,3 +177,25 @@ def test_local_pretrained_folder_loads(tmp_path):
     loaded = task.build_model()
     assert torch.equal(loaded.sam.mask_decoder.iou_token.weight, model.sam.mask_decoder.iou_token.weight)
     assert [n for n, p in loaded.named_parameters() if p.requires_grad][0].startswith("sam.mask_decoder")
+
+
+def test_compiled_encoder_matches_eager_and_falls_back_with_a_warning(monkeypatch, caplog):
+    task, model, batch = setup("model.train_parts=[mask_decoder]", "model.compile_encoder=true")
+    keys = set(model.state_dict())
+    model.eval()
+    with torch.no_grad():
+        eager = model.sam.get_image_embeddings(preprocess_images(batch["images"], model.size)[0])
+        compiled = model._encode(batch["images"])
+    assert model.compile_encoder and torch.allclose(compiled, eager, atol=1e-4)
+    assert set(model.state_dict()) == keys  # the compiled wrapper is not part of the checkpoint
+
+    def broken(module, **kw):
+        def fail(*a, **k):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+        return fail
+    _, model, _ = setup("model.train_parts=[mask_decoder]", "model.compile_encoder=true")
+    monkeypatch.setattr(torch, "compile", broken)
+    with torch.no_grad(), caplog.at_level("WARNING"):
+        out = model.eval()._encode(batch["images"])
+    assert torch.allclose(out, eager, atol=1e-4) and not model.compile_encoder
+    assert "torch.compile failed (no C++ compiler found)" in caplog.text

@@ -8,6 +8,7 @@ The prompts of a batch are flattened: each prompt is one row for the mask decode
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ PARTS = {
     "prompt_encoder": ("prompt_encoder", "shared_image_embedding"),
     "mask_decoder": ("mask_decoder",),
 }
+log = logging.getLogger(__name__)
 OFFLINE_FIX = "pass model.pretrained=/path/to/local/dir (saved with SamModel.save_pretrained), or use model=sam_tiny"
 
 
@@ -87,7 +89,8 @@ class SamSegmenter(nn.Module):
     find_unused_parameters = True
 
     def __init__(self, sam: SamModel, loss: SamLoss, *, train_parts=("mask_decoder",), multimask_output=False,
-                 multimask_select="iou", loss_resolution="low", cache: EmbeddingCache | None = None):
+                 multimask_select="iou", loss_resolution="low", cache: EmbeddingCache | None = None,
+                 compile_encoder: bool = False):
         super().__init__()
         self.sam = sam
         self.size = int(sam.config.vision_config.image_size)
@@ -118,6 +121,7 @@ class SamSegmenter(nn.Module):
         self.loss = loss
         self.cache = cache
         self._cache_fp: str | None = None
+        self.compile_encoder = bool(compile_encoder)
 
     @property
     def encoder_trained(self) -> bool:
@@ -128,7 +132,25 @@ class SamSegmenter(nn.Module):
         pixels, _ = preprocess_images(images, self.size)
         if self.encoder_trained and torch.is_grad_enabled():
             return self.sam.vision_encoder(pixels).last_hidden_state
+        if self.compile_encoder:
+            return self._compiled_encoder(pixels)
         return self.sam.get_image_embeddings(pixels)  # runs under no_grad
+
+    def _compiled_encoder(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The frozen encoder through torch.compile: the many small elementwise ops of its attention (windowing,
+        relative-position bias) fused. Kept out of the module tree, so state dicts do not change. If compiling
+        fails (no C++ compiler, an unsupported platform) the run goes on uncompiled, with one warning."""
+        fn = self.__dict__.get("_encoder_fn")
+        if fn is None:
+            fn = self.__dict__["_encoder_fn"] = torch.compile(self.sam.vision_encoder)
+        try:
+            with torch.no_grad():
+                return fn(pixels).last_hidden_state
+        except Exception as e:  # noqa: BLE001 -- any compiler failure; eager below raises real errors again
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            log.warning("model.compile_encoder: torch.compile failed (%s); the encoder runs uncompiled", first)
+            self.compile_encoder = False
+            return self.sam.get_image_embeddings(pixels)
 
     def embeddings(self, batch: dict) -> torch.Tensor:
         images = batch["images"]
