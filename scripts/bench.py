@@ -68,6 +68,7 @@ class Settings:
     sam_images: int = 48
     sam_image_px: int = 64         # the tutorial's masks come at the decoder's output size: 4 x (input / patch)
     sam_batch: int = 8             # segdet's batch (the tutorial's is 2, as written)
+    sam_compile: bool = True       # sam_train: segdet's frozen encoder through torch.compile (model.compile_encoder)
     # sam_cache only: sam_tiny's 2-layer encoder costs about a third of a decoder-only step, so no cache could
     # save more than ~1.5x with it; the CPU row gives the tiny encoder ViT-B's depth (12 layers, global attention
     # in 2, 5, 8, 11) so that, as with the real SAM, the frozen encoder dominates the step.

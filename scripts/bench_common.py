@@ -32,8 +32,11 @@ class Row:
     note: str = ""
 
     def as_json(self) -> dict:
-        return {"name": self.name, "segdet": round(self.segdet, 4), "other": round(self.other, 4),
-                "unit": self.unit, "ratio": round(self.ratio, 4)}
+        def sig(x: float) -> float:  # significant digits: a cached epoch of 0.02 s keeps its precision
+            return float(f"{x:.6g}")
+
+        return {"name": self.name, "segdet": sig(self.segdet), "other": sig(self.other), "unit": self.unit,
+                "ratio": sig(self.ratio)}
 
 
 def compose(overrides: list[str]):

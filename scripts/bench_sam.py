@@ -128,14 +128,16 @@ def build_sam_model(s):
 def sam_train(s) -> Row:
     """segdet as we recommend training it: batch ``sam_batch`` and the frozen encoder compiled (its compile time
     falls in the warm-up epoch and is reported separately by the row's note)."""
-    over = segdet_overrides(s, batch_size=s.sam_batch, epochs=1 + s.repeats, model=["model.compile_encoder=true"])
+    over = segdet_overrides(s, batch_size=s.sam_batch, epochs=1 + s.repeats,
+                            model=[f"model.compile_encoder={str(bool(s.sam_compile)).lower()}"])
     segdet_hist = segdet_train_run(over, s.verbose)
     ours = median(epoch_images_per_s(segdet_hist))
     warmup_s = s.sam_images / epoch_images_per_s(segdet_hist, warmup=0)[0]
     sam, size, low_res = build_sam_model(s)
     theirs = median(tutorial_sam_train(s, sam, size, low_res))
     return Row("sam_train", ours, theirs, "images/s", ours / theirs,
-               f"segdet batch {s.sam_batch}, precision {s.precision}, model.compile_encoder=true (the warm-up "
+               f"segdet batch {s.sam_batch}, precision {s.precision}, "
+               f"model.compile_encoder={str(bool(s.sam_compile)).lower()} (the warm-up "
                f"epoch, compiling included, took {warmup_s:.1f} s), online augmentation (augment=sam_default); "
                "tutorial batch 2, fp32, SamProcessor per sample")
 
