@@ -10,7 +10,7 @@ Rows (see the README and CONTRACT.md, "Benchmark output"):
     python scripts/bench.py                      # CPU: the tiny models, 1-3 minutes on 2 cores
     python scripts/bench.py --device cuda        # SAM ViT-B geometry at 1024, VGG16 at 600 px, bf16
     python scripts/bench.py --only sam_train,frcnn_infer --repeats 5 --out outputs/bench/mine.json
-    python scripts/bench.py --only frcnn_train trainer.channels_last=true   # a lever, on segdet's side only
+    python scripts/bench.py --only frcnn_train trainer.channels_last=false  # a lever, on segdet's side only
     python scripts/bench.py --only sam_train --set sam_batch=2              # a benchmark setting (see Settings)
 
 Each figure is the median over ``--repeats`` epochs after one warm-up epoch. Prints a markdown table and writes
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
                    help="change one benchmark setting (a field of Settings, e.g. sam_batch=2 or "
                         "'sam_cache_model=[]'); lists and numbers are read as JSON")
     p.add_argument("overrides", nargs="*", help="extra segdet key=value for every segdet run, e.g. "
-                                                "trainer.channels_last=true (to measure a lever)")
+                                                "trainer.channels_last=false (to measure a lever)")
     a = p.parse_args(argv)
     only = [r.strip() for r in a.only.split(",") if r.strip()]
     unknown = sorted(set(only) - set(ROWS))

@@ -122,7 +122,7 @@ def segdet_train_step_fn(setup: Setup):
     trainer.model.train()
 
     def step(batch):
-        batch = to_device(batch, trainer.device, cfg.trainer.channels_last)
+        batch = to_device(batch, trainer.device, trainer.channels_last)
         with autocast(trainer.device, trainer.precision):
             losses = trainer.model(batch)
         loss = sum(losses.values())
@@ -137,16 +137,19 @@ def infer_epoch_fn(setup: Setup, model, side: str):
     """One pass over the evaluation images in eval mode, no_grad, under the run's autocast."""
     from segdet.engine.data import to_device
 
+    from segdet.engine.runtime import wants_channels_last
+
     device = setup.device
     model.to(device).eval()
-    if side == "segdet" and setup.cfg.trainer.get("channels_last"):  # as segdet's Trainer does
+    channels_last = side == "segdet" and wants_channels_last(setup.cfg.trainer.channels_last, model)
+    if channels_last:  # as segdet's eval command does
         model.to(memory_format=torch.channels_last)
 
     @torch.no_grad()
     def epoch():
         if side == "segdet":
             for batch in setup.segdet_loader:
-                batch = to_device(batch, device, setup.cfg.trainer.channels_last)
+                batch = to_device(batch, device, channels_last)
                 with setup.autocast:
                     model(batch)
         else:

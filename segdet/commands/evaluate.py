@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from segdet.commands.common import config_from_checkpoint, start
@@ -11,7 +12,7 @@ from segdet.engine import checkpoint as ckpt_io
 from segdet.engine import distributed as dist_utils
 from segdet.engine.data import make_loader
 from segdet.engine.logging import RunLogger
-from segdet.engine.runtime import check_precision
+from segdet.engine.runtime import check_precision, wants_channels_last
 from segdet.engine.trainer import evaluate
 from segdet.registry import SegdetError
 from segdet.tasks import get_task_class
@@ -49,13 +50,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                          num_workers=int(run_cfg.data.num_workers), rank=dist_utils.rank(),
                          world=dist_utils.world_size(), pin_memory=device.type == "cuda")
     model.to(device)
+    channels_last = wants_channels_last(cfg.trainer.get("channels_last", "auto"), model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     precision = check_precision(cfg.trainer.precision, device)
     logger = RunLogger(run_dir)
     log.info("evaluating %s on %d samples (%s split) on %s", cfg.ckpt, len(dataset), split, device)
     hook = lambda b, o: task.log_samples(model, b, o, logger.tb, logger.plots_dir, 0)  # noqa: E731
     evaluator = task.make_evaluator()
     try:
-        metrics, records = evaluate(model, loader, device, precision, evaluator, sample_hook=hook,
+        metrics, records = evaluate(model, loader, device, precision, evaluator, channels_last, sample_hook=hook,
                                     progress=bool(cfg.trainer.progress))
         if dist_utils.is_main():
             evaluator.write_report(records, run_dir)

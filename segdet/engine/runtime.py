@@ -40,6 +40,15 @@ def check_precision(precision, device: torch.device) -> str:
     return precision
 
 
+def wants_channels_last(setting, model: torch.nn.Module) -> bool:
+    """``trainer.channels_last``: true | false | auto (the model's ``prefers_channels_last`` attribute)."""
+    if str(setting).lower() == "auto":
+        return bool(getattr(model, "prefers_channels_last", False))
+    if isinstance(setting, bool):
+        return setting
+    raise SegdetError(f"trainer.channels_last must be true, false or auto, not '{setting}'")
+
+
 def autocast(device: torch.device, precision: str):
     if precision == "32":
         return contextlib.nullcontext()

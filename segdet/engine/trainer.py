@@ -23,7 +23,7 @@ from segdet.engine import checkpoint as ckpt_io
 from segdet.engine import distributed as dist_utils
 from segdet.engine.data import to_device
 from segdet.engine.logging import RunLogger
-from segdet.engine.runtime import autocast, check_precision
+from segdet.engine.runtime import autocast, check_precision, wants_channels_last
 from segdet.registry import SegdetError
 
 log = logging.getLogger("segdet")
@@ -75,7 +75,8 @@ class Trainer:
         self.cfg, self.device, self.logger = cfg, device, logger
         self.precision = check_precision(cfg.precision, device)
         self.raw_model = model.to(device)
-        if cfg.channels_last:
+        self.channels_last = wants_channels_last(cfg.channels_last, model)
+        if self.channels_last:
             self.raw_model.to(memory_format=torch.channels_last)
         self.model = self.raw_model
         if dist_utils.world_size() > 1:
@@ -186,7 +187,7 @@ class Trainer:
             bar = tqdm(train_loader, desc=f"epoch {self.epoch + 1}/{cfg.max_epochs}", leave=False,
                        disable=not (cfg.progress and dist_utils.is_main()))
             for i, batch in enumerate(bar):
-                batch = to_device(batch, self.device, cfg.channels_last)
+                batch = to_device(batch, self.device, self.channels_last)
                 last_micro = (i + 1) % accum == 0 or i + 1 == remaining
                 sync = last_micro or not isinstance(self.model, DistributedDataParallel)
                 with (self.model.no_sync() if not sync else contextlib.nullcontext()):
@@ -276,7 +277,7 @@ class Trainer:
                 hook = lambda b, o: sample_hook(self.raw_model, b, o, self.logger.tb, self.logger.plots_dir,  # noqa
                                                 self.step)
             metrics, _ = evaluate(self.raw_model, val_loader, self.device, self.precision, make_evaluator(),
-                                  self.cfg.channels_last, hook)
+                                  self.channels_last, hook)
             record.update({f"val/{k}": v for k, v in metrics.items()})
         self.logger.scalars("train", {k[6:]: v for k, v in record.items() if k.startswith("train/")}, epochs_done)
         self.logger.scalars("val", metrics, epochs_done)

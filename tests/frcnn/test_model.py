@@ -104,3 +104,27 @@ def test_vgg16_full_size_freezes_first_layers_and_weights_options(tmp_path, monk
     with pytest.raises(SegdetError, match="model.backbone.weights=imagenet: .*weights=none") as e:
         build_backbone(compose_cfg("train", ["task=frcnn", small_head]).model)
     assert "\n" not in str(e.value)
+
+
+def test_channels_last_auto_is_the_detectors_choice_and_changes_no_result():
+    from segdet.engine.data import to_device
+    from segdet.engine.runtime import wants_channels_last
+
+    task, model = make()
+    assert wants_channels_last("auto", model) and not wants_channels_last(False, model)
+    assert not wants_channels_last("auto", torch.nn.Linear(2, 2))
+    with pytest.raises(SegdetError, match="true, false or auto"):
+        wants_channels_last("yes", model)
+    torch.nn.init.normal_(model.roi_head.cls_score.bias, std=3.0)
+    batch = batch_of(task, [(96, 128), (64, 80)], [[[10, 10, 60, 50]], [[5, 5, 40, 60]]])
+    with torch.no_grad():
+        plain = model.eval()(batch)
+        model.to(memory_format=torch.channels_last)
+        nhwc = to_device(batch, torch.device("cpu"), channels_last=True)
+        assert nhwc["images"].is_contiguous(memory_format=torch.channels_last)
+        assert model.backbone[0].weight.is_contiguous(memory_format=torch.channels_last)
+        fast = model(nhwc)
+    assert len(plain[0]["boxes"]) > 0
+    for a, b in zip(plain, fast):
+        assert torch.equal(a["labels"], b["labels"]) and torch.allclose(a["boxes"], b["boxes"], atol=1e-3)
+        assert torch.allclose(a["scores"], b["scores"], atol=1e-4)

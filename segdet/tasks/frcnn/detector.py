@@ -17,6 +17,10 @@ from .rpn import RPN
 
 
 class FasterRCNN(nn.Module):
+    # trainer.channels_last=auto: a conv net runs its convolutions faster in NHWC (CPU bench: train +3 %,
+    # inference +2-6 % against NCHW)
+    prefers_channels_last = True
+
     def __init__(self, cfg: DictConfig, loss_cfg: DictConfig, num_classes: int):
         """``num_classes``: object classes, without the background."""
         super().__init__()
