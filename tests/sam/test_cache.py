@@ -86,6 +86,8 @@ def test_offline_copies_have_their_own_stable_keys(tmp_path):
     keys = [ds[(i, 1)]["key"] for i in range(len(ds))]
     assert len(set(keys)) == len(ds) == 3 * (1 + ds.copies)
     assert keys == [ds[(i, 2)]["key"] for i in range(len(ds))]
+    # the recipe must read the same in the next run (no object addresses), or every run would miss the cache
+    assert "0x" not in ds._copy_recipe and "HorizontalFlip" in ds._copy_recipe
 
 
 def test_workers_read_the_entries_once_the_model_has_bound_the_cache(tmp_path):
