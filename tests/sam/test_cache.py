@@ -105,7 +105,7 @@ def test_workers_read_the_entries_once_the_model_has_bound_the_cache(tmp_path):
         for batch in loader:
             if epoch == 1:
                 assert all(im is None for im in batch["images"])
-                assert all(e is not None for e in batch["embeddings"])
+                assert isinstance(batch["embeddings"], torch.Tensor) and len(batch["embeddings"]) == 3
             with torch.no_grad():
                 model(batch)
         assert len(calls) == (2 if epoch == 0 else 0)

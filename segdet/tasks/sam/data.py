@@ -292,10 +292,18 @@ def collate(samples: list[dict]) -> dict:
         "box_prompt": all(s["box_prompt"] for s in samples),
         "ids": [s["id"] for s in samples],
         "keys": [s["key"] for s in samples] if all(s["key"] for s in samples) else None,
-        # cached embeddings read by the workers (None where not), with the binding each belongs to
-        "embeddings": [s.get("embedding") for s in samples],
+        # cached embeddings read by the workers, with the binding each belongs to: one tensor (stacked here, in
+        # the worker, and moved to the device in one copy) when every sample has one of the same binding
+        "embeddings": _stack_entries(samples),
         "cache_ids": [s.get("cache_id") for s in samples],
     }
+
+
+def _stack_entries(samples: list[dict]):
+    entries = [s.get("embedding") for s in samples]
+    if all(e is not None for e in entries) and len({s.get("cache_id") for s in samples}) == 1:
+        return torch.stack(entries)
+    return entries
 
 
 def _source(data_cfg, seed: int, root, bad: BadSamples):

@@ -166,8 +166,12 @@ class SamSegmenter(nn.Module):
         if self.cache.fingerprint != mine:  # the cache object is the task's, shared by every model it builds
             self.cache.use(mine)
         n = len(batch["keys"])
-        read = batch.get("embeddings") or [None] * n
+        read = batch.get("embeddings")
         ids = batch.get("cache_ids") or [None] * n
+        if isinstance(read, torch.Tensor) and ids[0] == mine:  # the whole batch, stacked by the worker
+            self.cache.hits += n
+            return read.to(device, non_blocking=True).float()
+        read = read if read is not None else [None] * n
         found = []
         for i, key in enumerate(batch["keys"]):
             if read[i] is not None and ids[i] == mine:  # read by a DataLoader worker
