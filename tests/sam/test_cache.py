@@ -128,7 +128,9 @@ def test_entries_round_trip_and_a_torn_or_foreign_one_is_recomputed(tmp_path, dt
     data = path.read_bytes()
     atol = 1e-5 if dtype == "float32" else 2e-2
     assert torch.allclose(sample["embedding"].float(), fresh, atol=atol)
-    for broken in (data[:-7], b"not an entry\n" + data):
+    magic = data.split(b"\n", 1)[0] + b"\n"
+    for broken in (data[:-7], b"not an entry\n" + data, magic + b'{"dtype": "int128", "shape": [2]}\n' + data[-8:],
+                   magic + b'["not", "a", "dict"]\n' + data[-8:]):
         path.write_bytes(broken)
         assert ds[(0, 1)]["image"] is not None  # a miss: the image is loaded for the encoder
         with torch.no_grad():

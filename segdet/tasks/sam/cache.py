@@ -43,7 +43,10 @@ def read_entry(path) -> torch.Tensor:
             raise ValueError(f"{path}: not an embedding entry")
         header = json.loads(f.readline())
         raw = np.fromfile(f, dtype=np.uint8)
-    dtype, shape = DTYPES[header["dtype"]], header["shape"]
+    dtype = DTYPES.get(header.get("dtype")) if isinstance(header, dict) else None
+    shape = header.get("shape") if dtype is not None else None
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise ValueError(f"{path}: not an embedding entry (bad header)")
     if raw.size != math.prod(shape) * dtype.itemsize:
         raise ValueError(f"{path}: cut short")
     return torch.from_numpy(raw).view(dtype).reshape(shape)
