@@ -79,11 +79,6 @@ class EmbeddingCache:
         raw = bytes(self._id.tolist())
         return raw.decode("ascii") if raw[-1] else None
 
-    @property
-    def dir(self) -> Path | None:
-        fp = self.fingerprint
-        return self.root / fp if fp else None
-
     def use(self, fingerprint: str) -> None:
         """Point at the entries of one encoder + preprocessing (``encoder_fingerprint``), for the model and the
         workers alike."""

@@ -10,7 +10,7 @@ from segdet.registry import Registry, SegdetError
 from segdet.tasks.base import Task
 from segdet.tasks.sam import figures
 from segdet.tasks.sam.augment import build_augment
-from segdet.tasks.sam.cache import EmbeddingCache
+from segdet.tasks.sam.cache import DTYPES, EmbeddingCache
 from segdet.tasks.sam.data import SamDataset, build_eval_split, build_splits, collate
 from segdet.tasks.sam.losses import build_loss
 from segdet.tasks.sam.metrics import SamEvaluator
@@ -20,9 +20,6 @@ from segdet.tasks.sam.prompts import PromptConfig
 
 MODELS = Registry("sam model")
 MODELS.register("sam")(SamSegmenter)
-
-CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
 
 class SamTask(Task):
     name = "sam"
@@ -66,9 +63,9 @@ class SamTask(Task):
             return None
         if self._embedding_cache is None:
             m = self.cfg.model
-            dtype = CACHE_DTYPES.get(str(m.get("cache_dtype", "float32")))
+            dtype = DTYPES.get(str(m.get("cache_dtype", "float32")))
             if dtype is None:
-                raise SegdetError(f"model.cache_dtype must be one of {', '.join(CACHE_DTYPES)}")
+                raise SegdetError(f"model.cache_dtype must be one of {', '.join(DTYPES)}")
             self._embedding_cache = EmbeddingCache(m.get("cache_dir"), dtype)
         return self._embedding_cache
 
