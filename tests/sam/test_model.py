@@ -59,10 +59,23 @@ def test_dice_ce_is_monais_and_full_resolution_targets_match_the_input():
     task, model, batch = setup("loss.resolution=full")
     model.train()
     assert torch.isfinite(model(batch)["dice_ce"])
-    t = model.targets(batch, (model.size, model.size))
+    t = model.targets(batch, model.size)
     h, w = batch["sizes"][0].tolist()  # 64x64 images at a 128 input: the target is the mask scaled x2
     assert t.shape[-2:] == (128, 128)
     assert float(t[0, 0].sum()) == pytest.approx(4 * float((batch["labels"][0] > 0).sum()), rel=0.05)
+
+
+def test_low_resolution_targets_are_the_mask_laid_out_like_the_input():
+    """The loss-resolution target of a prompt equals the mask resized like the image and padded: here a
+    96x64 image at a 128 input (96 -> 128, 64 -> 85 + padding), with low-res logits of 64 (85 -> 43 columns)."""
+    task, model, _ = setup()
+    mask = torch.zeros(96, 64, dtype=torch.int32)
+    mask[10:70, 8:40] = 1  # rows 10..69 and columns 8..39: at x2/3, rows 6.7..46.7 and columns 5.3..26.7
+    batch = {"labels": [mask], "prompt_image": torch.tensor([0]), "target_ids": torch.tensor([0])}
+    t = model.targets(batch, 64)[0, 0]
+    assert t.shape == (64, 64) and t[:, 43:].sum() == 0 and t[:, :43].sum() > 0  # padding is background
+    rows, cols = t.nonzero(as_tuple=True)
+    assert (rows.min().item(), rows.max().item()) == (7, 46) and (cols.min().item(), cols.max().item()) == (5, 26)
 
 
 @pytest.mark.parametrize("select", ["iou", "loss"])
@@ -179,23 +192,55 @@ def test_local_pretrained_folder_loads(tmp_path):
     assert [n for n, p in loaded.named_parameters() if p.requires_grad][0].startswith("sam.mask_decoder")
 
 
-def test_compiled_encoder_matches_eager_and_falls_back_with_a_warning(monkeypatch, caplog):
+def test_compiled_encoder_matches_eager():
     task, model, batch = setup("model.train_parts=[mask_decoder]", "model.compile_encoder=true")
     keys = set(model.state_dict())
     model.eval()
     with torch.no_grad():
         eager = model.sam.get_image_embeddings(preprocess_images(batch["images"], model.size)[0])
         compiled = model._encode(batch["images"])
-    assert model.compile_encoder and torch.allclose(compiled, eager, atol=1e-4)
+    assert model.compile_encoder and "encoder" in model.__dict__["_compiled_fns"]
+    assert torch.allclose(compiled, eager, atol=1e-4)
     assert set(model.state_dict()) == keys  # the compiled wrapper is not part of the checkpoint
 
-    def broken(module, **kw):
+
+def test_compiled_decoder_trains_like_eager():
+    """Same losses and same gradients through the compiled prompt encoder + mask decoder as through eager."""
+    task, model, batch = setup("model.train_parts=[mask_decoder]", "model.compile_decoder=true")
+    keys = set(model.state_dict())
+    model.train()
+
+    def loss_and_grads(compiled: bool):
+        model.compile_decoder = compiled
+        model.zero_grad(set_to_none=True)
+        loss = sum(model(batch).values())
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    eager_loss, eager_grads = loss_and_grads(False)
+    loss, grads = loss_and_grads(True)
+    assert model.compile_decoder and "decoder" in model.__dict__["_compiled_fns"]  # compiled, not fallen back
+    assert torch.allclose(loss, eager_loss, atol=1e-5)
+    assert grads.keys() == eager_grads.keys() and len(grads) > 10
+    assert all(torch.allclose(grads[n], eager_grads[n], atol=1e-5, rtol=1e-4) for n in grads)
+    assert set(model.state_dict()) == keys
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_a_failed_compile_runs_uncompiled_with_one_warning(part, monkeypatch, caplog):
+    _, model, batch = setup("model.train_parts=[mask_decoder]")
+    model.eval()
+    with torch.no_grad():
+        eager = model(batch)["logits"]
+
+    def broken(fn, **kw):
         def fail(*a, **k):
             raise RuntimeError("no C++ compiler found\nmore detail")
         return fail
-    _, model, _ = setup("model.train_parts=[mask_decoder]", "model.compile_encoder=true")
     monkeypatch.setattr(torch, "compile", broken)
+    setattr(model, f"compile_{part}", True)
     with torch.no_grad(), caplog.at_level("WARNING"):
-        out = model.eval()._encode(batch["images"])
-    assert torch.allclose(out, eager, atol=1e-4) and not model.compile_encoder
-    assert "torch.compile failed (no C++ compiler found)" in caplog.text
+        out = model(batch)["logits"]
+        model(batch)
+    assert torch.equal(out, eager) and not getattr(model, f"compile_{part}")
+    assert caplog.text.count(f"model.compile_{part}: torch.compile failed (no C++ compiler found)") == 1

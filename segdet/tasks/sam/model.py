@@ -90,7 +90,7 @@ class SamSegmenter(nn.Module):
 
     def __init__(self, sam: SamModel, loss: SamLoss, *, train_parts=("mask_decoder",), multimask_output=False,
                  multimask_select="iou", loss_resolution="low", cache: EmbeddingCache | None = None,
-                 compile_encoder: bool = False):
+                 compile_encoder: bool = False, compile_decoder: bool = False):
         super().__init__()
         self.sam = sam
         self.size = int(sam.config.vision_config.image_size)
@@ -121,7 +121,7 @@ class SamSegmenter(nn.Module):
         self.loss = loss
         self.cache = cache
         self._cache_fp: str | None = None
-        self.compile_encoder = bool(compile_encoder)
+        self.compile_encoder, self.compile_decoder = bool(compile_encoder), bool(compile_decoder)
 
     @property
     def encoder_trained(self) -> bool:
@@ -133,24 +133,28 @@ class SamSegmenter(nn.Module):
         if self.encoder_trained and torch.is_grad_enabled():
             return self.sam.vision_encoder(pixels).last_hidden_state
         if self.compile_encoder:
-            return self._compiled_encoder(pixels)
-        return self.sam.get_image_embeddings(pixels)  # runs under no_grad
+            return self._compiled("encoder", self._frozen_encoder, pixels)
+        return self._frozen_encoder(pixels)
 
-    def _compiled_encoder(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The frozen encoder through torch.compile: the many small elementwise ops of its attention (windowing,
-        relative-position bias) fused. Kept out of the module tree, so state dicts do not change. If compiling
-        fails (no C++ compiler, an unsupported platform) the run goes on uncompiled, with one warning."""
-        fn = self.__dict__.get("_encoder_fn")
-        if fn is None:
-            fn = self.__dict__["_encoder_fn"] = torch.compile(self.sam.vision_encoder)
+    @torch.no_grad()
+    def _frozen_encoder(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.sam.vision_encoder(pixels).last_hidden_state
+
+    def _compiled(self, part: str, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` through torch.compile (``model.compile_<part>``): the many small ops of SAM's
+        attention blocks fused. The compiled function is kept out of the module tree, so state dicts do not
+        change. If compiling fails (no C++ compiler, an unsupported platform) the part runs uncompiled from then
+        on, with one warning."""
+        compiled = self.__dict__.setdefault("_compiled_fns", {})
+        if part not in compiled:
+            compiled[part] = torch.compile(fn)
         try:
-            with torch.no_grad():
-                return fn(pixels).last_hidden_state
+            return compiled[part](*args, **kwargs)
         except Exception as e:  # noqa: BLE001 -- any compiler failure; eager below raises real errors again
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            log.warning("model.compile_encoder: torch.compile failed (%s); the encoder runs uncompiled", first)
-            self.compile_encoder = False
-            return self.sam.get_image_embeddings(pixels)
+            log.warning("model.compile_%s: torch.compile failed (%s); the %s runs uncompiled", part, first, part)
+            setattr(self, f"compile_{part}", False)
+            return fn(*args, **kwargs)
 
     def embeddings(self, batch: dict) -> torch.Tensor:
         images = batch["images"]
@@ -205,8 +209,11 @@ class SamSegmenter(nn.Module):
         if batch["points"].shape[1] > 0:
             points = scale_points(batch["points"], scale)[:, None]
             labels = batch["point_labels"][:, None]
-        out = self.sam(image_embeddings=emb[pim], input_boxes=boxes, input_points=points, input_labels=labels,
+        prompts = dict(image_embeddings=emb[pim], input_boxes=boxes, input_points=points, input_labels=labels,
                        multimask_output=self.multimask)
+        # The prompt encoder and mask decoder are hundreds of small ops: with the embeddings cached they are the
+        # whole step, and torch.compile fuses them (model.compile_decoder).
+        out = self._compiled("decoder", self.sam, **prompts) if self.compile_decoder else self.sam(**prompts)
         logits, iou = out.pred_masks[:, 0], out.iou_scores[:, 0]  # (P, M, h, w), (P, M)
         if self.training:
             return self._losses(logits, iou, batch)
@@ -219,9 +226,11 @@ class SamSegmenter(nn.Module):
         return {"logits": logits, "iou_pred": iou, "prompt_image": batch["prompt_image"], "resized": resized,
                 "sizes": batch["sizes"], "input_size": self.size}
 
-    def targets(self, batch: dict, hw: tuple[int, int]) -> torch.Tensor:
-        """(P, 1, h, w) binary target of each prompt: its component (or all foreground), laid out like the
-        model input, at the loss resolution."""
+    def targets(self, batch: dict, side: int) -> torch.Tensor:
+        """(P, 1, side, side) binary target of each prompt: its component (or all foreground), laid out like the
+        model input (resized like the image, padded) at the loss resolution. One resampling, straight from the
+        mask to that resolution: going through the input size first cost an upsampling to it (1024² at ViT-B)
+        and an area reduction back."""
         pim, tids = batch["prompt_image"], batch["target_ids"]
         regions = []
         for i, lab in enumerate(batch["labels"]):
@@ -231,17 +240,13 @@ class SamSegmenter(nn.Module):
             ids = ids[:, None, None]
             regions.append(torch.where(ids == 0, lab[None] > 0, lab[None] == ids))  # id 0: all foreground
         if len({r.shape[1:] for r in regions}) == 1:  # one resize for the whole batch when sizes agree
-            t = masks_to_input(torch.cat(regions), self.size)[:, None]
-        else:
-            t = torch.cat([masks_to_input(r, self.size) for r in regions])[:, None]
-        if tuple(t.shape[-2:]) != tuple(hw):
-            t = (F.interpolate(t, size=hw, mode="area") >= 0.5).float()
-        return t
+            return masks_to_input(torch.cat(regions), side)[:, None]
+        return torch.cat([masks_to_input(r, side) for r in regions])[:, None]
 
     def _losses(self, logits: torch.Tensor, iou: torch.Tensor, batch: dict) -> dict:
         if self.resolution == "full":
             logits = F.interpolate(logits, (self.size, self.size), mode="bilinear", align_corners=False)
-        target = self.targets(batch, logits.shape[-2:])
+        target = self.targets(batch, logits.shape[-1])  # SAM's masks are square, like its padded input
         if logits.shape[1] > 1:  # multimask: train the best of SAM's candidates
             if self.select == "loss":
                 with torch.no_grad():

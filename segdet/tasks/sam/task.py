@@ -104,7 +104,8 @@ class SamTask(Task):
                             multimask_output=bool(m.get("multimask_output", False)),
                             multimask_select=str(m.get("multimask_select", "iou")),
                             loss_resolution=str(loss_cfg.get("resolution", "low")), cache=self._cache(),
-                            compile_encoder=bool(m.get("compile_encoder", False)))
+                            compile_encoder=bool(m.get("compile_encoder", False)),
+                            compile_decoder=bool(m.get("compile_decoder", False)))
 
     def state(self) -> dict:
         state = {"sam_config": self._sam_config, "data_seed": self._data_seed}
