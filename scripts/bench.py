@@ -68,7 +68,9 @@ class Settings:
     sam_images: int = 48
     sam_image_px: int = 64         # the tutorial's masks come at the decoder's output size: 4 x (input / patch)
     sam_batch: int = 8             # segdet's batch (the tutorial's is 2, as written)
-    sam_compile: bool = True       # sam_train: segdet's frozen encoder through torch.compile (model.compile_encoder)
+    sam_compile: bool = True       # torch.compile in segdet's SAM runs: sam_train compiles the frozen encoder and the
+                                   # decoder (model.compile_encoder, model.compile_decoder), sam_cache the decoder on
+                                   # both of its sides (what is left of a step once the encoder is cached)
     # sam_cache only: sam_tiny's 2-layer encoder costs about a third of a decoder-only step, so no cache could
     # save more than ~1.5x with it; the CPU row gives the tiny encoder ViT-B's depth (12 layers, global attention
     # in 2, 5, 8, 11) so that, as with the real SAM, the frozen encoder dominates the step.
@@ -95,6 +97,7 @@ class Settings:
         if quick:  # seconds: for the test of this script
             s.repeats, s.sam_images, s.sam_batch, s.frcnn_images, s.frcnn_batch, s.memory_steps = 1, 8, 4, 4, 2, 1
             s.sam_cache_model = []
+            s.sam_compile = False  # compiling takes tens of seconds; tests/sam/test_model.py covers it
             if s.device.startswith("cuda"):
                 s.sam_model, s.sam_image_px = ["model=sam_tiny"], 64
                 s.frcnn_model, s.frcnn_image_px = ["model=frcnn_tiny"], 128

@@ -125,11 +125,15 @@ def build_sam_model(s):
 
 
 # --- rows ----------------------------------------------------------------------------------------------------------
+def compile_flags(s, *parts: str) -> list[str]:
+    return [f"model.compile_{part}={str(bool(s.sam_compile)).lower()}" for part in parts]
+
+
 def sam_train(s) -> Row:
-    """segdet as we recommend training it: batch ``sam_batch`` and the frozen encoder compiled (its compile time
-    falls in the warm-up epoch and is reported separately by the row's note)."""
+    """segdet as we recommend training it: batch ``sam_batch``, the frozen encoder and the decoder compiled (the
+    compile time falls in the warm-up epoch and is reported separately by the row's note)."""
     over = segdet_overrides(s, batch_size=s.sam_batch, epochs=1 + s.repeats,
-                            model=[f"model.compile_encoder={str(bool(s.sam_compile)).lower()}"])
+                            model=compile_flags(s, "encoder", "decoder"))
     segdet_hist = segdet_train_run(over, s.verbose)
     ours = median(epoch_images_per_s(segdet_hist))
     warmup_s = s.sam_images / epoch_images_per_s(segdet_hist, warmup=0)[0]
@@ -137,23 +141,23 @@ def sam_train(s) -> Row:
     theirs = median(tutorial_sam_train(s, sam, size, low_res))
     return Row("sam_train", ours, theirs, "images/s", ours / theirs,
                f"segdet batch {s.sam_batch}, precision {s.precision}, "
-               f"model.compile_encoder={str(bool(s.sam_compile)).lower()} (the warm-up "
+               f"{' '.join(compile_flags(s, 'encoder', 'decoder'))} (the warm-up "
                f"epoch, compiling included, took {warmup_s:.1f} s), online augmentation (augment=sam_default); "
                "tutorial batch 2, fp32, SamProcessor per sample")
 
 
 def sam_cache(s) -> Row:
     """Seconds per epoch from the second epoch on, without and with model.cache_embeddings (augment=none: the
-    cache needs the encoder to see fixed images)."""
+    cache needs the encoder to see fixed images); both sides compile the decoder (``sam_compile``)."""
     n = s.sam_images
+    model = list(s.sam_cache_model) + compile_flags(s, "decoder")
     with tempfile.TemporaryDirectory(prefix="segdet-bench-cache-") as cache_dir:
         on = segdet_train_run(segdet_overrides(s, batch_size=s.sam_batch, augment="none", cache=True,
                                                cache_dir=cache_dir, epochs=1 + s.repeats,
-                                               model=s.sam_cache_model), s.verbose)
+                                               model=model), s.verbose)
     off = segdet_train_run(segdet_overrides(s, batch_size=s.sam_batch, augment="none", cache=False,
-                                            epochs=1 + s.repeats, model=s.sam_cache_model), s.verbose)
+                                            epochs=1 + s.repeats, model=model), s.verbose)
     t_on = median([n / x for x in epoch_images_per_s(on)])
     t_off = median([n / x for x in epoch_images_per_s(off)])
-    model = f" ({' '.join(s.sam_cache_model)})" if s.sam_cache_model else ""
     return Row("sam_cache", t_on, t_off, "s/epoch", t_off / t_on,
-               f"{n} images, batch {s.sam_batch}, augment=none, frozen encoder{model}")
+               f"{n} images, batch {s.sam_batch}, augment=none, frozen encoder, {' '.join(model)}")
