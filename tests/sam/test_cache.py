@@ -11,6 +11,7 @@ from PIL import Image
 
 from segdet.engine.data import make_loader
 from segdet.tasks.sam import TASK
+from segdet.tasks.sam.mask_memo import MaskMemo
 from segdet.tasks.sam.synthetic import scene, scene_mask
 from tests.conftest import compose_cfg
 
@@ -71,12 +72,41 @@ def test_a_cached_training_sample_skips_the_image_and_equals_the_full_load(tmp_p
         assert quick["key"] == full["key"] and quick["cache_id"] == model._cache_fp
         with torch.no_grad():
             assert torch.allclose(quick["embedding"].float(), model._encode([full["image"]])[0], atol=1e-5)
+    # the next epoch decodes no mask either: the memo gives the same samples
+    first = [ds[(i, 7)] for i in range(len(ds))]
+    load_mask, ds.source.load_mask = ds.source.load_mask, None
+    again = [ds[(i, 7)] for i in range(len(ds))]
+    ds.source.load_mask = load_mask
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(first, again) for k in ("labels", "boxes", "points"))
+    if data == "folder":  # a rewritten mask file is read again, not served from memory
+        mask_path = ds.source.pairs[2][1]
+        Image.fromarray(np.full((40, 60), 255, np.uint8)).save(mask_path)
+        os.utime(mask_path, ns=(2, 2))
+        assert bool(ds[(2, 7)]["labels"].bool().all())
     if data == "folder":  # the key is the file's content: rewriting the image makes it a miss
         path = ds.source.pairs[0][0]
         before = ds.key(0, 0)
         Image.fromarray(np.zeros((60, 40, 3), np.uint8)).save(path)
         os.utime(path, ns=(1, 1))
         assert ds.key(0, 0) != before and ds[(0, 1)]["image"] is not None
+
+
+def test_the_mask_memo_keeps_what_fits_and_forgets_a_changed_file():
+    masks = {i: np.random.default_rng(i).random((30 + i, 17)) > 0.5 for i in range(3)}
+    loads = []
+
+    def load(i):
+        return lambda: loads.append(i) or masks[i]
+
+    memo = MaskMemo(budget=2 * np.packbits(masks[2]).nbytes)
+    for _ in range(2):
+        got = [memo.get(i, "v1", load(i)) for i in range(3)]
+        assert all(np.array_equal(g, masks[i]) and g.dtype == bool for i, g in enumerate(got))
+    assert loads == [0, 1, 2, 2]  # 0 and 1 fit the budget; 2 is decoded every time
+    masks[0] = ~masks[0]
+    assert np.array_equal(memo.get(0, "v2", load(0)), masks[0]) and loads[-1] == 0
+    assert np.array_equal(memo.get(0, "v2", load(0)), masks[0]) and len(loads) == 5
+    assert memo.used == sum(p.nbytes for _, _, p in memo.items.values())
 
 
 def test_offline_copies_have_their_own_stable_keys(tmp_path):

@@ -21,6 +21,7 @@ from segdet.data.items import unpack
 from segdet.data.split import checkpoint_val_indices, split_indices
 from segdet.registry import Registry, SegdetError
 from segdet.tasks.sam.augment import apply_augment
+from segdet.tasks.sam.mask_memo import MaskMemo
 from segdet.tasks.sam.prompts import PAD_LABEL, PromptConfig, make_prompts
 from segdet.tasks.sam.synthetic import scene, scene_mask
 
@@ -102,6 +103,11 @@ class FolderSource:
         w, h = image_size(self.pairs[i][0])
         return self._mask(i, (h, w))
 
+    def mask_stamp(self, i: int) -> tuple[int, int]:
+        """Changes when the mask file does (with the image's key, when what ``load_mask`` gives does)."""
+        st = self.pairs[i][1].stat()
+        return st.st_size, st.st_mtime_ns
+
     def _mask(self, i: int, hw: tuple[int, int]) -> np.ndarray:
         img_path, mask_path = self.pairs[i]
         mask = load_mask(mask_path, self.threshold)
@@ -147,6 +153,9 @@ class SyntheticSource:
     def key(self, i: int) -> str:
         return f"synthetic-v1-{self.seed}-{self.size}-{i}"  # the scene's recipe
 
+    def mask_stamp(self, i: int) -> None:  # the recipe (the key) is all there is
+        return None
+
 
 class SamDataset(Dataset):
     """Samples ``indices`` of ``source`` as dicts ready for ``collate``.
@@ -157,8 +166,7 @@ class SamDataset(Dataset):
     N+1 images every epoch (which is what lets ``model.cache_embeddings`` work with augmentation).
     ``with_keys``: add the embedding-cache key of the image the encoder sees (see ``key``). With ``cache`` (the
     model's ``EmbeddingCache``, once bound) the dataset also reads the entry, in the DataLoader worker; a training
-    sample whose entry exists then comes without its image: only the mask is loaded (``get(item, image=True)``
-    always loads it).
+    sample whose entry exists then comes without its image (``get(item, image=True)`` always loads it).
     """
 
     def __init__(self, source, indices: list[int], prompt: PromptConfig, *, transform=None, train: bool = False,
@@ -170,6 +178,7 @@ class SamDataset(Dataset):
         self.cache = cache if with_keys else None
         self.bad = bad if bad is not None else BadSamples("skip")
         self.ids = [source.ids[i] for i in self.indices]
+        self.masks = MaskMemo()  # for cached training samples (see _cached)
         # an offline copy is fixed by (seed, image, copy) and by what the augmentation is (its settings and the
         # library that runs it)
         self._copy_recipe = f"{seed}|{transform!r}|albumentations {_albumentations_version()}" if self.copies else ""
@@ -198,15 +207,18 @@ class SamDataset(Dataset):
         raise BadSampleError(f"{last}no readable samples left in this dataset ({len(self.bad.items)} unreadable)")
 
     def _cached(self, pos: int) -> tuple | None:
-        """A training sample whose embedding is cached: (i, mask, key, entry) without decoding the image; None
-        when the full load is needed (not cached, an augmented image, or a file the full load will report)."""
+        """A cached training sample: (i, mask, key, entry), decoding no image (nor, once memoised, its mask);
+        None when the full load is needed (not cached, an augmented image, or a file the full load will report)."""
         if not (self.train and self.cache is not None and (self.transform is None or self.copies)):
             return None
         i = self.indices[pos]
         try:
             key = self.key(i, 0)
             entry = self.cache.read(key)
-            return None if entry is None else (i, self.source.load_mask(i), key, entry)
+            if entry is None:
+                return None
+            mask = self.masks.get(i, (key, self.source.mask_stamp(i)), lambda: self.source.load_mask(i))
+            return i, mask, key, entry
         except (BadSample, OSError):
             return None
 
