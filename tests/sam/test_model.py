@@ -244,3 +244,14 @@ def test_a_failed_compile_runs_uncompiled_with_one_warning(part, monkeypatch, ca
         model(batch)
     assert torch.equal(out, eager) and not getattr(model, f"compile_{part}")
     assert caplog.text.count(f"model.compile_{part}: torch.compile failed (no C++ compiler found)") == 1
+
+    def out_of_memory(fn, **kw):
+        def fail(*a, **k):
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return fail
+    monkeypatch.setattr(torch, "compile", out_of_memory)
+    model.__dict__.pop("_compiled_fns")
+    setattr(model, f"compile_{part}", True)
+    with torch.no_grad(), pytest.raises(torch.OutOfMemoryError):  # the engine's message, not a silent fallback
+        model(batch)
+    assert getattr(model, f"compile_{part}")

@@ -150,6 +150,8 @@ class SamSegmenter(nn.Module):
             compiled[part] = torch.compile(fn)
         try:
             return compiled[part](*args, **kwargs)
+        except torch.OutOfMemoryError:
+            raise  # not the compiler's fault: the engine reports it
         except Exception as e:  # noqa: BLE001 -- any compiler failure; eager below raises real errors again
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             log.warning("model.compile_%s: torch.compile failed (%s); the %s runs uncompiled", part, first, part)
