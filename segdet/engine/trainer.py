@@ -127,7 +127,12 @@ class Trainer:
 
     def restore(self, ckpt: dict, source) -> None:
         ckpt_io.load_weights(self.raw_model, ckpt["model"], source)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except ValueError as e:  # another set of trainable parameters (model settings changed, or segdet's policy)
+            raise SegdetError(f"{source}: its optimizer state does not fit this run's trainable parameters "
+                              f"({str(e).strip().rstrip('.')}); resume with the settings it was trained with, or "
+                              "start from its weights with trainer.resume=false") from None
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.step, self.batch_in_epoch = ckpt["epoch"], ckpt["step"], ckpt["batch_in_epoch"]

@@ -47,6 +47,15 @@ def test_resume_equals_uninterrupted(tmp_path, stop):
     assert same(weights(resumed), weights(full))
 
 
+def test_resume_with_other_trainable_parameters_is_one_clear_error(tmp_path):
+    fit(tmp_path / "first", max_epochs=1)
+    ckpt = ckpt_io.load(tmp_path / "first" / "checkpoints" / "last.pt")
+    resumed, _ = build(tmp_path / "resumed", max_epochs=2)
+    resumed.optimizer.param_groups[0]["params"] = resumed.optimizer.param_groups[0]["params"][:-1]  # one frozen
+    with pytest.raises(SegdetError, match="last.pt: its optimizer state does not fit this run's trainable"):
+        resumed.restore(ckpt, "last.pt")
+
+
 def test_accumulation_matches_a_larger_batch(tmp_path):
     # SGD (no momentum effect on step 1.. n: same grads) on a mean loss: two accumulated batches of 4 == one batch of 8 (dropout off to compare exactly).
     a, (ta, va) = build(tmp_path / "a", batch_size=8, max_epochs=1, optim="sgd", lr=0.02)

@@ -34,6 +34,24 @@ def test_freeze_policy_trains_only_the_named_parts():
     opt.step()
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and changed <= trainable
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+def test_every_trainable_decoder_part_gets_a_gradient(multimask):
+    """What stays frozen is exactly what no loss reaches: for one mask, the hypernetwork MLPs of tokens 1-3; for
+    three, token 0's; the IoU head without loss.iou_weight."""
+    task, model, batch = setup("model.train_parts=[mask_decoder]", f"model.multimask_output={str(multimask).lower()}")
+    model.train()
+    sum(model(batch).values()).backward()
+    no_grad = {n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())}
+    # with three masks, each prompt trains the one it picks, so a batch may leave a token's MLP untouched
+    picked = ("sam.mask_decoder.output_hypernetworks_mlps.1.", "sam.mask_decoder.output_hypernetworks_mlps.2.",
+              "sam.mask_decoder.output_hypernetworks_mlps.3.") if multimask else ()
+    assert all(n.startswith(picked) for n in no_grad) if picked else not no_grad
+    mlps = model.sam.mask_decoder.output_hypernetworks_mlps
+    trained = [i for i, mlp in enumerate(mlps) if all(p.requires_grad for p in mlp.parameters())]
+    assert trained == ([1, 2, 3] if multimask else [0])
+    assert not any(p.requires_grad for p in model.sam.mask_decoder.iou_prediction_head.parameters())
     _, model, _ = setup("model.train_parts=[prompt_encoder,mask_decoder]")
     assert model.sam.prompt_encoder.point_embed[0].weight.requires_grad
     assert not model.sam.vision_encoder.patch_embed.projection.weight.requires_grad

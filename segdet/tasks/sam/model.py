@@ -105,11 +105,14 @@ class SamSegmenter(nn.Module):
             for attr in PARTS[part]:
                 for p in getattr(sam, attr).parameters():
                     p.requires_grad_(True)
-        # Parts no loss reaches stay frozen: dense mask prompts are never given, and the IoU head only learns
-        # from loss.iou_weight > 0.
+        # Parts no loss reaches stay frozen: dense mask prompts are never given, the IoU head only learns from
+        # loss.iou_weight > 0, and the decoder maps only the tokens it returns to masks (token 0 for one mask,
+        # 1-3 for multimask_output), so the other tokens' hypernetwork MLPs would only collect zero gradients.
         frozen = [sam.prompt_encoder.mask_embed]
         if not getattr(loss, "iou_weight", 0):
             frozen.append(sam.mask_decoder.iou_prediction_head)
+        returned = range(1, 4) if multimask_output else range(0, 1)
+        frozen += [mlp for i, mlp in enumerate(sam.mask_decoder.output_hypernetworks_mlps) if i not in returned]
         for module in frozen:
             for p in module.parameters():
                 p.requires_grad_(False)
