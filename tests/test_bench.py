@@ -101,3 +101,27 @@ def test_tutorial_prompt_is_the_jittered_mask_box(bench_modules):
     x1, y1, x2, y2 = bench_sam.get_bounding_box(mask, 5)
     assert 25 < x1 <= 30 and 5 < y1 <= 10 and 49 <= x2 < 54 and 19 <= y2 < 24
     assert bench_sam.get_bounding_box(np.zeros((64, 32), bool), 5) == [0, 0, 32, 64]
+
+
+def test_the_folded_attention_experiment_equals_transformers(monkeypatch):
+    """scripts/fold_rel_pos.py (timed on a GPU by scripts/ab_vision_attention.py) must compute what transformers'
+    SAM vision attention computes, relative-position bias included, or its timings mean nothing."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    from fold_rel_pos import fold_rel_pos
+    from omegaconf import OmegaConf
+    from transformers import SamModel
+
+    from segdet.paths import config_dir
+    from segdet.tasks.sam.model import tiny_config
+
+    torch.manual_seed(0)
+    encoder = SamModel(tiny_config(OmegaConf.load(config_dir() / "model" / "sam_tiny.yaml").config)).vision_encoder
+    for name, t in encoder.named_parameters():
+        if "rel_pos" in name:
+            torch.nn.init.normal_(t, std=0.5)
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        ref = encoder(x).last_hidden_state
+        assert fold_rel_pos(encoder) == len(encoder.layers)
+        out = encoder(x).last_hidden_state
+    assert not torch.allclose(ref, torch.zeros_like(ref)) and torch.allclose(out, ref, atol=1e-5)
