@@ -80,6 +80,14 @@ def _check_composes(command: str, args: list[str]) -> None:
         fail(msg)
 
 
+def _stored_settings(command: str, args: list[str]) -> list[str]:
+    """eval/predict rebuild the model from the checkpoint's config, which their own configs do not hold, so
+    ``model.KEY=VALUE`` is given to Hydra as ``+model.KEY=VALUE``, and then laid over the stored value."""
+    if command == "train":
+        return args
+    return ["+" + a if a.startswith("model.") and "=" in a else a for a in args]
+
+
 def _shared_run_dir(command: str, args: list[str]) -> list[str]:
     """Under torchrun every rank would stamp its own run dir; rank 0 decides and the others follow."""
     from segdet.engine import distributed as dist_utils
@@ -103,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     asks_help = any(a in ("--help", "-h", "--hydra-help", "--info") for a in args)
     if asks_help and _task_of(args) is None:
         args = ["task=sam"] + args  # Hydra's help composes a config; every group's options are listed either way
+    args = _stored_settings(config_name, args)
     if not asks_help:
         task = _task_of(args)
         if task is None:

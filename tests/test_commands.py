@@ -1,6 +1,7 @@
 """How eval/predict lay the command line over the configuration stored in a checkpoint."""
 from omegaconf import OmegaConf
 
+from segdet.cli import _stored_settings
 from segdet.commands.common import config_from_checkpoint
 from tests.conftest import compose_cfg
 
@@ -31,3 +32,15 @@ def test_data_option_replaces_and_data_keys_update():
     now = compose_cfg("eval", ["task=sam", "ckpt=x.pt", "data.batch_size=7"])
     merged = config_from_checkpoint(ckpt, now, explicit=[])
     assert merged.data.name == "synthetic" and merged.data.batch_size == 7 and merged.data.image_size == 96
+
+
+def test_model_keys_on_the_eval_command_line_replace_stored_ones():
+    """`segdet eval ... model.multimask_output=true`: eval's config has no model block, so the CLI hands the key to
+    Hydra as +model..., and the stored model settings take it."""
+    ckpt = stored_train_config()
+    args = _stored_settings("eval", ["task=sam", "ckpt=x.pt", "model.multimask_output=true"])
+    assert args == ["task=sam", "ckpt=x.pt", "+model.multimask_output=true"]
+    assert _stored_settings("train", ["model.multimask_output=true"]) == ["model.multimask_output=true"]
+    now = compose_cfg("eval", args)
+    merged = config_from_checkpoint(ckpt, now, explicit=args)
+    assert merged.model.multimask_output is True and merged.model.name == ckpt["config"]["model"]["name"]
