@@ -129,10 +129,11 @@ class Trainer:
         ckpt_io.load_weights(self.raw_model, ckpt["model"], source)
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
-        except ValueError as e:  # another set of trainable parameters (model settings changed, or segdet's policy)
+        except ValueError as e:  # another set of trainable parameters
             raise SegdetError(f"{source}: its optimizer state does not fit this run's trainable parameters "
-                              f"({str(e).strip().rstrip('.')}); resume with the settings it was trained with, or "
-                              "start from its weights with trainer.resume=false") from None
+                              f"({str(e).strip().rstrip('.')}); the model settings that choose them, or the "
+                              "segdet version's freeze policy, differ from its run's: resume with those settings, "
+                              "or start from its weights with trainer.resume=false") from None
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.step, self.batch_in_epoch = ckpt["epoch"], ckpt["step"], ckpt["batch_in_epoch"]
