@@ -31,16 +31,10 @@ def rate(fn, x, steps: int) -> float:
     return steps * len(x) / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--tiny", action="store_true")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--no-compile", action="store_true")
-    a = p.parse_args()
-    device = torch.device(a.device)
-    if a.tiny:
+def random_encoder(tiny: bool) -> torch.nn.Module:
+    """A random SAM vision encoder (ViT-B geometry, or sam_tiny's) in eval mode, with random relative-position
+    tables (not zero, so that the bias matters)."""
+    if tiny:
         from omegaconf import OmegaConf
 
         from segdet.paths import config_dir
@@ -50,13 +44,26 @@ def main() -> None:
     else:
         config = SamConfig()  # ViT-B geometry
     torch.manual_seed(0)
-    encoder = SamModel(config).vision_encoder.to(device).eval()
+    encoder = SamModel(config).vision_encoder.eval()
     for name, t in encoder.named_parameters():
-        if "rel_pos" in name:  # random, not zero, so the bias matters
+        if "rel_pos" in name:
             torch.nn.init.normal_(t, std=0.5)
+    return encoder
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--tiny", action="store_true")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--no-compile", action="store_true")
+    a = p.parse_args()
+    device = torch.device(a.device)
+    encoder = random_encoder(a.tiny).to(device)
     folded = copy.deepcopy(encoder)
     fold_rel_pos(folded)
-    size = config.vision_config.image_size
+    size = encoder.config.image_size
     x = torch.randn(a.batch, 3, size, size, device=device)
     dtype = torch.bfloat16 if device.type == "cuda" else None
 

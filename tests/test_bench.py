@@ -107,18 +107,10 @@ def test_the_folded_attention_experiment_equals_transformers(monkeypatch):
     """scripts/fold_rel_pos.py (timed on a GPU by scripts/ab_vision_attention.py) must compute what transformers'
     SAM vision attention computes, relative-position bias included, or its timings mean nothing."""
     monkeypatch.syspath_prepend(str(SCRIPTS))
+    from ab_vision_attention import random_encoder
     from fold_rel_pos import fold_rel_pos
-    from omegaconf import OmegaConf
-    from transformers import SamModel
 
-    from segdet.paths import config_dir
-    from segdet.tasks.sam.model import tiny_config
-
-    torch.manual_seed(0)
-    encoder = SamModel(tiny_config(OmegaConf.load(config_dir() / "model" / "sam_tiny.yaml").config)).vision_encoder
-    for name, t in encoder.named_parameters():
-        if "rel_pos" in name:
-            torch.nn.init.normal_(t, std=0.5)
+    encoder = random_encoder(tiny=True)
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
         ref = encoder(x).last_hidden_state
