@@ -1,7 +1,9 @@
 """What every benchmark row shares: configs, segdet training runs, timing, memory, the row format.
 
 Rules that keep the pairs fair:
-  * both sides of a row run in this process, one after the other, on the same images (memory: one process per side);
+  * both sides of a row run on the same images, one after the other; segdet's side runs in the benchmark's process,
+    which makes the process settings the segdet command makes, and the other tool's side in a fresh process that
+    starts as its users start it, without them (``fresh_process``; memory: one fresh process per side);
   * throughput is measured per epoch (loading included, as users experience it); the first epoch is warm-up and
     the figure is the median of the following ``repeats`` epochs;
   * segdet's figures come from its real code paths: ``segdet.commands.train.run`` (the engine's own per-epoch
@@ -14,6 +16,8 @@ import json
 import logging
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -139,3 +143,17 @@ def peak_memory_mib(device: torch.device) -> float:
     import resource  # not Linux: the peak over the whole process
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if os.uname().sysname == "Linux" else 2**20)
+
+
+# --- sides in their own process ------------------------------------------------------------------------------------
+def fresh_process(row: str, side: str, s) -> dict:
+    """``scripts/bench_side.py row side``: one side of a row in a new process, its JSON result. segdet's side gets
+    this process's environment (and makes segdet's malloc setting itself); another tool's side starts without the
+    environment keys segdet's process settings added (``s.segdet_env``), as it would outside the benchmark."""
+    env = {k: v for k, v in os.environ.items() if side == "segdet" or k not in s.segdet_env}
+    cmd = [sys.executable, str(Path(__file__).with_name("bench_side.py")), row, side, "--settings",
+           json.dumps(s.as_dict())]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{row}, {side} side, failed in its own process:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])

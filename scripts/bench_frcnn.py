@@ -6,24 +6,18 @@ torchvision gets each batch as its usual list of image tensors + target dicts, b
 that only pads (the inputs are already resized and normalised), exactly as in the oracle test. Training runs in the
 precision segdet runs in (fp32 on the CPU, bf16 autocast on CUDA), with the same optimizer settings.
 
-Run as a script (``--memory segdet|torchvision``) it is one side of the ``frcnn_memory`` row, in its own process so
-the two peaks do not mix.
+torchvision's sides run in processes of their own (scripts/bench_side.py), as do both sides of the memory row.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
 
 from segdet.tasks.frcnn.torchvision_twin import torchvision_twin
-from bench_common import (Row, compose, current_memory_mib, epoch_images_per_s, median, peak_memory_mib,
-                          reset_peak_memory, segdet_train_run, sync, timed_epochs)
+from bench_common import (Row, compose, current_memory_mib, epoch_images_per_s, fresh_process, median,
+                          peak_memory_mib, reset_peak_memory, segdet_train_run, sync, timed_epochs)
 
 
 def segdet_overrides(s, *, epochs: int = 1) -> list[str]:
@@ -163,39 +157,39 @@ def infer_epoch_fn(setup: Setup, model, side: str):
 # --- rows --------------------------------------------------------------------------------------------------------
 def frcnn_train(s) -> Row:
     ours = median(epoch_images_per_s(segdet_train_run(segdet_overrides(s, epochs=1 + s.repeats), s.verbose)))
+    theirs = median(fresh_process("frcnn_train", "torchvision", s)["images_per_s"])
+    return Row("frcnn_train", ours, theirs, "images/s", ours / theirs,
+               f"batch {s.frcnn_batch}, precision {s.precision}, {s.frcnn_images} images of "
+               f"{s.frcnn_image_px} px, {s.workers} loader workers")
+
+
+def tv_train_side(s) -> dict:
+    """torchvision's images/s of each epoch after the warm-up one (run in its own process)."""
     setup = Setup(s, train=True)
     tv = setup.twin()
     del setup.ours
     seconds = timed_epochs(epoch_fn(setup.tv_loader, tv_train_step_fn(setup, tv)), 1 + s.repeats, setup.device)
-    theirs = median([len(setup.dataset) / t for t in seconds[1:]])
-    return Row("frcnn_train", ours, theirs, "images/s", ours / theirs,
-               f"batch {s.frcnn_batch}, precision {s.precision}, {len(setup.dataset)} images of "
-               f"{s.frcnn_image_px} px, {s.workers} loader workers")
+    return {"images_per_s": [len(setup.dataset) / t for t in seconds[1:]]}
 
 
 def frcnn_infer(s) -> Row:
     setup = Setup(s, train=False)
-    tv = setup.twin()
-    n = len(setup.dataset)
-    ours_fn, tv_fn = infer_epoch_fn(setup, setup.ours, "segdet"), infer_epoch_fn(setup, tv, "torchvision")
-    ours_t, tv_t = [], []
-    for i in range(1 + s.repeats):  # interleaved, so a busy moment of the machine hits both sides
-        ours_t += timed_epochs(ours_fn, 1, setup.device)
-        tv_t += timed_epochs(tv_fn, 1, setup.device)
-    ours, theirs = median([n / t for t in ours_t[1:]]), median([n / t for t in tv_t[1:]])
+    seconds = timed_epochs(infer_epoch_fn(setup, setup.ours, "segdet"), 1 + s.repeats, setup.device)
+    ours = median([len(setup.dataset) / t for t in seconds[1:]])
+    theirs = median(fresh_process("frcnn_infer", "torchvision", s)["images_per_s"])
     return Row("frcnn_infer", ours, theirs, "images/s", ours / theirs,
                f"batch {s.frcnn_batch}, precision {s.precision}, eval mode, same weights")
 
 
+def tv_infer_side(s) -> dict:
+    setup = Setup(s, train=False)
+    seconds = timed_epochs(infer_epoch_fn(setup, setup.twin(), "torchvision"), 1 + s.repeats, setup.device)
+    return {"images_per_s": [len(setup.dataset) / t for t in seconds[1:]]}
+
+
 def frcnn_memory(s) -> Row:
-    """Peak memory of training steps, each side in a fresh process of this script."""
-    peaks = {}
-    for side in ("segdet", "torchvision"):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory", side, "--settings", json.dumps(s.as_dict())]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise RuntimeError(f"memory run of {side} failed:\n{out.stderr[-3000:]}")
-        peaks[side] = json.loads(out.stdout.strip().splitlines()[-1])
+    """Peak memory of training steps, each side in a fresh process so the two peaks do not mix."""
+    peaks = {side: fresh_process("frcnn_memory", side, s) for side in ("segdet", "torchvision")}
     what = "max_memory_allocated" if s.device.startswith("cuda") else "peak RSS of the process"
     ours, theirs = peaks["segdet"]["peak_mib"], peaks["torchvision"]["peak_mib"]
     above = ", ".join(f"{k} +{v['peak_mib'] - v['base_mib']:.0f}" for k, v in peaks.items())
@@ -228,18 +222,3 @@ def measure_memory(side: str, s) -> dict:
         step(batch)
     return {"peak_mib": peak_memory_mib(setup.device), "base_mib": base}
 
-
-def main() -> None:
-    p = argparse.ArgumentParser(description="one side of the frcnn_memory row (used by scripts/bench.py)")
-    p.add_argument("--memory", choices=["segdet", "torchvision"], required=True)
-    p.add_argument("--settings", required=True, help="JSON of bench.Settings")
-    a = p.parse_args()
-    from bench import Settings  # noqa: E402  (scripts/ is on sys.path when this file runs as a script)
-
-    s = Settings.from_dict(json.loads(a.settings))
-    Settings.apply_threads(s)
-    print(json.dumps(measure_memory(a.memory, s)))
-
-
-if __name__ == "__main__":
-    main()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bench_common import Row, compose, epoch_images_per_s, median, segdet_train_run, timed_epochs
+from bench_common import Row, compose, epoch_images_per_s, fresh_process, median, segdet_train_run, timed_epochs
 
 
 def segdet_overrides(s, *, batch_size: int, augment: str = "sam_default", cache: bool | None = None,
@@ -111,6 +111,12 @@ def tutorial_sam_train(s, sam_model, input_size: int, low_res: int) -> list[floa
     return [len(dataset) / t for t in seconds[1:]]
 
 
+def tutorial_side(s) -> dict:
+    """The tutorial's images/s of each epoch after the warm-up one (run in its own process)."""
+    sam, size, low_res = build_sam_model(s)
+    return {"images_per_s": tutorial_sam_train(s, sam, size, low_res)}
+
+
 def build_sam_model(s):
     """The SamModel both sides train: built by segdet's task from the same config (same weights by seed)."""
     from segdet.tasks.sam import TASK
@@ -137,8 +143,7 @@ def sam_train(s) -> Row:
     segdet_hist = segdet_train_run(over, s.verbose)
     ours = median(epoch_images_per_s(segdet_hist))
     warmup_s = s.sam_images / epoch_images_per_s(segdet_hist, warmup=0)[0]
-    sam, size, low_res = build_sam_model(s)
-    theirs = median(tutorial_sam_train(s, sam, size, low_res))
+    theirs = median(fresh_process("sam_train", "tutorial", s)["images_per_s"])
     return Row("sam_train", ours, theirs, "images/s", ours / theirs,
                f"segdet batch {s.sam_batch}, precision {s.precision}, "
                f"{' '.join(compile_flags(s, 'encoder', 'decoder'))} (the warm-up "

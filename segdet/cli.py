@@ -10,6 +10,7 @@ import re
 import sys
 from datetime import datetime
 
+from segdet.malloc import keep_freed_memory
 from segdet.openmp import set_openmp_wait
 
 COMMANDS = {"train": "train", "eval": "eval", "evaluate": "eval", "predict": "predict"}
@@ -100,6 +101,7 @@ def _shared_run_dir(command: str, args: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     set_openmp_wait()  # before torch is imported
+    keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
