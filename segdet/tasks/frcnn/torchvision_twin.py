@@ -45,7 +45,8 @@ class RoIPoolAsMultiScale(MultiScaleRoIAlign):
         self.scale = scale
 
     def forward(self, x, boxes, image_shapes):
-        return roi_pool(x["0"], boxes, self.output_size, self.scale)
+        # in float32, as torchvision's CUDA autocast runs it (its CPU kernel has no bfloat16), as segdet's does
+        return roi_pool(x["0"].float(), [b.float() for b in boxes], self.output_size, self.scale)
 
 
 class PreparedInputs(GeneralizedRCNNTransform):
