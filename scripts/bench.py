@@ -18,7 +18,6 @@ Each figure is the median over ``--repeats`` epochs after one warm-up epoch. Pri
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -26,20 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 if str(ROOT) not in sys.path:  # a checkout without `pip install -e .` (e.g. the GPU check)
     sys.path.insert(1, str(ROOT))
-
-from segdet.malloc import keep_freed_memory  # noqa: E402
-from segdet.openmp import set_openmp_wait  # noqa: E402
-
-# This process is segdet's: the process settings the segdet command makes (the OpenMP spin before torch starts its
-# OpenMP pool, glibc's malloc thresholds). The other tools' sides run in fresh processes without them, as their users
-# run them (bench_common.fresh_process); set OMP_WAIT_POLICY, GOMP_SPINCOUNT or MALLOC_* yourself to measure one
-# setting for both.
-SEGDET_ENV: list[str] = []
-if __name__ == "__main__":
-    before = set(os.environ)
-    set_openmp_wait()
-    SEGDET_ENV = sorted(set(os.environ) - before)
-    keep_freed_memory()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -50,6 +35,8 @@ import traceback  # noqa: E402
 from dataclasses import asdict, dataclass, field, fields  # noqa: E402
 
 import torch  # noqa: E402
+
+from segdet.malloc import keep_freed_memory  # noqa: E402
 
 ROWS = ("sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory")
 OTHER = {"sam_train": "transformers tutorial loop", "sam_cache": "cache off",
@@ -91,8 +78,6 @@ class Settings:
     frcnn_image_px: int = 128
     frcnn_batch: int = 4
     memory_steps: int = 4
-    segdet_env: list = field(default_factory=list)  # environment keys segdet's process settings added (the other
-                                                    # tools' processes start without them)
 
     @classmethod
     def for_device(cls, device: str, quick: bool, repeats: int | None) -> "Settings":
@@ -202,7 +187,10 @@ def main(argv=None) -> int:
         except json.JSONDecodeError:  # a bare string
             pass
         setattr(s, key, value)
-    s.segdet_env = list(SEGDET_ENV)
+    # This process is segdet's: it makes the process setting the segdet command makes (glibc's malloc thresholds,
+    # segdet/malloc.py). The other tools' sides run in fresh processes without it, as their users run them
+    # (bench_common.fresh_process); set MALLOC_* yourself to run both sides under one malloc setting.
+    keep_freed_memory()
     s.apply_threads()
     if not a.verbose:
         from transformers.utils import logging as hf_logging

@@ -147,13 +147,11 @@ def peak_memory_mib(device: torch.device) -> float:
 
 # --- sides in their own process ------------------------------------------------------------------------------------
 def fresh_process(row: str, side: str, s) -> dict:
-    """``scripts/bench_side.py row side``: one side of a row in a new process, its JSON result. segdet's side gets
-    this process's environment (and makes segdet's malloc setting itself); another tool's side starts without the
-    environment keys segdet's process settings added (``s.segdet_env``), as it would outside the benchmark."""
-    env = {k: v for k, v in os.environ.items() if side == "segdet" or k not in s.segdet_env}
+    """``scripts/bench_side.py row side``: one side of a row in a new process (its JSON result), which makes
+    segdet's process setting only on segdet's side."""
     cmd = [sys.executable, str(Path(__file__).with_name("bench_side.py")), row, side, "--settings",
            json.dumps(s.as_dict())]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{row}, {side} side, failed in its own process:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -30,7 +30,7 @@ def main() -> None:
         p.error(f"no side '{a.side}' in its own process for row {a.row}")
     s = Settings.from_dict(json.loads(a.settings))
     s.apply_threads()
-    if a.side == "segdet":  # segdet's process settings: the OpenMP spin came with the environment
+    if a.side == "segdet":  # the process setting the segdet command makes
         keep_freed_memory()
     print(json.dumps(SIDES[(a.row, a.side)](s)))
 

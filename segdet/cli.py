@@ -11,7 +11,6 @@ import sys
 from datetime import datetime
 
 from segdet.malloc import keep_freed_memory
-from segdet.openmp import set_openmp_wait
 
 COMMANDS = {"train": "train", "eval": "eval", "evaluate": "eval", "predict": "predict"}
 TASKS = ("sam", "frcnn")
@@ -100,7 +99,6 @@ def _shared_run_dir(command: str, args: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    set_openmp_wait()  # before torch is imported
     keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
