@@ -53,3 +53,13 @@ def test_a_users_own_malloc_choice_is_left_alone():
     assert user_chose_malloc({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"})
     assert not user_chose_malloc({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F"})
     assert user_chose_malloc({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"})
+
+
+def test_the_segdet_command_makes_the_setting(monkeypatch):
+    import segdet.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(True))
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert calls == [True]
