@@ -21,12 +21,12 @@ torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3, padding=1),
                           torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 2))
 x = torch.randn(4, 3, 128, 128)
-for _ in range(5):  # warm-up: the heap grows to what a step needs
+faults = []
+for _ in range(15):  # the first steps grow the heap to what a step needs: the median leaves them out
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     net(x).sum().backward()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
-    net(x).sum().backward()
-print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(applied, sorted(faults)[len(faults) // 2])
 """
 
 
@@ -43,8 +43,8 @@ def test_freed_step_memory_is_reused_without_page_faults():
     applied, kept = faults_per_step("keep")
     _, default = faults_per_step("default")
     assert applied
-    assert default > 2 * ACTIVATION_PAGES  # glibc's defaults fault the step's activations in again every step
-    assert kept < 0.25 * ACTIVATION_PAGES
+    assert default >= 0.9 * ACTIVATION_PAGES  # glibc's defaults fault activations in again every step (1-6 of them)
+    assert kept < 0.05 * ACTIVATION_PAGES
 
 
 def test_a_users_own_malloc_choice_is_left_alone():
