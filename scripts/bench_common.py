@@ -75,6 +75,11 @@ def timed_epochs(run_epoch, epochs: int, device: torch.device) -> list[float]:
     return out
 
 
+def rates_after_warmup(images: int, seconds: list[float]) -> list[float]:
+    """Images/s of each timed epoch after the first (warm-up) one."""
+    return [images / t for t in seconds[1:]]
+
+
 @contextlib.contextmanager
 def quiet_segdet(verbose: bool):
     """segdet logs each epoch at INFO; the benchmark prints its own summary unless --verbose."""

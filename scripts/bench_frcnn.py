@@ -17,7 +17,8 @@ from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
 
 from segdet.tasks.frcnn.torchvision_twin import torchvision_twin
 from bench_common import (Row, compose, current_memory_mib, epoch_images_per_s, fresh_process, median,
-                          peak_memory_mib, reset_peak_memory, segdet_train_run, sync, timed_epochs)
+                          peak_memory_mib, rates_after_warmup, reset_peak_memory, segdet_train_run, sync,
+                          timed_epochs)
 
 
 def segdet_overrides(s, *, epochs: int = 1) -> list[str]:
@@ -169,13 +170,13 @@ def tv_train_side(s) -> dict:
     tv = setup.twin()
     del setup.ours
     seconds = timed_epochs(epoch_fn(setup.tv_loader, tv_train_step_fn(setup, tv)), 1 + s.repeats, setup.device)
-    return {"images_per_s": [len(setup.dataset) / t for t in seconds[1:]]}
+    return {"images_per_s": rates_after_warmup(len(setup.dataset), seconds)}
 
 
 def frcnn_infer(s) -> Row:
     setup = Setup(s, train=False)
     seconds = timed_epochs(infer_epoch_fn(setup, setup.ours, "segdet"), 1 + s.repeats, setup.device)
-    ours = median([len(setup.dataset) / t for t in seconds[1:]])
+    ours = median(rates_after_warmup(len(setup.dataset), seconds))
     theirs = median(fresh_process("frcnn_infer", "torchvision", s)["images_per_s"])
     return Row("frcnn_infer", ours, theirs, "images/s", ours / theirs,
                f"batch {s.frcnn_batch}, precision {s.precision}, eval mode, same weights")
@@ -184,7 +185,7 @@ def frcnn_infer(s) -> Row:
 def tv_infer_side(s) -> dict:
     setup = Setup(s, train=False)
     seconds = timed_epochs(infer_epoch_fn(setup, setup.twin(), "torchvision"), 1 + s.repeats, setup.device)
-    return {"images_per_s": [len(setup.dataset) / t for t in seconds[1:]]}
+    return {"images_per_s": rates_after_warmup(len(setup.dataset), seconds)}
 
 
 def frcnn_memory(s) -> Row:

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bench_common import Row, compose, epoch_images_per_s, fresh_process, median, segdet_train_run, timed_epochs
+from bench_common import (Row, compose, epoch_images_per_s, fresh_process, median, rates_after_warmup,
+                          segdet_train_run, timed_epochs)
 
 
 def segdet_overrides(s, *, batch_size: int, augment: str = "sam_default", cache: bool | None = None,
@@ -108,7 +109,7 @@ def tutorial_sam_train(s, sam_model, input_size: int, low_res: int) -> list[floa
             epoch_losses.append(loss.item())
 
     seconds = timed_epochs(epoch, 1 + s.repeats, device)
-    return [len(dataset) / t for t in seconds[1:]]
+    return rates_after_warmup(len(dataset), seconds)
 
 
 def tutorial_side(s) -> dict:
