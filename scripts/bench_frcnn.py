@@ -1,9 +1,11 @@
 """Faster R-CNN rows: segdet's detector against torchvision's FasterRCNN built with the same architecture, settings
 and weights (segdet.tasks.frcnn.torchvision_twin, also used by the oracle test), on the same batches.
 
-Both sides read the same segdet dataset (same generated images, same flips, same resize and normalisation);
-torchvision gets each batch as its usual list of image tensors + target dicts, behind a GeneralizedRCNNTransform
-that only pads (the inputs are already resized and normalised), exactly as in the oracle test. Training runs in the
+Both sides read the same segdet dataset (same generated images, same flips, same resize, uint8 pixels). segdet
+batches them as uint8 and normalises the batch on the device; torchvision gets each batch as its recipe makes it
+(references/detection: each image a float tensor in [0, 1], a list of them + target dicts) and normalises and pads
+it in its GeneralizedRCNNTransform, with the resize switched off (the inputs are already resized), exactly as in the
+oracle test. Training runs in the
 precision segdet runs in (fp32 on the CPU, bf16 autocast on CUDA), with the same optimizer settings.
 
 torchvision's sides run in processes of their own (scripts/bench_side.py), as do both sides of the memory row.
@@ -29,8 +31,9 @@ def segdet_overrides(s, *, epochs: int = 1) -> list[str]:
 
 
 def tv_collate(samples: list[dict]):
-    """torchvision's detection recipe: lists of images and target dicts."""
-    return [s["image"] for s in samples], [{"boxes": s["boxes"], "labels": s["labels"]} for s in samples]
+    """torchvision's detection recipe: lists of images (ToDtype(float32, scale=True)) and target dicts."""
+    return ([s["image"].float().div_(255) for s in samples],
+            [{"boxes": s["boxes"], "labels": s["labels"]} for s in samples])
 
 
 def tv_to_device(images, targets, device):

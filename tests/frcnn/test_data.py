@@ -13,7 +13,7 @@ from PIL import Image
 
 from segdet.registry import SegdetError
 from segdet.tasks.frcnn import TASK
-from segdet.tasks.frcnn.transforms import DetectionTransform, denormalise
+from segdet.tasks.frcnn.transforms import DetectionTransform, normalise_batch, pad_batch
 from tests.conftest import compose_cfg
 
 
@@ -145,17 +145,39 @@ def test_resize_and_flip_keep_boxes_on_their_objects():
     boxes = np.array([[20.0, 30, 60, 90]], dtype=np.float32)
     t = DetectionTransform(240, 1000)
     x, out, kept, (sy, sx) = t(image, boxes)
-    assert x.shape == (3, 240, 320) and (sy, sx) == (2.0, 2.0)
+    assert x.shape == (3, 240, 320) and x.dtype == torch.uint8 and (sy, sx) == (2.0, 2.0)
     assert out.tolist() == [[40, 60, 120, 180]]
     flip = DetectionTransform(60, 1000, OmegaConf.create({"name": "frcnn_default", "hflip": 1.0}), train=True)
     for check in (t, flip):
         x, out, kept, _ = check(image, boxes, np.random.default_rng(0))
-        pix = denormalise(x).astype(int)
+        pix = x.permute(1, 2, 0).numpy().astype(int)
         x1, y1, x2, y2 = (int(round(v)) for v in out[0].tolist())
         inside = pix[y1 + 1: y2 - 1, x1 + 1: x2 - 1]
         assert (inside[..., 0] > 200).all()                       # the red object fills its box
         assert (pix[:, : max(x1 - 1, 0), 0] < 100).all() and (pix[:, x2 + 1:, 0] < 100).all()  # and nothing else
     assert out.tolist() == [[50.0, 15, 70, 45]]  # flipped: 80 - [60, 20] scaled by 0.5
+
+
+def test_batch_normalisation_equals_torchvisions_transform():
+    """The loader's uint8 padded batch, normalised on the device, equals what torchvision's GeneralizedRCNNTransform
+    makes of the same images as floats in [0, 1] (ImageNet mean and std, padding after normalising)."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    from segdet.tasks.frcnn.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in [(70, 90), (96, 64)]]
+    batch = pad_batch(images, 32)
+    sizes = torch.tensor([im.shape[1:] for im in images])
+    ours = normalise_batch(batch, sizes)
+    tv = GeneralizedRCNNTransform(1, 100_000, list(IMAGENET_MEAN), list(IMAGENET_STD), size_divisible=32)
+    tv.resize = lambda image, target=None: (image, target)  # inputs arrive resized
+    theirs, _ = tv([im.float() / 255 for im in images])
+    assert ours.shape == theirs.tensors.shape == (2, 3, 96, 96)
+    torch.testing.assert_close(ours, theirs.tensors, atol=2e-6, rtol=0)
+    assert (ours[0, :, 70:] == 0).all() and (ours[1, :, :, 64:] == 0).all() and (ours[0, :, :70, :90] != 0).any()
+    nhwc = normalise_batch(batch, sizes, torch.channels_last)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc, ours)
 
 
 def test_augment_none_still_resizes_to_the_model_input():

@@ -1,7 +1,9 @@
 """Faster R-CNN = backbone → RPN → RoI head, on a padded batch from ``FrcnnTask.collate``.
 
-``forward(batch)`` in train mode returns the four loss terms {rpn_cls, rpn_box, roi_cls, roi_box}; in eval mode
-one dict per image {boxes, scores, labels} with boxes in the image's original pixel coordinates.
+``batch["images"]`` are the loader's uint8 pixels, zero-padded; the model normalises them on its device (a
+float batch is taken as normalised already). ``forward(batch)`` in train mode returns the four loss terms
+{rpn_cls, rpn_box, roi_cls, roi_box}; in eval mode one dict per image {boxes, scores, labels} with boxes in the
+image's original pixel coordinates.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from .box_coder import BoxCoder
 from .losses import build_box_loss
 from .roi_head import RoIHead
 from .rpn import RPN
+from .transforms import normalise_batch
 
 
 class FasterRCNN(nn.Module):
@@ -31,8 +34,16 @@ class FasterRCNN(nn.Module):
         self.roi_head = RoIHead(bb.box_head, bb.box_head_dim, num_classes + 1, cfg.roi_op, cfg.roi_size, bb.stride,
                                 cfg.roi_head, build_box_loss(loss_cfg, "roi", roi_coder))
 
+    def input_format(self) -> torch.memory_format:
+        """The first convolution's layout (the trainer's channels_last choice), so its input needs no second copy."""
+        w = next(m.weight for m in self.backbone.modules() if isinstance(m, nn.Conv2d))
+        nhwc = w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+        return torch.channels_last if nhwc else torch.contiguous_format
+
     def forward(self, batch: dict):
         images, sizes = batch["images"], batch["image_sizes"]
+        if images.dtype == torch.uint8:
+            images = normalise_batch(images, sizes, self.input_format())
         features = self.backbone(images)
         if self.training:
             targets = batch["targets"]

@@ -11,7 +11,6 @@ import numpy as np  # noqa: E402
 
 from segdet.plotting import save_figure  # noqa: E402
 
-from .transforms import denormalise  # noqa: E402
 
 COLORS = plt.get_cmap("tab10").colors
 
@@ -27,9 +26,14 @@ def draw_boxes(ax, boxes, labels, classes, scores=None) -> None:
         ax.text(x1, y1, text, fontsize=6, color="white", va="bottom", bbox=dict(facecolor=color, alpha=0.7, pad=1, lw=0))
 
 
+def hwc(image) -> np.ndarray:
+    """The loader's uint8 3×H×W pixels → H×W×3 for imshow."""
+    return image.permute(1, 2, 0).cpu().numpy()
+
+
 def _crop(batch, i) -> np.ndarray:
     h, w = (int(v) for v in batch["image_sizes"][i])
-    return denormalise(batch["images"][i][:, :h, :w])
+    return hwc(batch["images"][i][:, :h, :w])
 
 
 def ground_truth_grid(samples: list[dict], classes: list[str], path: Path, tb=None) -> None:
@@ -41,7 +45,7 @@ def ground_truth_grid(samples: list[dict], classes: list[str], path: Path, tb=No
     for ax in axes.flat:
         ax.axis("off")
     for ax, s in zip(axes.flat, samples):
-        ax.imshow(denormalise(s["image"]))
+        ax.imshow(hwc(s["image"]))
         draw_boxes(ax, s["boxes"], s["labels"], classes)
         ax.set_title(s["id"], fontsize=7)
     save_figure(fig, path, tb, "data/ground_truth", 0, dpi=110, bbox_inches="tight")

@@ -18,9 +18,10 @@ The oracle test (tests/frcnn/test_oracle.py) checks both give the same proposals
   roi_head.score_thresh, nms_thresh, detections_per_img, fg/bg_iou, batch_size_per_image, positive_fraction
                                                        → ``box_*`` of the same names
   roi_head.min_size=1e-2                               → hard-coded 1e-2 in RoIHeads.postprocess_detections
-  our collate (resize, ImageNet normalisation, zero padding to a multiple of 32)
-                                                       → GeneralizedRCNNTransform with resize switched off, mean 0,
-                                                          std 1, the same size_divisible (inputs are already prepared)
+  our loader's resize; normalisation of the padded batch (ImageNet mean and std, padding 0, a multiple of 32)
+                                                       → GeneralizedRCNNTransform with resize switched off (inputs
+                                                          arrive resized, as floats in [0, 1]), the same mean, std
+                                                          and size_divisible
 Weights: rpn.head.conv → rpn.head.conv.0.0, roi_head.cls_score/bbox_pred → roi_heads.box_predictor.*; the backbone
 and box head are copied whole.
 """
@@ -36,6 +37,8 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_pool
 
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
 
 class RoIPoolAsMultiScale(MultiScaleRoIAlign):
     """RoIPool on the single feature map, under the type FasterRCNN accepts for ``box_roi_pool``."""
@@ -50,7 +53,7 @@ class RoIPoolAsMultiScale(MultiScaleRoIAlign):
 
 
 class PreparedInputs(GeneralizedRCNNTransform):
-    """Inputs arrive resized and normalised (segdet's dataset did it): only batch (pad) them."""
+    """Inputs arrive resized (segdet's dataset did it): only normalise and batch (pad) them."""
 
     def resize(self, image, target=None):
         return image, target
@@ -82,8 +85,8 @@ def torchvision_twin(ours: nn.Module, m) -> TorchvisionFasterRCNN:
         box_fg_iou_thresh=h.fg_iou, box_bg_iou_thresh=h.bg_iou, box_batch_size_per_image=h.batch_size_per_image,
         box_positive_fraction=h.positive_fraction, bbox_reg_weights=tuple(h.box_weights),
     )
-    tv.transform = PreparedInputs(min_size=1, max_size=100_000, image_mean=[0.0] * 3, image_std=[1.0] * 3,
-                                  size_divisible=int(m.get("size_divisible", 32)))
+    tv.transform = PreparedInputs(min_size=1, max_size=100_000, image_mean=list(IMAGENET_MEAN),
+                                  image_std=list(IMAGENET_STD), size_divisible=int(m.get("size_divisible", 32)))
     mapping = {"rpn.head.conv.0.0": ours.rpn.head.conv, "rpn.head.cls_logits": ours.rpn.head.cls_logits,
                "rpn.head.bbox_pred": ours.rpn.head.bbox_pred,
                "roi_heads.box_predictor.cls_score": ours.roi_head.cls_score,
