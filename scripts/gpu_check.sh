@@ -5,7 +5,9 @@
 #   3. smoke-trains both tasks on CUDA in bf16-mixed, and frcnn once in 16-mixed (GradScaler path);
 #   4. runs the CUDA benchmark (VGG16 at 600 px, SAM ViT-B geometry at 1024, bf16) -> bench_frcnn.json and
 #      bench_sam.json;
-#   5. with what is left (up to 2 more minutes), times SAM's encoder with the folded attention experiment.
+#   5. profiles the VGG16 detector's inference step (data pipeline alone, model alone, top kernels and host ops),
+#      the GPU target it misses (120 images/s);
+#   6. with what is left (up to 2 more minutes), times SAM's encoder with the folded attention experiment.
 # Everything goes under $OUT (default outputs/gpu_check) and is tee'd to $OUT/gpu_check.log. Each stage has its
 # own time limit and the benchmark gets what is left of 7 minutes (it writes its JSON after every row, so a cut
 # keeps the rows done); a failed stage is reported and the next one still runs; exit status 1 if any failed.
@@ -66,6 +68,9 @@ smoke frcnn 16-mixed
 LEFT=$((BUDGET - (SECONDS - START)))
 stage bench_frcnn "$LEFT" python3 scripts/bench.py --device cuda --repeats 2 \
   --only frcnn_train,frcnn_infer,frcnn_memory --out "$OUT/bench_frcnn.json"
+LEFT=$((BUDGET - (SECONDS - START)))
+stage profile_frcnn_eval $((LEFT < 60 ? LEFT : 60)) python3 scripts/profile_step.py --device cuda --task frcnn --eval \
+  --steps 5
 LEFT=$((BUDGET - (SECONDS - START)))
 stage bench_sam "$LEFT" python3 scripts/bench.py --device cuda --repeats 2 --only sam_train,sam_cache \
   --out "$OUT/bench_sam.json"

@@ -53,6 +53,18 @@ def test_bad_row_name_is_a_usage_error():
     assert proc.returncode == 2 and "sam_trian" in proc.stderr and "sam_train" in proc.stderr
 
 
+@pytest.mark.parametrize("task", [["--task", "sam"], ["--task", "frcnn", "--eval"]])
+def test_profile_step_dry_run_splits_data_from_model(task):
+    """The GPU check runs scripts/profile_step.py on CUDA; its tiny CPU dry run keeps it working in between."""
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "profile_step.py"), "--device", "cpu", "--tiny", "--workers",
+                           "0", "--steps", "1", "--batch", "2", *task], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rates = [float(line.split(": ")[1].split()[0]) for line in proc.stdout.splitlines() if "images/s" in line]
+    assert len(rates) == 2 and min(rates) > 0
+    assert ("(inference)" in proc.stdout) == ("--eval" in task)
+
+
 @pytest.fixture
 def bench_modules(monkeypatch):
     monkeypatch.syspath_prepend(str(SCRIPTS))
