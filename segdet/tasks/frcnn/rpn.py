@@ -38,9 +38,13 @@ class RPNHead(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """B×(H·W·A) objectness logits and B×(H·W·A)×4 deltas, in the anchors' order (location, then anchor)."""
         t = F.relu(self.conv(x))
-        b, _, h, w = x.shape
+        b = x.shape[0]
         logits = self.cls_logits(t).permute(0, 2, 3, 1).reshape(b, -1)
-        deltas = self.bbox_pred(t).view(b, -1, 4, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, 4)
+        deltas = self.bbox_pred(t).permute(0, 2, 3, 1).reshape(b, -1, 4)
+        if torch.compiler.is_compiling():
+            # In NHWC these are views of the convolutions' outputs, and torch 2.14's AOT autograd fails to rebuild
+            # such views of a graph's outputs (trainer.compile=true raised); copies leave it nothing to rebuild.
+            return logits.clone(), deltas.clone()
         return logits, deltas
 
 
