@@ -163,20 +163,21 @@ def test_batch_normalisation_equals_torchvisions_transform():
     makes of the same images as floats in [0, 1] (ImageNet mean and std, padding after normalising)."""
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-    from segdet.tasks.frcnn.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from segdet.data.pixels import IMAGENET_MEAN, IMAGENET_STD, imagenet_stats_255
 
     g = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in [(70, 90), (96, 64)]]
     batch = pad_batch(images, 32)
     sizes = torch.tensor([im.shape[1:] for im in images])
-    ours = normalise_batch(batch, sizes)
+    stats = imagenet_stats_255()
+    ours = normalise_batch(batch, sizes, *stats)
     tv = GeneralizedRCNNTransform(1, 100_000, list(IMAGENET_MEAN), list(IMAGENET_STD), size_divisible=32)
     tv.resize = lambda image, target=None: (image, target)  # inputs arrive resized
     theirs, _ = tv([im.float() / 255 for im in images])
     assert ours.shape == theirs.tensors.shape == (2, 3, 96, 96)
     torch.testing.assert_close(ours, theirs.tensors, atol=2e-6, rtol=0)
     assert (ours[0, :, 70:] == 0).all() and (ours[1, :, :, 64:] == 0).all() and (ours[0, :, :70, :90] != 0).any()
-    nhwc = normalise_batch(batch, sizes, torch.channels_last)
+    nhwc = normalise_batch(batch, sizes, *stats, torch.channels_last)
     assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc, ours)
 
 

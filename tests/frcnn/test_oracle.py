@@ -49,7 +49,7 @@ def test_same_proposals_and_detections_as_torchvision(roi_op):
 
     # proposals
     image_list, _ = tv.transform(images)
-    normalised = normalise_batch(batch["images"], batch["image_sizes"])
+    normalised = normalise_batch(batch["images"], batch["image_sizes"], ours.pixel_mean, ours.pixel_std)
     torch.testing.assert_close(normalised, image_list.tensors, atol=2e-6, rtol=0)
     feats = tv.backbone(image_list.tensors)
     tv_props, _ = tv.rpn(ImageList(image_list.tensors, image_list.image_sizes), {"0": feats})

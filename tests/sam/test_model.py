@@ -215,7 +215,7 @@ def test_compiled_encoder_matches_eager():
     keys = set(model.state_dict())
     model.eval()
     with torch.no_grad():
-        eager = model.sam.get_image_embeddings(preprocess_images(batch["images"], model.size)[0])
+        eager = model.sam.get_image_embeddings(preprocess_images(batch["images"], model.size, model.pixel_mean, model.pixel_std)[0])
         compiled = model._encode(batch["images"])
     assert model.compile_encoder and "encoder" in model.__dict__["_compiled_fns"]
     assert torch.allclose(compiled, eager, atol=1e-4)

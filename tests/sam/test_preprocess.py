@@ -7,6 +7,7 @@ import torch
 from transformers import SamImageProcessor, SamProcessor
 
 from segdet.data.io import image_size, list_images, load_rgb
+from segdet.data.pixels import imagenet_stats_255
 from segdet.tasks.sam.preprocess import (coord_scale, logits_to_original, preprocess_images, scale_boxes,
                                          scale_points)
 
@@ -30,7 +31,7 @@ def test_pixels_and_prompts_equal_samprocessor(shared_data, size):
     assert len({im.shape for im in images}) == len(images)  # really different shapes
     proc = processor(size)
     tensors = [torch.from_numpy(im.copy()).permute(2, 0, 1).contiguous() for im in images]
-    ours, resized = preprocess_images(tensors, size)
+    ours, resized = preprocess_images(tensors, size, *imagenet_stats_255())
     sizes = torch.tensor([im.shape[:2] for im in images])
     scale = coord_scale(sizes, size)
     for i, im in enumerate(images):

@@ -11,6 +11,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from segdet.data.pixels import imagenet_stats_255
+
 from .backbone import build_backbone
 from .box_coder import BoxCoder
 from .losses import build_box_loss
@@ -33,6 +35,9 @@ class FasterRCNN(nn.Module):
         self.rpn = RPN(bb.out_channels, bb.stride, cfg.rpn, cfg.anchor, build_box_loss(loss_cfg, "rpn", rpn_coder))
         self.roi_head = RoIHead(bb.box_head, bb.box_head_dim, num_classes + 1, cfg.roi_op, cfg.roi_size, bb.stride,
                                 cfg.roi_head, build_box_loss(loss_cfg, "roi", roi_coder))
+        mean, std = imagenet_stats_255()
+        self.register_buffer("pixel_mean", mean, persistent=False)  # on the device with the model, not in checkpoints
+        self.register_buffer("pixel_std", std, persistent=False)
 
     def input_format(self) -> torch.memory_format:
         """The first convolution's layout (the trainer's channels_last choice), so its input needs no second copy."""
@@ -43,7 +48,7 @@ class FasterRCNN(nn.Module):
     def forward(self, batch: dict):
         images, sizes = batch["images"], batch["image_sizes"]
         if images.dtype == torch.uint8:
-            images = normalise_batch(images, sizes, self.input_format())
+            images = normalise_batch(images, sizes, self.pixel_mean, self.pixel_std, self.input_format())
         features = self.backbone(images)
         if self.training:
             targets = batch["targets"]

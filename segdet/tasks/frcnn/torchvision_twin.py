@@ -37,7 +37,7 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_pool
 
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
+from segdet.data.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 
 class RoIPoolAsMultiScale(MultiScaleRoIAlign):

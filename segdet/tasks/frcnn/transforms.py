@@ -14,9 +14,8 @@ import cv2
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from torchvision.transforms.v2 import functional as tvF
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def resize_scale(h: int, w: int, min_size: float, max_size: float) -> float:
@@ -75,15 +74,14 @@ def pad_batch(images: list[torch.Tensor], divisible: int = 32) -> torch.Tensor:
     return out
 
 
-def normalise_batch(images: torch.Tensor, image_sizes: torch.Tensor,
+def normalise_batch(images: torch.Tensor, image_sizes: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                     memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """uint8 B×3×H×W zero-padded batch → float32 ImageNet-normalised, in ``memory_format``. The padding stays 0,
-    as torchvision pads after normalising; ``image_sizes`` (B×2, h w) says where each image ends."""
+    """uint8 B×3×H×W zero-padded batch → float32 normalised, in ``memory_format``. ``mean``, ``std``: (3,) in 0..255
+    units on the batch's device (segdet.data.pixels.imagenet_stats_255). The padding stays 0, as torchvision pads
+    after normalising; ``image_sizes`` (B×2, h w) says where each image ends."""
     device = images.device
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     x = images.to(torch.float32, memory_format=memory_format)
-    x.mul_(1 / (255 * std)).sub_(mean / std)
+    x = tvF.normalize(x, mean, std, inplace=True)
     h, w = x.shape[-2:]
     rows = torch.arange(h, device=device).view(1, 1, h, 1) < image_sizes[:, 0].view(-1, 1, 1, 1)
     cols = torch.arange(w, device=device).view(1, 1, 1, w) < image_sizes[:, 1].view(-1, 1, 1, 1)

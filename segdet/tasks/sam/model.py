@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import SamConfig, SamModel
 
+from segdet.data.pixels import IMAGENET_MEAN, IMAGENET_STD, imagenet_stats_255
 from segdet.registry import SegdetError
 from segdet.tasks.sam.cache import EmbeddingCache, encoder_fingerprint
 from segdet.tasks.sam.losses import SamLoss, per_item_loss
-from segdet.tasks.sam.preprocess import (IMAGENET_MEAN, IMAGENET_STD, coord_scale, masks_to_input,
-                                         preprocess_images, resized_shape, scale_boxes, scale_points)
+from segdet.tasks.sam.preprocess import (coord_scale, masks_to_input, preprocess_images, resized_shape, scale_boxes,
+                                         scale_points)
 
 # model.train_parts names -> SamModel submodules (the positional embedding is shared with the prompt encoder)
 PARTS = {
@@ -94,6 +95,9 @@ class SamSegmenter(nn.Module):
         super().__init__()
         self.sam = sam
         self.size = int(sam.config.vision_config.image_size)
+        mean, std = imagenet_stats_255()
+        self.register_buffer("pixel_mean", mean, persistent=False)  # on the device with the model, not in checkpoints
+        self.register_buffer("pixel_std", std, persistent=False)
         unknown = sorted(set(train_parts) - set(PARTS))
         if unknown or not train_parts:
             raise SegdetError(f"model.train_parts must be a non-empty list of {', '.join(PARTS)}; got "
@@ -132,7 +136,7 @@ class SamSegmenter(nn.Module):
 
     # --- image embeddings --------------------------------------------------------------------------------
     def _encode(self, images: list[torch.Tensor]) -> torch.Tensor:
-        pixels, _ = preprocess_images(images, self.size)
+        pixels, _ = preprocess_images(images, self.size, self.pixel_mean, self.pixel_std)
         if self.encoder_trained and torch.is_grad_enabled():
             return self.sam.vision_encoder(pixels).last_hidden_state
         if self.compile_encoder:

@@ -12,9 +12,6 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as tvF
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
     """SamImageProcessor._get_preprocess_shape: longest side -> ``size``, rounded half up."""
@@ -22,12 +19,11 @@ def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
-def preprocess_images(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 (3, H, W) images of any sizes -> (B, 3, size, size) float pixel values and (B, 2) resized (h, w)."""
+def preprocess_images(images: list[torch.Tensor], size: int, mean: torch.Tensor,
+                      std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (3, H, W) images of any sizes -> (B, 3, size, size) float pixel values and (B, 2) resized (h, w).
+    ``mean``, ``std``: (3,) in 0..255 units on the images' device (segdet.data.pixels.imagenet_stats_255)."""
     device = images[0].device
-    # SamImageProcessor fuses rescale into normalisation: (x - 255 * mean) / (255 * std)
-    mean = torch.tensor(IMAGENET_MEAN, device=device) * (1.0 / (1 / 255))
-    std = torch.tensor(IMAGENET_STD, device=device) * (1.0 / (1 / 255))
     out = torch.zeros(len(images), 3, size, size, device=device)
     resized = torch.zeros(len(images), 2, dtype=torch.long)
     groups: dict[tuple, list[int]] = defaultdict(list)
