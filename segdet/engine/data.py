@@ -57,7 +57,7 @@ def make_loader(dataset: Dataset, batch_size: int, collate: Callable, *, train: 
 def to_device(obj, device: torch.device, channels_last: bool = False):
     if isinstance(obj, torch.Tensor):
         obj = obj.to(device, non_blocking=True)
-        if channels_last and obj.dim() == 4 and obj.is_floating_point():
+        if channels_last and obj.dim() == 4 and (obj.is_floating_point() or obj.dtype == torch.uint8):  # images
             obj = obj.contiguous(memory_format=torch.channels_last)
         return obj
     if isinstance(obj, dict):

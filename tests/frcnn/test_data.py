@@ -177,7 +177,7 @@ def test_batch_normalisation_equals_torchvisions_transform():
     assert ours.shape == theirs.tensors.shape == (2, 3, 96, 96)
     torch.testing.assert_close(ours, theirs.tensors, atol=2e-6, rtol=0)
     assert (ours[0, :, 70:] == 0).all() and (ours[1, :, :, 64:] == 0).all() and (ours[0, :, :70, :90] != 0).any()
-    nhwc = normalise_batch(batch, sizes, *stats, torch.channels_last)
+    nhwc = normalise_batch(batch.contiguous(memory_format=torch.channels_last), sizes, *stats)
     assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc, ours)
 
 

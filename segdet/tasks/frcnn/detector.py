@@ -39,16 +39,10 @@ class FasterRCNN(nn.Module):
         self.register_buffer("pixel_mean", mean, persistent=False)  # on the device with the model, not in checkpoints
         self.register_buffer("pixel_std", std, persistent=False)
 
-    def input_format(self) -> torch.memory_format:
-        """The first convolution's layout (the trainer's channels_last choice), so its input needs no second copy."""
-        w = next(m.weight for m in self.backbone.modules() if isinstance(m, nn.Conv2d))
-        nhwc = w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
-        return torch.channels_last if nhwc else torch.contiguous_format
-
     def forward(self, batch: dict):
         images, sizes = batch["images"], batch["image_sizes"]
         if images.dtype == torch.uint8:
-            images = normalise_batch(images, sizes, self.pixel_mean, self.pixel_std, self.input_format())
+            images = normalise_batch(images, sizes, self.pixel_mean, self.pixel_std)
         features = self.backbone(images)
         if self.training:
             targets = batch["targets"]

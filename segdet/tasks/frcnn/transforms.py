@@ -74,13 +74,14 @@ def pad_batch(images: list[torch.Tensor], divisible: int = 32) -> torch.Tensor:
     return out
 
 
-def normalise_batch(images: torch.Tensor, image_sizes: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                    memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """uint8 B×3×H×W zero-padded batch → float32 normalised, in ``memory_format``. ``mean``, ``std``: (3,) in 0..255
-    units on the batch's device (segdet.data.pixels.imagenet_stats_255). The padding stays 0, as torchvision pads
-    after normalising; ``image_sizes`` (B×2, h w) says where each image ends."""
+def normalise_batch(images: torch.Tensor, image_sizes: torch.Tensor, mean: torch.Tensor,
+                    std: torch.Tensor) -> torch.Tensor:
+    """uint8 B×3×H×W zero-padded batch → float32 normalised, in the batch's memory layout (the trainer's
+    channels_last choice). ``mean``, ``std``: (3,) in 0..255 units on the batch's device
+    (segdet.data.pixels.imagenet_stats_255). The padding stays 0, as torchvision pads after normalising;
+    ``image_sizes`` (B×2, h w) says where each image ends."""
     device = images.device
-    x = images.to(torch.float32, memory_format=memory_format)
+    x = images.to(torch.float32)
     x = tvF.normalize(x, mean, std, inplace=True)
     h, w = x.shape[-2:]
     rows = torch.arange(h, device=device).view(1, 1, h, 1) < image_sizes[:, 0].view(-1, 1, 1, 1)
