@@ -37,7 +37,7 @@ def random_encoder(tiny: bool) -> torch.nn.Module:
     if tiny:
         from omegaconf import OmegaConf
 
-        from segdet.paths import config_dir
+        from segdet.config import config_dir
         from segdet.tasks.sam.model import tiny_config
 
         config = tiny_config(OmegaConf.load(config_dir() / "model" / "sam_tiny.yaml").config)

@@ -48,7 +48,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from segdet.paths import config_dir
+    from segdet.config import config_dir
 
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         return hydra_compose("train", overrides=list(overrides))

@@ -46,7 +46,7 @@ class Setup:
     """The task, its data and both detectors (same weights) for one configuration."""
 
     def __init__(self, s, train: bool):
-        from segdet.engine.data import make_loader
+        from segdet.engine.loader import make_loader
         from segdet.tasks.frcnn import TASK
 
         self.s, self.device = s, torch.device(s.device)
@@ -108,7 +108,7 @@ def epoch_fn(loader, step):
 def segdet_train_step_fn(setup: Setup):
     """One optimizer step as segdet's engine takes it: the real Trainer (device, channels_last, compile, scaler,
     optimizer step, schedule) with its inner loop body (engine/trainer.py, Trainer._fit) copied."""
-    from segdet.engine.data import to_device
+    from segdet.engine.loader import to_device
     from segdet.engine.optim import build_scheduler
     from segdet.engine.runtime import autocast
     from segdet.engine.trainer import Trainer
@@ -133,7 +133,7 @@ def segdet_train_step_fn(setup: Setup):
 
 def infer_epoch_fn(setup: Setup, model, side: str):
     """One pass over the evaluation images in eval mode, no_grad, under the run's autocast."""
-    from segdet.engine.data import to_device
+    from segdet.engine.loader import to_device
 
     from segdet.engine.runtime import wants_channels_last
 

@@ -16,9 +16,9 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 
-from segdet.engine.data import make_loader, to_device
+from segdet.engine.loader import make_loader, to_device
 from segdet.engine.runtime import autocast
-from segdet.paths import config_dir
+from segdet.config import config_dir
 
 
 def task_overrides(task: str, tiny: bool) -> list[str]:

@@ -11,45 +11,44 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from segdet.paths import config_dir
-from segdet.registry import SegdetError
+from segdet.commands import COMMANDS
+from segdet.config import config_dir
+from segdet.errors import Interrupted, SegdetError
 
-RUNNERS = {"train": "segdet.commands.train", "eval": "segdet.commands.evaluate",
-           "predict": "segdet.commands.predict"}
+log = logging.getLogger(__name__)
 EXIT_SIGNAL = {2: 130, 15: 143}  # SIGINT, SIGTERM: the shell's 128 + signal number
 _failed_jobs: list[int] = []      # sweep jobs that ended with a user error
 
 
 def _job(cfg: DictConfig) -> None:
-    from segdet.engine import distributed as dist_utils
-    from segdet.engine.trainer import Interrupted
+    from segdet.engine import distributed
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode.name == "MULTIRUN"
     try:
-        importlib.import_module(RUNNERS[hc.job.name]).run(cfg, run_dir)
+        importlib.import_module(COMMANDS[hc.job.name][0]).run(cfg, run_dir)
     except (SegdetError, OmegaConfBaseException) as e:
         if isinstance(e, OmegaConfBaseException):  # e.g. a required value left as ???
             e = SegdetError(str(e).strip().splitlines()[0])
         print(f"segdet: error: {e}", file=sys.stderr)
         if multirun:  # one bad job must not end the sweep: the others still run and keep their results
-            logging.getLogger("segdet").error("job %s failed: %s", hc.job.num, e)
+            log.error("job %s failed: %s", hc.job.num, e)
             _failed_jobs.append(hc.job.num)
             return
-        sys.exit(getattr(e, "exit_code", 2))
+        sys.exit(e.exit_code)
     except Interrupted as e:
         where = f"; saved {e.path} — continue with trainer.resume=true ckpt={e.path}" if e.path else ""
         print(f"segdet: stopped by {e}{where}", file=sys.stderr)
         sys.exit(EXIT_SIGNAL.get(e.signum, 1))
     finally:
         if not multirun:
-            dist_utils.cleanup()
+            distributed.cleanup()
 
 
-def launch(config_name: str, args: list[str]) -> None:
-    sys.argv = [f"segdet {config_name}"] + args
-    main = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(_job)
+def launch(command: str, args: list[str]) -> None:
+    sys.argv = [f"segdet {command}"] + args
+    main = hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")(_job)
     main()
     if _failed_jobs:  # the other jobs ran and kept their results; the sweep as a whole still failed
         print(f"segdet: error: {len(_failed_jobs)} sweep job(s) failed: {', '.join(map(str, _failed_jobs))}",

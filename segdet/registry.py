@@ -1,11 +1,9 @@
-"""One small registry class serves every pluggable part (datasets, models, losses, metrics, tasks)."""
+"""One small registry class serves every pluggable part (datasets, models, losses, optimizers, schedules)."""
 from __future__ import annotations
 
 from typing import Callable, Iterator
 
-
-class SegdetError(Exception):
-    """A problem the user can fix (bad option, bad file). The CLI prints it on one line and exits 2."""
+from segdet.errors import SegdetError
 
 
 class Registry:

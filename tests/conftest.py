@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-
-from segdet.paths import config_dir
+from segdet.config import compose
 
 torch.set_num_threads(2)
 
@@ -17,8 +15,7 @@ SHARED_DATA = Path(os.environ.get("SEGDET_SHARED_DATA", Path(__file__).resolve()
 
 def compose_cfg(command: str, overrides: list[str] = ()):
     """The config ``segdet <command> <overrides>`` would run with (no Hydra run dir is made)."""
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose(command, overrides=list(overrides))
+    return compose(command, list(overrides))
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 from omegaconf import OmegaConf
 
 from segdet.cli import _stored_settings
-from segdet.commands.common import config_from_checkpoint
+from segdet.engine.checkpoint import stored_config as config_from_checkpoint
 from tests.conftest import compose_cfg
 
 

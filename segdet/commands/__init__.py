@@ -1,1 +1,16 @@
-"""One module per command: ``run(cfg, run_dir)`` builds the objects and hands them to the engine."""
+"""The commands, in one place: the CLI, ``--help`` and the Hydra layer read this table.
+
+Each command is a module with ``run(cfg, run_dir)`` that builds the objects and hands them to the engine, and a
+primary config of the same name in ``conf/`` (``conf/train.yaml`` ...). Commands never import each other: what
+they share lives in the engine (``engine.checkpoint``, ``engine.runtime``, ``engine.session``).
+"""
+from __future__ import annotations
+
+# name -> (module, what it does, an example)
+COMMANDS = {
+    "train": ("segdet.commands.train", "fit a model", "segdet train task=sam data=folder data.root=DIR"),
+    "eval": ("segdet.commands.evaluate", "score a checkpoint", "segdet eval task=sam ckpt=PATH [data.root=DIR]"),
+    "predict": ("segdet.commands.predict", "write predictions of a ckpt",
+                "segdet predict task=frcnn ckpt=PATH input=DIR"),
+}
+ALIASES = {"evaluate": "eval"}

@@ -6,12 +6,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from segdet.commands.common import start
-from segdet.commands.evaluate import build_from_checkpoint
 from segdet.data.io import IMAGE_SUFFIXES, list_images
-from segdet.registry import SegdetError
+from segdet.engine import checkpoint as ckpt_io
+from segdet.engine.runtime import prepare
+from segdet.engine.session import start
+from segdet.errors import SegdetError
+from segdet.tasks import get_task_class
 
-log = logging.getLogger("segdet")
+log = logging.getLogger(__name__)
 
 
 def _inputs(path: Path) -> list[Path]:
@@ -40,9 +42,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     device = start(cfg, run_dir, "predict")
     inputs = _inputs(Path(cfg.input))
     out_dir = _output_dir(cfg, run_dir)
-    _, _, task, model = build_from_checkpoint(cfg)
-    model.to(device).eval()
-    log.info("predicting %d image(s) with %s on %s", len(inputs), cfg.ckpt, device)
-    summary = task.predict(model, inputs, out_dir, device) or {}
+    _, _, task, model = ckpt_io.rebuild(cfg, get_task_class(cfg.task.name))
+    runtime = prepare(model, cfg.trainer, device)
+    log.info("predicting %d image(s) with %s on %s (precision %s)", len(inputs), cfg.ckpt, device,
+             runtime.precision)
+    summary = task.predict(runtime=runtime, inputs=inputs, out_dir=out_dir) or {}
     log.info("wrote predictions to %s %s", out_dir, summary if summary else "")
     return summary

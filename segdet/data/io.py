@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from segdet.registry import SegdetError
+from segdet.errors import SegdetError
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ import logging
 
 import numpy as np
 
-from segdet.registry import SegdetError
+from segdet.errors import SegdetError
 
-log = logging.getLogger("segdet")
+log = logging.getLogger(__name__)
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

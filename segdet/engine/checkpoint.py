@@ -1,24 +1,68 @@
-"""Checkpoints: atomic writes, safe loads.
+"""The checkpoint format, in one place: what a checkpoint holds, atomic writes, safe loads, and rebuilding a task
+and its model from one (with the command line laid over the configuration stored in it).
 
-Everything saved is plain tensors, numbers, strings, lists and dicts, so loading can use
-``torch.load(weights_only=True)``, which refuses pickled code.
+A checkpoint is a dict of plain tensors, numbers, strings, lists and dicts, so loading can use
+``torch.load(weights_only=True)``, which refuses pickled code:
+
+    format      "segdet-checkpoint-v1"
+    task        the task's name; config: the run's resolved config; task_state: what the task learned from the
+                data (class names, SAM's architecture); split: the sample ids of each split
+    model       the model's state dict
+    optimizer, scheduler, scaler, rng            everything a resumed run needs to continue exactly ...
+    epoch, step, batch_in_epoch, epoch_sums      ... from where it stopped, even inside an epoch
+    best, monitor, history                       the best monitored value so far and the per-epoch records
 """
 from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import random
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from segdet.registry import SegdetError
+from segdet.errors import SegdetError
 
 FORMAT = "segdet-checkpoint-v1"
+PROGRESS = ("epoch", "step", "batch_in_epoch", "epoch_sums", "best", "monitor", "history")
+
+
+def run_meta(task, cfg: DictConfig, split: dict) -> dict:
+    """What a training run is, for every checkpoint it writes: task, config, task state, split."""
+    return {"task": cfg.task.name, "config": OmegaConf.to_container(cfg, resolve=True), "task_state": task.state(),
+            "split": split}
+
+
+def pack(meta: dict, *, model: torch.nn.Module, optimizer, scheduler, scaler, progress: dict) -> dict:
+    """A training checkpoint: ``meta`` (``run_meta``), the training state and ``progress`` (the PROGRESS keys)."""
+    return {**meta, "format": FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            **{k: progress[k] for k in PROGRESS}, "rng": rng_state()}
+
+
+def unpack(ckpt: dict, *, model: torch.nn.Module, optimizer, scheduler, scaler, source) -> dict:
+    """Load a training checkpoint's state into the given objects; returns its progress (the PROGRESS keys)."""
+    load_weights(model, ckpt["model"], source)
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except ValueError as e:  # another set of trainable parameters
+        raise SegdetError(f"{source}: its optimizer state does not fit this run's trainable parameters "
+                          f"({str(e).strip().rstrip('.')}); the model settings that choose them, or the "
+                          "segdet version's freeze policy, differ from its run's: resume with those settings, "
+                          "or start from its weights with trainer.resume=false") from None
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    progress = {k: ckpt.get(k) for k in PROGRESS}
+    progress["epoch_sums"] = dict(progress["epoch_sums"] or {})
+    progress["history"] = list(progress["history"] or [])
+    return progress
 
 
 def save_atomic(obj: dict, path: Path) -> None:
@@ -119,3 +163,51 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- rebuilding from a checkpoint (eval, predict) ---------------------------------------------------------------
+def stored_config(ckpt: dict, cfg: DictConfig, explicit: list[str] | None = None) -> DictConfig:
+    """The checkpoint's own config, with what the user gave now laid over it.
+
+    ``data``: a chosen data option (data=folder ...) replaces the stored data block; single keys
+    (data.root=..., data.split=...) replace the stored values. ``trainer`` (device, precision, ...) and the
+    command's own keys (ckpt, input, output ...) come from the command line. Settings the checkpoint was
+    trained with (e.g. sam's ``prompt.*``) are kept unless the user names them (``explicit``: the command-line
+    overrides; by default Hydra's record of them).
+    """
+    stored = OmegaConf.create(ckpt["config"])
+    given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}
+    if explicit is None:
+        explicit = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    named = {o.lstrip("+~").split("=", 1)[0] for o in explicit}
+    with open_dict(stored):
+        if given.get("name"):
+            stored.data = OmegaConf.create({k: v for k, v in given.items() if v is not None})
+        else:
+            for k, v in given.items():
+                if v is not None:
+                    stored.data[k] = v
+        stored.trainer = cfg.trainer
+        stored.seed = cfg.seed
+        stored.ckpt = cfg.ckpt
+        for key in cfg:
+            if key not in ("data", "trainer", "task", "seed", "hydra") and key not in stored:
+                stored[key] = cfg[key]  # the command's own keys: input, output, prompts ...
+        for key in sorted(named):
+            top = key.split(".")[0]
+            if top not in ("data", "trainer", "task", "seed", "hydra", "ckpt") and top in stored:
+                OmegaConf.update(stored, key, OmegaConf.select(cfg, key), force_add=True)
+    return stored
+
+
+def rebuild(cfg: DictConfig, task_class) -> tuple[dict, DictConfig, object, torch.nn.Module]:
+    """(checkpoint, its config with the command line laid over it, task, model with its weights) from
+    ``cfg.ckpt``; the user never repeats model=... ``task_class``: the task named on the command line (the engine
+    imports no task), which the checkpoint must be of."""
+    ckpt = load(cfg.ckpt, expected_task=cfg.task.name)
+    run_cfg = stored_config(ckpt, cfg)
+    task = task_class(run_cfg)
+    task.load_state(ckpt.get("task_state", {}))
+    model = task.build_model()
+    load_weights(model, ckpt["model"], cfg.ckpt)
+    return ckpt, run_cfg, task, model

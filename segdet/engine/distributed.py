@@ -23,14 +23,18 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_from_env(device_kind: str = "auto") -> None:
+def local_rank() -> int | None:
+    """This process's GPU slot on its node under torchrun; None when not launched by it."""
+    return int(os.environ.get("LOCAL_RANK", "0")) if launched_by_torchrun() else None
+
+
+def init_from_env(device: torch.device) -> None:
     """Join the process group torchrun describes in the environment (once). NCCL on CUDA, gloo otherwise."""
     if not launched_by_torchrun() or dist.is_initialized():
         return
-    use_cuda = device_kind != "cpu" and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if use_cuda else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
 def broadcast_object(obj):

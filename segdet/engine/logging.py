@@ -12,7 +12,7 @@ from pathlib import Path
 
 from segdet.engine import distributed as dist_utils
 
-log = logging.getLogger("segdet")
+log = logging.getLogger(__name__)
 
 
 def setup_logging(run_dir: Path | None, command: str) -> None:
@@ -72,7 +72,7 @@ class RunLogger:
         """One entry of metrics.json's history; also refreshes the curves so a crash keeps them."""
         self.history.append(record)
         if self.enabled:
-            from segdet.engine.plots import plot_history
+            from segdet.engine.curves import plot_history
 
             plot_history(self.history, self.plots_dir)
 

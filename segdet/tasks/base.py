@@ -5,7 +5,8 @@ A task is built from the run's config. The engine only ever sees:
   * a model whose ``forward(batch)`` returns a dict of named loss tensors in train mode (the engine sums them)
     and predictions in eval mode;
   * an ``Evaluator`` turning those predictions into flat metrics;
-  * hooks for sample figures and for ``predict``.
+  * figures of samples, and ``predict``.
+Methods past the data are called with named arguments only, so the two sides can grow without breaking each other.
 """
 from __future__ import annotations
 
@@ -37,8 +38,6 @@ class Evaluator:
 
 class Task:
     name: str = ""
-    monitor: str = ""          # metric that picks best.pt, overridable by trainer.monitor
-    monitor_mode: str = "max"
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
@@ -64,6 +63,10 @@ class Task:
     def trainable_parameters(self, model: nn.Module):
         return [p for p in model.parameters() if p.requires_grad]
 
+    def bind(self, *, model: nn.Module, precision: str) -> None:
+        """Called once the model's weights, device and precision are final, before any batch is loaded: the task
+        may connect what its datasets read to the model (sam: the embedding cache of this encoder)."""
+
     def state(self) -> dict:
         """Task facts learned from data (e.g. class names) saved in the checkpoint: plain Python types only."""
         return {}
@@ -75,12 +78,13 @@ class Task:
     def make_evaluator(self) -> Evaluator:
         raise NotImplementedError
 
-    def log_samples(self, model: nn.Module, batch, outputs, tb, plots_dir: Path, step: int) -> None:
+    def log_samples(self, *, model: nn.Module, batch, outputs, tb, plots_dir: Path, step: int) -> None:
         """Draw a grid for one validation batch into ``plots_dir`` and TensorBoard (rank 0 only)."""
 
-    def dataset_figures(self, dataset: Dataset, tb, plots_dir: Path) -> None:
+    def dataset_figures(self, *, dataset: Dataset, tb, plots_dir: Path) -> None:
         """Figures of the data itself, drawn once before training (e.g. ground truth on samples)."""
 
-    def predict(self, model: nn.Module, inputs: list[Path], out_dir: Path, device: torch.device) -> dict:
-        """Write predictions for ``inputs`` under ``out_dir``; return a short summary for the log."""
+    def predict(self, *, runtime, inputs: list[Path], out_dir: Path) -> dict:
+        """Write predictions for ``inputs`` under ``out_dir`` with ``runtime.raw_model`` (on ``runtime.device``,
+        under ``runtime.autocast()``); return a short summary for the log."""
         raise NotImplementedError

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from segdet.engine import checkpoint as ckpt_io
-from segdet.registry import SegdetError
+from segdet.errors import SegdetError
 
 
 class Payload:

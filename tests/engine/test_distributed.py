@@ -18,15 +18,15 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    dist_utils.init_from_env("cpu")
+    dist_utils.init_from_env(torch.device("cpu"))
     from pathlib import Path
 
-    from tests.engine.toy import ToyEvaluator, build
+    from tests.engine.toy import build
 
     trainer, (train, val) = build(Path(out_dir) / "run", seed=0, max_epochs=2)
     train.sampler.rank = val.sampler.rank = rank
     train.sampler.world = val.sampler.world = world
-    metrics = trainer.fit(train, val, ToyEvaluator)
+    metrics = trainer.fit()
     torch.save({"weights": trainer.raw_model.state_dict(), "metrics": metrics, "steps": trainer.step},
                Path(out_dir) / f"rank{rank}.pt")
     dist_utils.cleanup()

@@ -6,7 +6,7 @@ import torch
 from omegaconf import OmegaConf
 
 from segdet.engine.optim import build_optimizer
-from segdet.paths import config_dir
+from segdet.config import config_dir
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])

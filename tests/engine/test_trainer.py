@@ -1,9 +1,11 @@
+import dataclasses
+
 import pytest
 import torch
 
 from segdet.engine import checkpoint as ckpt_io
-from segdet.registry import SegdetError
-from tests.engine.toy import fit, build, ToyEvaluator
+from segdet.errors import SegdetError
+from tests.engine.toy import build, fit
 
 
 def weights(trainer):
@@ -42,7 +44,7 @@ def test_resume_equals_uninterrupted(tmp_path, stop):
     assert ckpt["step"] < full.step
     resumed, (train, val) = build(tmp_path / "resumed", max_epochs=3)
     resumed.restore(ckpt, "last.pt")
-    resumed.fit(train, val, ToyEvaluator)
+    resumed.fit()
     assert resumed.step == full.step
     assert same(weights(resumed), weights(full))
 
@@ -62,8 +64,8 @@ def test_accumulation_matches_a_larger_batch(tmp_path):
     b, (tb, vb) = build(tmp_path / "b", batch_size=4, max_epochs=1, optim="sgd", lr=0.02, accumulate_grad_batches=2)
     for t in (a, b):
         t.raw_model.net[1].p = 0.0
-    a.fit(ta, va, ToyEvaluator)
-    b.fit(tb, vb, ToyEvaluator)
+    a.fit()
+    b.fit()
     assert a.step == b.step == 4
     for k, v in weights(a).items():
         torch.testing.assert_close(v, weights(b)[k], rtol=1e-5, atol=1e-6)
@@ -82,12 +84,12 @@ def test_16_mixed_needs_cuda(tmp_path):
 
 def test_nonfinite_losses_stop_with_clear_error_and_keep_checkpoint(tmp_path):
     trainer, (train, val) = build(tmp_path, max_epochs=2, max_nonfinite_steps=3)
-    trainer.fit(train, val, ToyEvaluator)  # one good run leaves last.pt
+    trainer.fit()  # one good run leaves last.pt
     good = (tmp_path / "checkpoints" / "last.pt").read_bytes()
-    trainer.cfg.max_epochs = 4
+    trainer.plan = dataclasses.replace(trainer.plan, max_epochs=4)
     trainer.raw_model.net[0].weight.data.fill_(float("nan"))
     with pytest.raises(SegdetError, match="non-finite for 3 steps in a row"):
-        trainer.fit(train, val, ToyEvaluator)
+        trainer.fit()
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == good
 
 

@@ -8,11 +8,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from segdet.data.items import unpack
-from segdet.engine.data import make_loader
+from segdet.config import config_dir
+from segdet.engine.hooks import default_hooks
+from segdet.engine.loader import make_loader
 from segdet.engine.logging import RunLogger
 from segdet.engine.optim import build_optimizer, build_scheduler
-from segdet.engine.trainer import Trainer
-from segdet.paths import config_dir
+from segdet.engine.runtime import prepare
+from segdet.engine.trainer import StepPlan, Trainer
 from segdet.tasks.base import Evaluator
 
 W_TRUE = torch.tensor([1.5, -2.0, 0.5, 3.0])
@@ -56,7 +58,8 @@ class ToyEvaluator(Evaluator):
 
 def trainer_cfg(**over):
     cfg = OmegaConf.load(config_dir() / "trainer" / "default.yaml")
-    cfg.merge_with({"device": "cpu", "progress": False, "max_epochs": 3} | over)
+    cfg.merge_with({"device": "cpu", "progress": False, "max_epochs": 3, "monitor": "neg_mse",
+                    "monitor_mode": "max"} | over)
     return cfg
 
 
@@ -71,14 +74,17 @@ def build(run_dir: Path, seed: int = 0, batch_size: int = 4, lr: float = 0.05, o
     opt = build_optimizer(model.parameters(), ocfg)
     sched = build_scheduler(opt, OmegaConf.load(config_dir() / "sched" / "constant.yaml"), total_steps=24)
     logger = RunLogger(run_dir, tensorboard=False)
-    trainer = Trainer(tcfg, model, opt, sched, torch.device("cpu"), logger,
-                      {"task": "toy", "config": {}}, monitor="neg_mse")
-    loaders = [make_loader(data, batch_size, torch.utils.data.default_collate, train=t, seed=seed, num_workers=0)
-               for t in (True, False)]
-    return trainer, loaders
+    train, val = [make_loader(data, batch_size, torch.utils.data.default_collate, train=t, seed=seed,
+                              num_workers=0) for t in (True, False)]
+    runtime = prepare(model, tcfg, torch.device("cpu"), train=True)
+    hooks = default_hooks(tcfg, val_loader=val, make_evaluator=ToyEvaluator, samples=None)
+    trainer = Trainer(runtime, opt, sched, train, plan=StepPlan.from_cfg(tcfg, len(train)), logger=logger,
+                      ckpt_dir=Path(run_dir) / "checkpoints", meta={"task": "toy", "config": {}},
+                      gradient_clip_val=tcfg.gradient_clip_val, hooks=hooks)
+    return trainer, (train, val)
 
 
 def fit(run_dir: Path, **kw):
-    trainer, (train, val) = build(run_dir, **kw)
-    metrics = trainer.fit(train, val, ToyEvaluator)
+    trainer, _ = build(run_dir, **kw)
+    metrics = trainer.fit()
     return trainer, metrics

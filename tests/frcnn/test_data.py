@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from segdet.registry import SegdetError
+from segdet.errors import SegdetError
 from segdet.tasks.frcnn import TASK
 from segdet.tasks.frcnn.transforms import DetectionTransform, normalise_batch, pad_batch
 from tests.conftest import compose_cfg

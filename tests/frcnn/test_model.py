@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segdet.registry import SegdetError
+from segdet.errors import SegdetError
 from segdet.tasks.frcnn import TASK
 from segdet.tasks.frcnn.backbone import build_backbone
 from tests.conftest import compose_cfg
@@ -108,7 +108,7 @@ def test_vgg16_full_size_freezes_first_layers_and_weights_options(tmp_path, monk
 
 
 def test_channels_last_auto_is_the_detectors_choice_and_changes_no_result():
-    from segdet.engine.data import to_device
+    from segdet.engine.loader import to_device
     from segdet.engine.runtime import wants_channels_last
 
     task, model = make()

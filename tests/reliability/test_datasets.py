@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from segdet.data.io import BadSampleError, BadSamples, load_mask
-from segdet.registry import SegdetError
+from segdet.errors import SegdetError
 from tests.conftest import compose_cfg
 from tests.reliability import files
 from tests.reliability.cli import ok, segdet, user_error

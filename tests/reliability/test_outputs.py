@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from segdet.registry import SegdetError
+from segdet.errors import SegdetError
 from tests.reliability import files
 from tests.reliability.cli import ok, segdet, user_error
 

@@ -1,5 +1,5 @@
 """The embedding cache's data path: keys known without decoding, cached training samples that skip the image,
-and DataLoader workers that read entries themselves once the model has bound the cache."""
+and DataLoader workers that read entries themselves once the task has bound the cache to the model."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from segdet.engine.data import make_loader
+from segdet.engine.loader import make_loader
 from segdet.tasks.sam import TASK
 from segdet.tasks.sam.mask_memo import MaskMemo
 from segdet.tasks.sam.synthetic import scene, scene_mask
@@ -45,6 +45,7 @@ def folder(root, n=4):
 def fill(task, ds):
     """One pass of the model over ``ds`` (binds the cache, writes its entries); returns the model."""
     model = task.build_model().train()
+    task.bind(model=model, precision="32")
     with torch.no_grad():
         model(task.collate([ds[(i, 1)] for i in range(len(ds))]))
     return model
@@ -69,7 +70,8 @@ def test_a_cached_training_sample_skips_the_image_and_equals_the_full_load(tmp_p
         assert quick["size"] == full["size"] == tuple(full["image"].shape[1:])
         for k in ("labels", "boxes", "points"):
             assert torch.equal(quick[k], full[k]), k
-        assert quick["key"] == full["key"] and quick["cache_id"] == model._cache_fp
+        assert quick["key"] == full["key"] and ds.store is model.store
+        assert (model.store.root / model.store.fingerprint / quick["key"][:2] / f"{quick['key']}.emb").is_file()
         with torch.no_grad():
             assert torch.allclose(quick["embedding"].float(), model._encode([full["image"]])[0], atol=1e-5)
     # the next epoch decodes no mask either: the memo gives the same samples
@@ -120,12 +122,14 @@ def test_offline_copies_have_their_own_stable_keys(tmp_path):
     assert "0x" not in ds._copy_recipe and "HorizontalFlip" in ds._copy_recipe
 
 
-def test_workers_read_the_entries_once_the_model_has_bound_the_cache(tmp_path):
-    """Persistent workers start before the model binds the cache; from the second epoch on they read every
-    entry themselves, the batches carry no images and the encoder does not run."""
+def test_workers_read_the_entries_once_the_model_has_written_them(tmp_path):
+    """Persistent workers start with the store the task bound; the first epoch's misses are written by the
+    model, and from the second epoch on the workers read every entry themselves: the batches carry no images
+    and the encoder does not run."""
     task = cached_task(tmp_path, "augment=none", "data=synthetic", "data.num_images=6", "data.image_size=64")
     ds = task.build_datasets()["train"]
     model = task.build_model().train()
+    task.bind(model=model, precision="32")
     calls = []
     model.sam.vision_encoder.register_forward_hook(lambda *a: calls.append(1))
     loader = make_loader(ds, 3, task.collate, train=True, seed=0, num_workers=1)
@@ -139,7 +143,7 @@ def test_workers_read_the_entries_once_the_model_has_bound_the_cache(tmp_path):
             with torch.no_grad():
                 model(batch)
         assert len(calls) == (2 if epoch == 0 else 0)
-    assert model.cache.hits >= 6
+    assert model.cache_hits >= 6
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

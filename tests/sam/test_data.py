@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from segdet.registry import SegdetError
+from segdet.errors import SegdetError
 from segdet.tasks.sam import TASK
 from segdet.tasks.sam.prompts import PromptConfig, make_prompts
 from tests.conftest import compose_cfg

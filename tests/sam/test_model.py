@@ -6,7 +6,7 @@ import torch
 from monai.losses import DiceCELoss
 from transformers import SamModel
 
-from segdet.registry import SegdetError
+from segdet.errors import SegdetError
 from segdet.tasks.sam import TASK
 from segdet.tasks.sam.losses import LOSSES, build_loss
 from segdet.tasks.sam.preprocess import preprocess_images
@@ -141,40 +141,47 @@ def count_calls(module):
 
 def test_embedding_cache_hit_is_identical_and_skips_the_encoder(tmp_path):
     over = ["model.train_parts=[mask_decoder]", "model.cache_embeddings=true", f"model.cache_dir={tmp_path}"]
-    task, model, batch = setup(*over)
-    assert batch["keys"] and len(set(batch["keys"])) == 3
-    model.eval()
+    torch.manual_seed(0)
+    task = TASK(compose_cfg("train", ["task=sam", "model=sam_tiny", *SMALL, *over]))
+    ds = task.build_eval_dataset("all", None)
+    model = task.build_model().eval()
+    task.bind(model=model, precision="32")
+
+    def batch():  # the loader's view: entries are read by the dataset, in the worker
+        return task.collate([ds[i] for i in range(3)])
+
+    first_batch = batch()
+    assert first_batch["keys"] and len(set(first_batch["keys"])) == 3
     calls = count_calls(model.sam.vision_encoder)
     with torch.no_grad():
-        reference = model._encode(batch["images"])
+        reference = model._encode(first_batch["images"])
         assert len(calls) == 1
-        first = model.embeddings(batch)        # miss: encoder runs, entries written
-        assert len(calls) == 2 and model.cache.misses == 3
-        second = model.embeddings(batch)       # hit: no encoder
-        assert len(calls) == 2 and model.cache.hits == 3
-        out_a, out_b = model(batch), model(batch)
+        first = model.embeddings(first_batch)   # miss: encoder runs, entries written
+        assert len(calls) == 2 and model.cache_misses == 3
+        cached = batch()
+        assert isinstance(cached["embeddings"], torch.Tensor)
+        second = model.embeddings(cached)       # hit: no encoder
+        assert len(calls) == 2 and model.cache_hits == 3
+        out_a, out_b = model(cached), model(batch())
     assert len(calls) == 2
     assert torch.equal(first, reference) and torch.equal(second, reference)
     assert torch.equal(out_a["logits"], out_b["logits"])
     assert len(list(tmp_path.rglob("*.emb"))) == 3
 
-    # another run with other encoder weights gets its own entries; the same weights reuse them
-    # another model with other encoder weights gets its own entries; the same weights reuse them (the cache
-    # object is the task's, shared by its models, so its counters add up)
+    # another model with other encoder weights gets its own entries; the same weights reuse them
     torch.manual_seed(1)
-    other = task.build_model()
-    assert other.cache is model.cache
-    other.eval()
-    hits, misses = model.cache.hits, model.cache.misses
+    other = task.build_model().eval()
+    task.bind(model=other, precision="32")
     with torch.no_grad():
-        assert not torch.equal(other.embeddings(batch), reference)
-    assert (model.cache.hits, model.cache.misses) == (hits, misses + 3)
+        assert not torch.equal(other.embeddings(batch()), reference)
+    assert (other.cache_hits, other.cache_misses) == (0, 3)
     assert len(list(tmp_path.rglob("*.emb"))) == 6
     same = task.build_model()
     same.load_state_dict(model.state_dict())
+    task.bind(model=same, precision="32")
     same.train()  # training with a frozen encoder reads the cache too
-    same(batch)
-    assert (model.cache.hits, model.cache.misses) == (hits + 3, misses + 3)
+    same(batch())
+    assert (same.cache_hits, same.cache_misses) == (3, 0)
 
 
 def test_checkpoint_state_rebuilds_the_architecture_without_download(monkeypatch):

@@ -14,7 +14,7 @@ from PIL import Image
 from segdet.commands import evaluate as eval_cmd
 from segdet.commands import predict as predict_cmd
 from segdet.commands import train as train_cmd
-from segdet.engine.data import make_loader
+from segdet.engine.loader import make_loader
 from segdet.engine.trainer import evaluate
 from segdet.tasks.sam import TASK
 from tests.conftest import compose_cfg

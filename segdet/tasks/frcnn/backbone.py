@@ -21,7 +21,8 @@ from torchvision import models
 from torchvision.models import vgg as tv_vgg
 from torchvision.ops import FrozenBatchNorm2d
 
-from segdet.registry import Registry, SegdetError
+from segdet.errors import SegdetError
+from segdet.registry import Registry
 
 BACKBONES = Registry("frcnn backbone")
 

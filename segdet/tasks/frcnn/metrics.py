@@ -18,7 +18,7 @@ import numpy as np
 
 from segdet.tasks.base import Evaluator
 
-log = logging.getLogger("segdet")
+log = logging.getLogger(__name__)
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, rule: str = "voc07") -> float:
@@ -30,7 +30,7 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, rule: str = "voc07") -> fl
         return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0
                               for t in np.linspace(0, 1, 11)]))
     if rule != "voc_area":
-        from segdet.registry import SegdetError
+        from segdet.errors import SegdetError
         raise SegdetError(f"task.map_rule must be 'voc07' or 'voc_area', not '{rule}'")
     r = np.concatenate([[0.0], recall, [1.0]])
     p = np.concatenate([[0.0], precision, [0.0]])

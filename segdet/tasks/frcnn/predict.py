@@ -9,12 +9,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from segdet.data.io import BadSample, load_rgb, output_names
-from segdet.registry import SegdetError
+from segdet.errors import SegdetError
 
-from .data import collate
+from .datasets import collate
 from .figures import COLORS
 
-log = logging.getLogger("segdet")
+log = logging.getLogger(__name__)
 
 
 def draw(image, det: dict, classes: list[str]) -> Image.Image:
@@ -33,11 +33,12 @@ def draw(image, det: dict, classes: list[str]) -> Image.Image:
 
 
 @torch.no_grad()
-def predict(model, transform, classes: list[str], inputs: list[Path], out_dir: Path, device,
+def predict(runtime, *, transform, classes: list[str], inputs: list[Path], out_dir: Path,
             score_threshold: float | None = None, batch_size: int = 1) -> dict:
+    """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout."""
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    model.eval()
+    model = runtime.raw_model.eval()
     names = output_names(inputs)  # safe, distinct file names: a.jpg and a.png do not overwrite each other
     results, images, skipped = [], [], []
     for start in range(0, len(inputs), batch_size):
@@ -59,8 +60,10 @@ def predict(model, transform, classes: list[str], inputs: list[Path], out_dir: P
         if not samples:
             continue
         batch = collate(samples, getattr(transform, "size_divisible", 32))
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        for path, image, det in zip(chunk, pixels, model(batch)):
+        batch = runtime.to_device(batch)
+        with runtime.autocast():
+            detections = model(batch)
+        for path, image, det in zip(chunk, pixels, detections):
             det = {k: v.float().cpu() if k != "labels" else v.cpu() for k, v in det.items()}
             if score_threshold is not None:
                 keep = det["scores"] >= score_threshold

@@ -22,7 +22,7 @@ def roi_layer(op: str, size: int, stride: int) -> nn.Module:
         return RoIPool((size, size), 1.0 / stride)
     if op == "align":  # bilinear sampling without quantisation (Mask R-CNN); torchvision's sampling_ratio=2
         return RoIAlign((size, size), 1.0 / stride, sampling_ratio=2, aligned=False)
-    from segdet.registry import SegdetError
+    from segdet.errors import SegdetError
     raise SegdetError(f"model.roi_op must be 'pool' or 'align', not '{op}'")
 
 

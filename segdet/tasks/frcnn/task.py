@@ -10,23 +10,21 @@ from torch import nn
 
 from segdet.data.io import BadSamples
 from segdet.data.split import checkpoint_val_indices, split_indices
-from segdet.registry import SegdetError
+from segdet.errors import SegdetError
 from segdet.tasks.base import Task
 
 from . import figures
-from .data import DATASETS, DetectionDataset, collate
+from .datasets import DATASETS, DetectionDataset, collate
 from .detector import FasterRCNN
 from .metrics import DetectionEvaluator
 from .predict import predict as write_predictions
 from .transforms import DetectionTransform
 
-log = logging.getLogger("segdet")
+log = logging.getLogger(__name__)
 
 
 class FrcnnTask(Task):
     name = "frcnn"
-    monitor = "map50"
-    monitor_mode = "max"
 
     def __init__(self, cfg: DictConfig):
         super().__init__(cfg)
@@ -105,10 +103,10 @@ class FrcnnTask(Task):
     def make_evaluator(self) -> DetectionEvaluator:
         return DetectionEvaluator(self.classes, str(self.cfg.task.get("map_rule", "voc07")))
 
-    def log_samples(self, model, batch, outputs, tb, plots_dir: Path, step: int) -> None:
+    def log_samples(self, *, model, batch, outputs, tb, plots_dir: Path, step: int) -> None:
         figures.predictions_vs_truth(batch, outputs, self.classes, Path(plots_dir) / "predictions.png", tb, step)
 
-    def dataset_figures(self, dataset, tb, plots_dir: Path) -> None:
+    def dataset_figures(self, *, dataset, tb, plots_dir: Path) -> None:
         if len(dataset) == 0:
             return
         n = min(8, len(dataset))
@@ -116,8 +114,8 @@ class FrcnnTask(Task):
         samples = [dataset[(i, 1234 + i)] for i in picks]
         figures.ground_truth_grid(samples, self.classes, Path(plots_dir) / "ground_truth.png", tb)
 
-    def predict(self, model: nn.Module, inputs: list[Path], out_dir: Path, device: torch.device) -> dict:
+    def predict(self, *, runtime, inputs: list[Path], out_dir: Path) -> dict:
         threshold = self.cfg.get("score_threshold")
-        return write_predictions(model, self.transform(False), self.classes, inputs, out_dir, device,
-                                 None if threshold is None else float(threshold),
-                                 int(self.cfg.data.get("batch_size", 1) or 1))
+        return write_predictions(runtime, transform=self.transform(False), classes=self.classes, inputs=inputs,
+                                 out_dir=out_dir, score_threshold=None if threshold is None else float(threshold),
+                                 batch_size=int(self.cfg.data.get("batch_size", 1) or 1))

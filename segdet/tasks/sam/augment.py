@@ -14,7 +14,7 @@ from __future__ import annotations
 import albumentations as A
 import numpy as np
 
-from segdet.registry import SegdetError
+from segdet.errors import SegdetError
 
 AUGMENTS = ("albumentations", "none")
 

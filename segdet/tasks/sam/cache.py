@@ -2,8 +2,10 @@
 
 An entry is keyed by the encoder (a hash of its weights), the preprocessing (input size, normalisation,
 precision) and the image (made by the dataset: a hash of the image file's bytes, or of a generated scene's
-recipe, and of the offline copy made from it). The folder is shared by epochs, runs and sweep jobs; files are
-written atomically, so jobs racing on one entry are safe.
+recipe, and of the offline copy made from it). The folder is shared by epochs, runs and sweep jobs.
+
+The data flows one way: the dataset reads an entry into the sample, the model uses the embeddings the batch
+carries and encodes only the misses, and writes those to the store.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ def default_cache_dir() -> Path:
 
 
 FINGERPRINT_CHARS = 24  # hex digits of a 12-byte blake2b
-# An entry is a header (magic, dtype, shape) and the raw tensor bytes: read 10x faster than torch.load for a small
-# embedding (0.012 against 0.12 ms) and 2.5x for ViT-B's (256x64x64), and it holds no pickle at all.
+# An entry is a header (magic, dtype, shape) and the raw tensor bytes: far faster to read than torch.load, and it
+# holds no pickle at all.
 MAGIC = b"segdet-embedding-1\n"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -61,53 +63,29 @@ def encoder_fingerprint(encoder: nn.Module, preprocessing: str) -> str:
     return h.hexdigest()
 
 
-class EmbeddingCache:
-    """One object shared by the model and the datasets. The model binds it (``use``, at its first forward, once the
-    weights are final); DataLoader workers then look entries up themselves, so a cached epoch reads its embeddings
-    in the workers, in parallel and ahead of the step, instead of one by one inside it. The binding lives in shared
-    memory, so workers started before it (persistent ones too) see it as soon as it is made."""
+class EmbeddingStore:
+    """The entries of one encoder + preprocessing (its ``fingerprint``: ``encoder_fingerprint``) under
+    ``root/<fingerprint>/``. The task makes it once the model's weights and precision are final and hands it to
+    both sides: the datasets ``read`` entries (in the DataLoader workers, ahead of the step), the model ``write``s
+    the embeddings it had to compute. Nothing flows back: the fingerprint is fixed for the store's life."""
 
-    def __init__(self, root: Path | str | None, dtype: torch.dtype = torch.float32):
+    def __init__(self, root: Path | str | None, fingerprint: str, dtype: torch.dtype = torch.float32):
         self.root = Path(root).expanduser() if root else default_cache_dir()
-        self.dtype = dtype
-        self._id = torch.zeros(FINGERPRINT_CHARS, dtype=torch.uint8).share_memory_()
-        self.hits = self.misses = 0
-
-    @property
-    def fingerprint(self) -> str | None:
-        """The bound encoder + preprocessing (None before ``use``)."""
-        raw = bytes(self._id.tolist())
-        return raw.decode("ascii") if raw[-1] else None
-
-    def use(self, fingerprint: str) -> None:
-        """Point at the entries of one encoder + preprocessing (``encoder_fingerprint``), for the model and the
-        workers alike."""
+        self.fingerprint, self.dtype = fingerprint, dtype
         (self.root / fingerprint).mkdir(parents=True, exist_ok=True)
-        self._id.copy_(torch.frombuffer(bytearray(fingerprint.encode("ascii")), dtype=torch.uint8))
 
-    def _path(self, key: str, fp: str | None = None) -> Path:
-        return self.root / (fp or self.fingerprint) / key[:2] / f"{key}.emb"
+    def _path(self, key: str) -> Path:
+        return self.root / self.fingerprint / key[:2] / f"{key}.emb"
 
-    def read(self, key: str) -> tuple[torch.Tensor, str] | None:
-        """A worker's look-up: (the stored CPU tensor, the binding it belongs to), or None (unbound, absent,
-        unreadable). The binding travels with it because the model may only use entries of its own."""
-        fp = self.fingerprint
-        if fp is None:
-            return None
+    def read(self, key: str) -> torch.Tensor | None:
+        """The stored CPU tensor, or None (absent, torn or foreign: the model recomputes and overwrites it)."""
         try:
-            return read_entry(self._path(key, fp)), fp
-        except (OSError, ValueError, RuntimeError):  # absent, torn or foreign: the model recomputes, overwrites it
+            return read_entry(self._path(key))
+        except (OSError, ValueError, RuntimeError):
             return None
 
-    def load(self, key: str, device: torch.device) -> torch.Tensor | None:
-        found = self.read(key)
-        if found is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        return found[0].to(device).float()
-
-    def save(self, key: str, embedding: torch.Tensor) -> None:
+    def write(self, key: str, embedding: torch.Tensor) -> None:
+        """Atomically: runs and sweep jobs racing on one entry are safe."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

@@ -17,8 +17,8 @@ from torch import nn
 from transformers import SamConfig, SamModel
 
 from segdet.data.pixels import IMAGENET_MEAN, IMAGENET_STD, imagenet_stats_255
-from segdet.registry import SegdetError
-from segdet.tasks.sam.cache import EmbeddingCache, encoder_fingerprint
+from segdet.errors import SegdetError
+from segdet.tasks.sam.cache import EmbeddingStore, encoder_fingerprint
 from segdet.tasks.sam.losses import SamLoss, per_item_loss
 from segdet.tasks.sam.preprocess import (coord_scale, masks_to_input, preprocess_images, resized_shape, scale_boxes,
                                          scale_points)
@@ -90,8 +90,8 @@ class SamSegmenter(nn.Module):
     find_unused_parameters = True
 
     def __init__(self, sam: SamModel, loss: SamLoss, *, train_parts=("mask_decoder",), multimask_output=False,
-                 multimask_select="iou", loss_resolution="low", cache: EmbeddingCache | None = None,
-                 compile_encoder: bool = False, compile_decoder: bool = False):
+                 multimask_select="iou", loss_resolution="low", compile_encoder: bool = False,
+                 compile_decoder: bool = False):
         super().__init__()
         self.sam = sam
         self.size = int(sam.config.vision_config.image_size)
@@ -126,8 +126,8 @@ class SamSegmenter(nn.Module):
             raise SegdetError(f"loss.resolution must be 'low' or 'full', not '{loss_resolution}'")
         self.multimask, self.select, self.resolution = bool(multimask_output), multimask_select, loss_resolution
         self.loss = loss
-        self.cache = cache
-        self._cache_fp: str | None = None
+        self.store: EmbeddingStore | None = None  # where computed embeddings are written (SamTask.bind)
+        self.cache_hits = self.cache_misses = 0
         self.compile_encoder, self.compile_decoder = bool(compile_encoder), bool(compile_decoder)
 
     @property
@@ -165,42 +165,37 @@ class SamSegmenter(nn.Module):
             setattr(self, f"compile_{part}", False)
             return fn(*args, **kwargs)
 
+    def cache_fingerprint(self, precision: str) -> str:
+        """What names this encoder's embeddings in the cache: its weights and the preprocessing, precision
+        included (bf16 embeddings are not fp32 ones)."""
+        amp = {"32": False, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}[precision]
+        return encoder_fingerprint(
+            self.sam.vision_encoder,
+            f"size={self.size} mean={IMAGENET_MEAN} std={IMAGENET_STD} amp={amp} keys=file-or-recipe")
+
     def embeddings(self, batch: dict) -> torch.Tensor:
+        """The batch's image embeddings: those the loader read from the cache, the rest encoded (and written to
+        the store, when there is one)."""
         images = batch["images"]
-        if self.cache is None or self.encoder_trained or batch.get("keys") is None:
+        read = batch.get("embeddings")
+        if self.encoder_trained or batch.get("keys") is None or read is None:
             return self._encode(images)
         device = batch["boxes"].device
-        if self._cache_fp is None:  # after the weights are loaded, so the key names the encoder used
-            amp = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type)
-            self._cache_fp = encoder_fingerprint(
-                self.sam.vision_encoder,
-                f"size={self.size} mean={IMAGENET_MEAN} std={IMAGENET_STD} amp={amp} keys=file-or-recipe")
-        mine = self._cache_fp
-        if self.cache.fingerprint != mine:  # the cache object is the task's, shared by every model it builds
-            self.cache.use(mine)
-        n = len(batch["keys"])
-        read = batch.get("embeddings")
-        ids = batch.get("cache_ids") or [None] * n
-        if isinstance(read, torch.Tensor) and ids[0] == mine:  # the whole batch, stacked by the worker
-            self.cache.hits += n
+        if isinstance(read, torch.Tensor):  # every sample was cached: one tensor, stacked by the worker
+            self.cache_hits += len(read)
             return read.to(device, non_blocking=True).float()
-        read = read if read is not None else [None] * n
-        found = []
-        for i, key in enumerate(batch["keys"]):
-            if read[i] is not None and ids[i] == mine:  # read by a DataLoader worker
-                self.cache.hits += 1
-                found.append(read[i].to(device, non_blocking=True).float())
-            else:
-                found.append(self.cache.load(key, device))
+        found = [None if e is None else e.to(device, non_blocking=True).float() for e in read]
         missing = [i for i, e in enumerate(found) if e is None]
+        self.cache_hits += len(found) - len(missing)
+        self.cache_misses += len(missing)
         if missing:
             if any(images[i] is None for i in missing):
-                raise SegdetError("a cached training sample came without its image, but its embedding belongs to "
-                                  "another model's cache binding: one data loader is feeding two SAM models")
+                raise SegdetError("a training sample came without its image and without its cached embedding")
             fresh = self._encode([images[i] for i in missing])
             for j, i in enumerate(missing):
                 found[i] = fresh[j].float()
-                self.cache.save(batch["keys"][i], fresh[j])
+                if self.store is not None:
+                    self.store.write(batch["keys"][i], fresh[j])
         return torch.stack(found)
 
     # --- forward -----------------------------------------------------------------------------------------

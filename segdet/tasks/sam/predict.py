@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 from segdet.data.io import BadSample, list_images, load_mask, load_rgb, output_names
-from segdet.registry import SegdetError
-from segdet.tasks.sam.data import collate, pack_sample
+from segdet.errors import SegdetError
+from segdet.tasks.sam.datasets import collate, pack_sample
 from segdet.tasks.sam.figures import overlay
 from segdet.tasks.sam.metrics import full_res_masks
 from segdet.tasks.sam.prompts import PromptConfig, make_prompts, parse_prompt_entry, user_prompts
@@ -67,14 +67,9 @@ def match_prompts(table: dict, inputs: list[Path], source) -> dict[Path, str]:
     return keys
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device) if isinstance(v, torch.Tensor) else
-                [x.to(device) if isinstance(x, torch.Tensor) else x for x in v] if isinstance(v, list) else v)
-            for k, v in batch.items()}
-
-
 @torch.no_grad()
-def predict(model, cfg, inputs: list[Path], out_dir: Path, device: torch.device) -> dict:
+def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
+    """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout."""
     prompt_cfg = PromptConfig.from_cfg(cfg.get("prompt"))
     table = load_prompt_file(cfg.prompts) if cfg.get("prompts") else {}
     keys = match_prompts(table, inputs, cfg.get("prompts"))
@@ -93,7 +88,7 @@ def predict(model, cfg, inputs: list[Path], out_dir: Path, device: torch.device)
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
 
-    model.eval()
+    model = runtime.raw_model.eval()
     used = {"json": 0, "mask": 0, "whole_image": 0}
     done, failed = 0, []
     for path in inputs:
@@ -125,9 +120,9 @@ def predict(model, cfg, inputs: list[Path], out_dir: Path, device: torch.device)
             p, source = user_prompts({}, path.name, w, h), "whole_image"
         used[source] += 1
         name = names[path]
-        batch = _to_device(collate([pack_sample(image, p, name, box_prompt=prompt_cfg.mode != "points")]),
-                           device)
-        outputs = model(batch)
+        batch = runtime.to_device(collate([pack_sample(image, p, name, box_prompt=prompt_cfg.mode != "points")]))
+        with runtime.autocast():
+            outputs = model(batch)
         logits = full_res_masks(outputs, batch)[0]
         prob = torch.sigmoid(logits).cpu().numpy() if logits is not None else np.zeros((h, w), np.float32)
         pred = prob > 0.5

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from segdet.registry import SegdetError
+from segdet.errors import SegdetError
 
 MODES = ("box", "points", "box+points")
 EMPTY_POLICIES = ("whole_image", "skip")

@@ -6,12 +6,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from segdet.registry import Registry, SegdetError
+from segdet.errors import SegdetError
+from segdet.registry import Registry
 from segdet.tasks.base import Task
 from segdet.tasks.sam import figures
 from segdet.tasks.sam.augment import build_augment
-from segdet.tasks.sam.cache import DTYPES, EmbeddingCache
-from segdet.tasks.sam.data import SamDataset, build_eval_split, build_splits, collate
+from segdet.tasks.sam.cache import DTYPES, EmbeddingStore
+from segdet.tasks.sam.datasets import SamDataset, build_eval_split, build_splits, collate
 from segdet.tasks.sam.losses import build_loss
 from segdet.tasks.sam.metrics import SamEvaluator
 from segdet.tasks.sam.model import SamSegmenter, build_sam
@@ -21,17 +22,16 @@ from segdet.tasks.sam.prompts import PromptConfig
 MODELS = Registry("sam model")
 MODELS.register("sam")(SamSegmenter)
 
+
 class SamTask(Task):
     name = "sam"
-    monitor = "dice"
-    monitor_mode = "max"
 
     def __init__(self, cfg: DictConfig):
         super().__init__(cfg)
         self.prompt = PromptConfig.from_cfg(cfg.get("prompt"))
         self._sam_config: str | None = None  # SamConfig JSON, kept in the checkpoint
         self._data_seed: int | None = None   # the seed the training data was made with (synthetic scenes)
-        self._embedding_cache: EmbeddingCache | None = None
+        self._datasets: list[SamDataset] = []  # what bind() connects to the embedding cache
 
     # --- data -----------------------------------------------------------------------------------------------
     @property
@@ -57,24 +57,22 @@ class SamTask(Task):
                               f"augment={self.cfg.augment.get('name')} changes it every epoch: use augment=none, "
                               "the offline copies (augment=sam_offline), or model.cache_embeddings=false")
 
-    def _cache(self) -> EmbeddingCache | None:
-        """One cache object for the task's datasets and models: the model binds it, the workers read through it."""
-        if not self._cache_on():
-            return None
-        if self._embedding_cache is None:
-            m = self.cfg.model
-            dtype = DTYPES.get(str(m.get("cache_dtype", "float32")))
-            if dtype is None:
-                raise SegdetError(f"model.cache_dtype must be one of {', '.join(DTYPES)}")
-            self._embedding_cache = EmbeddingCache(m.get("cache_dir"), dtype)
-        return self._embedding_cache
+    def _cache_dtype(self) -> torch.dtype:
+        dtype = DTYPES.get(str(self.cfg.model.get("cache_dtype", "float32")))
+        if dtype is None:
+            raise SegdetError(f"model.cache_dtype must be one of {', '.join(DTYPES)}")
+        return dtype
 
     def _maker(self, transform, copies: int, seed: int):
-        keys, cache = self._cache_on(), self._cache()
+        keys = self._cache_on()
+        if keys:
+            self._cache_dtype()  # a bad dtype fails before any work
 
         def make(source, indices, train: bool, bad):
-            return SamDataset(source, list(indices), self.prompt, transform=transform if train else None,
-                              train=train, offline_copies=copies, seed=seed, with_keys=keys, cache=cache, bad=bad)
+            ds = SamDataset(source, list(indices), self.prompt, transform=transform if train else None,
+                            train=train, offline_copies=copies, seed=seed, with_keys=keys, bad=bad)
+            self._datasets.append(ds)
+            return ds
         return make
 
     def build_datasets(self) -> dict:
@@ -103,9 +101,20 @@ class SamTask(Task):
                             train_parts=list(m.get("train_parts", ["mask_decoder"])),
                             multimask_output=bool(m.get("multimask_output", False)),
                             multimask_select=str(m.get("multimask_select", "iou")),
-                            loss_resolution=str(loss_cfg.get("resolution", "low")), cache=self._cache(),
+                            loss_resolution=str(loss_cfg.get("resolution", "low")),
                             compile_encoder=bool(m.get("compile_encoder", False)),
                             compile_decoder=bool(m.get("compile_decoder", False)))
+
+    def bind(self, *, model: SamSegmenter, precision: str) -> None:
+        """With model.cache_embeddings: one store for this encoder's embeddings, read by the datasets (in the
+        loader's workers) and written by the model for what it had to encode."""
+        if not self._cache_on() or model.encoder_trained:
+            return
+        store = EmbeddingStore(self.cfg.model.get("cache_dir"), model.cache_fingerprint(precision),
+                               self._cache_dtype())
+        model.store = store
+        for ds in self._datasets:
+            ds.store = store
 
     def state(self) -> dict:
         state = {"sam_config": self._sam_config, "data_seed": self._data_seed}
@@ -119,11 +128,11 @@ class SamTask(Task):
     def make_evaluator(self) -> SamEvaluator:
         return SamEvaluator(skip_empty=self.prompt.empty_masks == "skip")
 
-    def log_samples(self, model, batch, outputs, tb, plots_dir: Path, step: int) -> None:
+    def log_samples(self, *, model, batch, outputs, tb, plots_dir: Path, step: int) -> None:
         figures.log_samples(batch, outputs, tb, plots_dir, step)
 
-    def dataset_figures(self, dataset, tb, plots_dir: Path) -> None:
+    def dataset_figures(self, *, dataset, tb, plots_dir: Path) -> None:
         figures.dataset_figures(dataset, tb, plots_dir)
 
-    def predict(self, model, inputs: list[Path], out_dir: Path, device: torch.device) -> dict:
-        return predict(model, self.cfg, inputs, out_dir, device)
+    def predict(self, *, runtime, inputs: list[Path], out_dir: Path) -> dict:
+        return predict(runtime, self.cfg, inputs, out_dir)

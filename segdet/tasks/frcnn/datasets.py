@@ -22,12 +22,13 @@ from torch.utils.data import Dataset
 
 from segdet.data.io import BadSample, BadSampleError, BadSamples, image_size, list_images, load_rgb
 from segdet.data.items import unpack
-from segdet.registry import Registry, SegdetError
+from segdet.errors import SegdetError
+from segdet.registry import Registry
 
 from .synthetic import SHAPES, render_synthetic, synthetic_layout
 from .transforms import DetectionTransform
 
-log = logging.getLogger("segdet")
+log = logging.getLogger(__name__)
 DATASETS = Registry("frcnn dataset")
 
 

@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 from segdet.data.io import BadSample, BadSampleError, BadSamples, image_size, list_images, load_mask, load_rgb
 from segdet.data.items import unpack
 from segdet.data.split import checkpoint_val_indices, split_indices
-from segdet.registry import Registry, SegdetError
+from segdet.errors import SegdetError
+from segdet.registry import Registry
 from segdet.tasks.sam.augment import apply_augment
 from segdet.tasks.sam.mask_memo import MaskMemo
 from segdet.tasks.sam.prompts import PAD_LABEL, PromptConfig, make_prompts
@@ -164,18 +165,18 @@ class SamDataset(Dataset):
     only): the report's offline variant -- each image appears as itself plus N augmented copies whose
     augmentation is fixed by (seed, image, copy) rather than drawn per epoch, so the encoder sees the same
     N+1 images every epoch (which is what lets ``model.cache_embeddings`` work with augmentation).
-    ``with_keys``: add the embedding-cache key of the image the encoder sees (see ``key``). With ``cache`` (the
-    model's ``EmbeddingCache``, once bound) the dataset also reads the entry, in the DataLoader worker; a training
-    sample whose entry exists then comes without its image (``get(item, image=True)`` always loads it).
+    ``with_keys``: add the embedding-cache key of the image the encoder sees (see ``key``). Once the task has
+    given it a ``store`` (an ``EmbeddingStore`` of the model's encoder) the dataset also reads the entry, in the
+    DataLoader worker; a training sample whose entry exists then comes without its image (``get(item,
+    image=True)`` always loads it).
     """
 
     def __init__(self, source, indices: list[int], prompt: PromptConfig, *, transform=None, train: bool = False,
-                 offline_copies: int = 0, seed: int = 0, with_keys: bool = False, cache=None,
-                 bad: BadSamples | None = None):
+                 offline_copies: int = 0, seed: int = 0, with_keys: bool = False, bad: BadSamples | None = None):
         self.source, self.indices, self.prompt = source, list(indices), prompt
         self.transform, self.train, self.seed, self.with_keys = transform, train, int(seed), with_keys
         self.copies = int(offline_copies) if (train and transform is not None) else 0
-        self.cache = cache if with_keys else None
+        self.store = None  # an EmbeddingStore, set by the task once the model is final (SamTask.bind)
         self.bad = bad if bad is not None else BadSamples("skip")
         self.ids = [source.ids[i] for i in self.indices]
         self.masks = MaskMemo()  # for cached training samples (see _cached)
@@ -207,14 +208,14 @@ class SamDataset(Dataset):
         raise BadSampleError(f"{last}no readable samples left in this dataset ({len(self.bad.items)} unreadable)")
 
     def _cached(self, pos: int) -> tuple | None:
-        """A cached training sample: (i, mask, key, entry), decoding no image (nor, once memoised, its mask);
+        """A cached training sample: (i, mask, key, embedding), decoding no image (nor, once memoised, its mask);
         None when the full load is needed (not cached, an augmented image, or a file the full load will report)."""
-        if not (self.train and self.cache is not None and (self.transform is None or self.copies)):
+        if not (self.train and self.store is not None and (self.transform is None or self.copies)):
             return None
         i = self.indices[pos]
         try:
             key = self.key(i, 0)
-            entry = self.cache.read(key)
+            entry = self.store.read(key)
             if entry is None:
                 return None
             mask = self.masks.get(i, (key, self.source.mask_stamp(i)), lambda: self.source.load_mask(i))
@@ -245,11 +246,11 @@ class SamDataset(Dataset):
                 picture, mask = apply_augment(self.transform, picture, mask, rng)
             hw = picture.shape[:2]
             key = self.key(i, copy) if self.with_keys else None
-            entry = self.cache.read(key) if self.cache is not None else None
+            entry = self.store.read(key) if (self.store is not None and key is not None) else None
         point_rng = rng if rng is not None else np.random.default_rng([self.seed, i, copy])
         p = make_prompts(mask, self.prompt, rng, point_rng)
         return pack_sample(picture, p, self.source.ids[i] + (f"#aug{copy}" if copy else ""),
-                           box_prompt=self.prompt.mode != "points", size=hw, key=key, entry=entry)
+                           box_prompt=self.prompt.mode != "points", size=hw, key=key, embedding=entry)
 
 
 def _albumentations_version() -> str:
@@ -259,8 +260,8 @@ def _albumentations_version() -> str:
 
 
 def pack_sample(image: np.ndarray | None, p: dict, sample_id: str, *, box_prompt: bool,
-                size: tuple[int, int] | None = None, key: str | None = None, entry=None) -> dict:
-    """``image`` may be None when ``entry`` (cached embedding, binding) stands in for it; ``size`` is then the
+                size: tuple[int, int] | None = None, key: str | None = None, embedding=None) -> dict:
+    """``image`` may be None when ``embedding`` (read from the cache) stands in for it; ``size`` is then the
     image's (H, W)."""
     return {
         "image": None if image is None else torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
@@ -274,8 +275,7 @@ def pack_sample(image: np.ndarray | None, p: dict, sample_id: str, *, box_prompt
         "empty": bool(p.get("empty", False)),
         "id": sample_id,
         "key": key,
-        "embedding": None if entry is None else entry[0],
-        "cache_id": None if entry is None else entry[1],
+        "embedding": embedding,
     }
 
 
@@ -304,16 +304,14 @@ def collate(samples: list[dict]) -> dict:
         "box_prompt": all(s["box_prompt"] for s in samples),
         "ids": [s["id"] for s in samples],
         "keys": [s["key"] for s in samples] if all(s["key"] for s in samples) else None,
-        # cached embeddings read by the workers, with the binding each belongs to: one tensor (stacked here, in
-        # the worker, and moved to the device in one copy) when every sample has one of the same binding
-        "embeddings": _stack_entries(samples),
-        "cache_ids": [s.get("cache_id") for s in samples],
+        # cached embeddings read by the workers: one tensor (stacked here, in the worker, and moved to the device
+        # in one copy) when every sample has one, else a list with None for the misses
+        "embeddings": _stack_embeddings([s.get("embedding") for s in samples]),
     }
 
 
-def _stack_entries(samples: list[dict]):
-    entries = [s.get("embedding") for s in samples]
-    if all(e is not None for e in entries) and len({s.get("cache_id") for s in samples}) == 1:
+def _stack_embeddings(entries: list):
+    if all(e is not None for e in entries):
         return torch.stack(entries)
     return entries
 

@@ -1,0 +1,24 @@
+"""What ends a run on purpose. The CLI prints each on one line (``segdet: error: ...``), never a traceback."""
+from __future__ import annotations
+
+import signal
+
+
+class SegdetError(Exception):
+    """A problem the user can fix (bad option, bad file). The CLI prints it and exits with ``exit_code``."""
+
+    exit_code = 2
+
+
+class TrainingFailed(SegdetError):
+    """Training could not go on (non-finite losses, out of memory); the last good checkpoint is kept."""
+
+    exit_code = 1
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived during training; last.pt was saved at ``path`` (None: nothing to save)."""
+
+    def __init__(self, signum: int, path=None):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.path = signum, path
