@@ -1,6 +1,6 @@
 """segdet against the tools users would pick instead, measured side by side on one machine (``make bench``).
 
-Rows (see the README and CONTRACT.md, "Benchmark output"):
+Rows (docs/benchmarks.md has the latest figures and what each comparison is):
   sam_train     segdet's SAM training vs the transformers tutorial loop            images/s   segdet / other
   sam_cache     segdet's SAM epoch time without vs with model.cache_embeddings      s/epoch    off / on
   frcnn_train   segdet's Faster R-CNN vs torchvision's identical FasterRCNN         images/s   segdet / other
@@ -42,7 +42,7 @@ ROWS = ("sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory")
 OTHER = {"sam_train": "transformers tutorial loop", "sam_cache": "cache off",
          "frcnn_train": "torchvision FasterRCNN", "frcnn_infer": "torchvision FasterRCNN",
          "frcnn_memory": "torchvision FasterRCNN"}
-# The issue's targets (ratio, higher is better for segdet); the GPU ones also name absolute figures.
+# The targets (ratio, higher is better for segdet); the GPU ones also name absolute figures.
 TARGETS = {"cpu": {"sam_train": 2.0, "sam_cache": 5.0, "frcnn_train": 1.3, "frcnn_infer": 1.0, "frcnn_memory": 1.0},
            "cuda": {"sam_train": 30.0}}
 ABSOLUTE_TARGETS = {"cuda": {"sam_train": 150.0, "frcnn_train": 50.0, "frcnn_infer": 120.0}}
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             try:
                 row = measure[name](s)
-            except Exception:  # one broken row should not lose the others (e.g. on a lent GPU)
+            except Exception:  # one broken row should not lose the others (e.g. on a GPU machine)
                 traceback.print_exc()
                 failed.append(name)
                 continue

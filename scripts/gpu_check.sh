@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared check for a lent GPU machine (an H100; under 9 minutes in all):
+# One prepared check for a GPU machine (an H100; under 9 minutes in all):
 #   1. installs what that machine lacks from the wheels in .whl/ (passed along by the caller), no network;
 #   2. prints the card;
 #   3. smoke-trains both tasks on CUDA in bf16-mixed, and frcnn once in 16-mixed (GradScaler path);
@@ -7,7 +7,8 @@
 #      bench_sam.json;
 #   5. profiles the VGG16 detector's inference step (data pipeline alone, model alone, top kernels and host ops),
 #      the GPU target it misses (120 images/s);
-#   6. with what is left (up to 2 more minutes), times SAM's encoder with the folded attention experiment.
+#   6. with what is left (up to 2 more minutes), times SAM's encoder with the folded attention experiment
+#      (experiments/ab_vision_attention.py).
 # Everything goes under $OUT (default outputs/gpu_check) and is tee'd to $OUT/gpu_check.log. Each stage has its
 # own time limit and the benchmark gets what is left of 7 minutes (it writes its JSON after every row, so a cut
 # keeps the rows done); a failed stage is reported and the next one still runs; exit status 1 if any failed.
@@ -77,7 +78,7 @@ stage bench_sam "$LEFT" python3 scripts/bench.py --device cuda --repeats 2 --onl
 # The lever the H100 profile points at (54 % of a step builds the dense relative-position bias): the bias folded
 # into query and key, against transformers' attention, on the frozen ViT-B encoder (eager and compiled).
 LEFT=$((BUDGET + 120 - (SECONDS - START)))
-stage ab_attention "$LEFT" python3 scripts/ab_vision_attention.py --device cuda
+stage ab_attention "$LEFT" python3 experiments/ab_vision_attention.py --device cuda
 
 echo "=== done in $((SECONDS - START))s; failed: ${FAILED[*]:-none}" | tee -a "$LOG"
 [ ${#FAILED[@]} -eq 0 ]

@@ -1,5 +1,6 @@
-"""scripts/bench.py: the JSON of the contract ("Benchmark output"), from a quick run of every row; and the CUDA
-settings compose into valid configs (the GPU run itself only happens on a lent GPU machine)."""
+"""scripts/bench.py: the JSON it writes (every row, ratios oriented so that higher is better for segdet), from a
+quick run; its CUDA settings compose into valid configs (the CUDA run itself is not part of the suite); and what
+scripts/gpu_check.sh runs besides (scripts/profile_step.py, the experiments/ attention A/B) still works on the CPU."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
+EXPERIMENTS = ROOT / "experiments"
 ROWS = ["sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory"]
 # rows whose figures are costs (seconds, MiB): the ratio is other / segdet so that higher is better for segdet
 COSTS = {"sam_cache", "frcnn_memory"}
@@ -116,9 +118,9 @@ def test_tutorial_prompt_is_the_jittered_mask_box(bench_modules):
 
 
 def test_the_folded_attention_experiment_equals_transformers(monkeypatch):
-    """scripts/fold_rel_pos.py (timed on a GPU by scripts/ab_vision_attention.py) must compute what transformers'
-    SAM vision attention computes, relative-position bias included, or its timings mean nothing."""
-    monkeypatch.syspath_prepend(str(SCRIPTS))
+    """experiments/fold_rel_pos.py (timed on a GPU by experiments/ab_vision_attention.py) must compute what
+    transformers' SAM vision attention computes, relative-position bias included, or its timings mean nothing."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
     from ab_vision_attention import random_encoder
     from fold_rel_pos import fold_rel_pos
 

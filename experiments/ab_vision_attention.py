@@ -1,8 +1,8 @@
 """A/B of SAM's frozen vision encoder forward: transformers' attention (dense relative-position bias as an SDPA
 mask) against the bias folded into query and key (fold_rel_pos.py), eager and torch.compile'd.
 
-    python scripts/ab_vision_attention.py --device cuda          # ViT-B geometry at 1024, bf16, batch 16
-    python scripts/ab_vision_attention.py --device cpu --tiny    # sam_tiny, fp32: a dry run
+    python experiments/ab_vision_attention.py --device cuda          # ViT-B geometry at 1024, bf16, batch 16
+    python experiments/ab_vision_attention.py --device cpu --tiny    # sam_tiny, fp32: a dry run
 
 Prints images/s per variant and the largest difference from transformers' output.
 """

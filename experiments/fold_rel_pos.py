@@ -1,6 +1,6 @@
-"""An experiment for the GPU (scripts/ab_vision_attention.py): SAM's vision attention with its relative-position
-bias folded into the query and key. Not part of segdet until a GPU measurement shows it wins; on the CPU it is
-7-10 % slower eager and slower still compiled (sam_tiny's small heads), while exact to 2e-6.
+"""An experiment for the GPU (timed by experiments/ab_vision_attention.py): SAM's vision attention with its
+relative-position bias folded into the query and key. Not part of segdet until a GPU measurement shows it wins; on
+the CPU it is 7-10 % slower eager and slower still compiled (sam_tiny's small heads), while exact to 2e-6.
 
 transformers adds SAM's decomposed relative-position bias as a dense (batch, heads, tokens, tokens) mask: 6.4 GB
 in bf16 for one global-attention layer of a batch of 16 at 1024 px, written and read again by the attention
