@@ -37,10 +37,10 @@ def random_encoder(tiny: bool) -> torch.nn.Module:
     if tiny:
         from omegaconf import OmegaConf
 
-        from segdet.config import config_dir
+        from segdet.config import task_config_dir
         from segdet.tasks.sam.model import tiny_config
 
-        config = tiny_config(OmegaConf.load(config_dir() / "model" / "sam_tiny.yaml").config)
+        config = tiny_config(OmegaConf.load(task_config_dir("sam") / "model" / "sam_tiny.yaml").config)
     else:
         config = SamConfig()  # ViT-B geometry
     torch.manual_seed(0)

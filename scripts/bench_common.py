@@ -45,13 +45,9 @@ class Row:
 
 def compose(overrides: list[str]):
     """The config ``segdet train <overrides>`` runs with (no Hydra run dir)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from segdet.config import compose as segdet_compose
 
-    from segdet.config import config_dir
-
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return hydra_compose("train", overrides=list(overrides))
+    return segdet_compose("train", list(overrides))
 
 
 def sync(device: torch.device) -> None:

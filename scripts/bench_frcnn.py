@@ -106,49 +106,41 @@ def epoch_fn(loader, step):
 
 
 def segdet_train_step_fn(setup: Setup):
-    """One optimizer step as segdet's engine takes it: the real Trainer (device, channels_last, compile, scaler,
-    optimizer step, schedule) with its inner loop body (engine/trainer.py, Trainer._fit) copied."""
-    from segdet.engine.loader import to_device
+    """One optimizer step as segdet's engine takes it: the real Trainer's ``run_step`` on the model ``prepare``
+    placed (device, channels_last, compile, scaler), with the run's optimizer and schedule."""
     from segdet.engine.optim import build_scheduler
-    from segdet.engine.runtime import autocast
-    from segdet.engine.trainer import Trainer
+    from segdet.engine.runtime import prepare
+    from segdet.engine.trainer import StepPlan, Trainer
 
-    cfg, model = setup.cfg, setup.ours
-    optimizer = setup.optimizer(model)
-    trainer = Trainer(cfg.trainer, model, optimizer, build_scheduler(optimizer, cfg.sched, 10_000), setup.device,
-                      None, {}, setup.task.monitor)
-    trainer.model.train()
+    cfg = setup.cfg
+    runtime = prepare(setup.ours, cfg.trainer, setup.device, train=True)
+    optimizer = setup.optimizer(runtime.raw_model)
+    trainer = Trainer(runtime, optimizer, build_scheduler(optimizer, cfg.sched, 10_000), setup.segdet_loader,
+                      plan=StepPlan.from_cfg(cfg.trainer, len(setup.segdet_loader)), logger=None, ckpt_dir=".",
+                      meta={})
+    runtime.model.train()
 
     def step(batch):
-        batch = to_device(batch, trainer.device, trainer.channels_last)
-        with autocast(trainer.device, trainer.precision):
-            losses = trainer.model(batch)
-        loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"segdet loss is {float(loss)}")
-        trainer.scaler.scale(loss).backward()
-        trainer._optimizer_step()
+        trainer.run_step(batch)
+        if not trainer.finite:
+            raise RuntimeError(f"segdet loss is {float(trainer.loss)}")
     return step
 
 
 def infer_epoch_fn(setup: Setup, model, side: str):
     """One pass over the evaluation images in eval mode, no_grad, under the run's autocast."""
-    from segdet.engine.loader import to_device
-
-    from segdet.engine.runtime import wants_channels_last
+    from segdet.engine.runtime import prepare
 
     device = setup.device
     model.to(device).eval()
-    channels_last = side == "segdet" and wants_channels_last(setup.cfg.trainer.channels_last, model)
-    if channels_last:  # as segdet's eval command does
-        model.to(memory_format=torch.channels_last)
+    runtime = prepare(model, setup.cfg.trainer, device) if side == "segdet" else None  # as segdet's eval does
 
     @torch.no_grad()
     def epoch():
         if side == "segdet":
             for batch in setup.segdet_loader:
-                batch = to_device(batch, device, channels_last)
-                with setup.autocast:
+                batch = runtime.to_device(batch)
+                with runtime.autocast():
                     model(batch)
         else:
             for images, targets in setup.tv_loader:

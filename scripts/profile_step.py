@@ -14,11 +14,10 @@ import tempfile
 import time
 
 import torch
-from hydra import compose, initialize_config_dir
 
+from segdet.config import compose
 from segdet.engine.loader import make_loader, to_device
 from segdet.engine.runtime import autocast
-from segdet.config import config_dir
 
 
 def task_overrides(task: str, tiny: bool) -> list[str]:
@@ -57,8 +56,7 @@ def main() -> None:
     precision = "bf16-mixed" if device.type == "cuda" else "32"
     overrides = task_overrides(a.task, a.tiny) + [f"data.batch_size={batch_size}", f"data.num_workers={a.workers}",
                                                   f"trainer.device={a.device}"]
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose("train", overrides)
     if a.task == "sam":
         from segdet.tasks.sam import TASK
     else:

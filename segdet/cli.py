@@ -12,7 +12,7 @@ import sys
 from datetime import datetime
 
 from segdet.commands import ALIASES, COMMANDS
-from segdet.config import task_of, with_task_groups
+from segdet.config import task_config_dir, task_of
 from segdet.malloc import keep_freed_memory
 from segdet.tasks import TASKS
 
@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from segdet.hydra_app import launch
 
-    launch(command, with_task_groups(args))
+    # the task's own groups join Hydra's search path from the start, so its --help lists them too
+    task = task_of(args)
+    launch(command, [f"--config-dir={task_config_dir(task)}"] + args if task in TASKS else args)
 
 
 if __name__ == "__main__":

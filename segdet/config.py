@@ -1,9 +1,10 @@
 """Where segdet's configs live and how a command's config is composed.
 
-``conf/`` holds each command's primary config (train.yaml, eval.yaml, predict.yaml) and the groups every task
-shares (optim, sched, trainer, experiment). A task's own groups (data, model, loss, augment) live in
-``conf/<task>/``, which is added to Hydra's search path once the task is known: ``model=frcnn_tiny`` under
-``task=sam`` is then an unknown option at composition, and ``--help`` lists only the task's options.
+``conf/common/`` holds each command's primary config (train.yaml, eval.yaml, predict.yaml), the task configs
+(task/) and the groups every task shares (optim, sched, trainer, experiment, hydra). A task's own groups (data,
+model, loss, augment) live in ``conf/<task>/``, which is added to Hydra's search path once the task is known:
+``model=frcnn_tiny`` under ``task=sam`` is then an unknown option at composition, and ``--help`` lists only the
+task's options.
 """
 from __future__ import annotations
 
@@ -12,12 +13,22 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 
 
-def config_dir() -> Path:
-    # A regular install ships conf/ inside the package; a checkout (or editable install) has it beside it.
+def conf_root() -> Path:
+    """conf/: a regular install ships it inside the package; a checkout (or editable install) has it beside it."""
     for candidate in (_HERE / "conf", _HERE.parent / "conf"):
-        if (candidate / "train.yaml").is_file():
+        if (candidate / "common" / "train.yaml").is_file():
             return candidate
-    raise FileNotFoundError("segdet's configs (conf/train.yaml) are missing from this installation")
+    raise FileNotFoundError("segdet's configs (conf/common/train.yaml) are missing from this installation")
+
+
+def config_dir() -> Path:
+    """Hydra's primary config dir: the commands' configs and the groups every task shares."""
+    return conf_root() / "common"
+
+
+def task_config_dir(task: str) -> Path:
+    """A task's own groups (data, model, loss, augment)."""
+    return conf_root() / task
 
 
 def task_of(args: list[str]) -> str | None:
@@ -31,7 +42,7 @@ def task_of(args: list[str]) -> str | None:
 def with_task_groups(args: list[str]) -> list[str]:
     """``args`` plus the search-path override that makes the named task's groups (conf/<task>/) visible."""
     task = task_of(args)
-    folder = config_dir() / str(task)
+    folder = task_config_dir(str(task))
     if task is None or not folder.is_dir():
         return list(args)
     return list(args) + [f"hydra.searchpath=['file://{folder.as_posix()}']"]

@@ -2,12 +2,10 @@
 
 A training step allocates and frees the same activations, a few MiB each, every step. By default glibc serves
 such a block with a fresh mmap() (above its mmap threshold) or gives the freed top of the heap back (above its
-trim threshold), so the next step faults every page in again, zero-filled by the kernel: the detector's CPU step
-took 900-5,000 minor page faults, 5-10 % of its time. With an mmap threshold of 32 MiB (glibc's largest) and a
-trim threshold of 64 MiB the same step takes none. Blocks above 32 MiB still come from mmap and go back at once,
-so a process keeps at most the trim threshold of freed memory it does not use. (128 or 256 MiB trained the tiny
-detector about 3 % faster still, but raised the peak RSS of a CPU SAM run by 70 MiB; at 64 MiB it stays within
-0-26 MiB of glibc's.)
+trim threshold), so the next step faults every page in again, zero-filled by the kernel. With an mmap threshold of
+32 MiB (glibc's largest) and a trim threshold of 64 MiB the same step takes no page faults. Blocks above 32 MiB
+still come from mmap and go back at once, so a process keeps at most the trim threshold of freed memory it does
+not use; a higher trim threshold trades peak memory for little speed (docs/benchmarks.md has the figures).
 
 Other allocators (jemalloc, tcmalloc, mimalloc preloaded) and settings the user made (``MALLOC_*`` or
 ``glibc.malloc`` tunables) are left alone, as is any libc that is not glibc.

@@ -44,10 +44,42 @@ def test_help_lists_commands_and_tasks():
     (["train", "task=sam", "data=nope"], ["unknown data 'nope'", "folder", "synthetic"]),
     (["train", "task=sam", "optim=lion"], ["unknown optim 'lion'", "adam"]),
     (["eval", "task=sam"], ["ckpt is required"]),
-    (["train", "task=sam", "experiment=smoke", "data=voc", "data.root=/nonexistent"], ["unknown dataset 'voc'"]),
 ])
 def test_usage_errors_are_one_line_exit_2(args, words, tmp_path):
     assert_usage_error(segdet(*args, f"hydra.run.dir={tmp_path}"), *words)
+
+
+@pytest.mark.parametrize("args, words, not_offered", [
+    (["task=sam", "loss=giou"], ["unknown loss 'giou' for task=sam", "dice_bce, dice_ce, focal_dice"], "smooth_l1"),
+    (["task=frcnn", "model=sam_tiny"], ["unknown model 'sam_tiny' for task=frcnn", "frcnn_tiny", "vgg16"],
+     "sam_vit_base"),
+    (["task=sam", "experiment=smoke", "data=voc", "data.root=/nonexistent"],
+     ["unknown data 'voc' for task=sam", "folder, synthetic"], None),
+])
+def test_another_tasks_option_fails_at_composition_and_leaves_no_run_dir(args, words, not_offered, tmp_path):
+    run = tmp_path / "run"
+    proc = segdet("train", *args, f"hydra.run.dir={run}")
+    assert_usage_error(proc, *words)
+    assert not_offered is None or not_offered not in proc.stderr
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("task, mine, other", [("sam", "sam_tiny", "frcnn_tiny"), ("frcnn", "frcnn_tiny", "sam_tiny")])
+def test_help_lists_only_the_tasks_own_options(task, mine, other):
+    proc = segdet("train", f"task={task}", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert mine in proc.stdout and other not in proc.stdout
+
+
+def test_the_task_list_has_one_source():
+    """--help, errors and conf/task/ all come from segdet.tasks.TASKS."""
+    from segdet.config import config_dir, task_config_dir
+    from segdet.tasks import TASKS
+
+    assert sorted(p.stem for p in (config_dir() / "task").glob("*.yaml")) == sorted(TASKS)
+    assert all(task_config_dir(name).is_dir() for name in TASKS)
+    out = segdet("--help").stdout
+    assert all(f"  {name}" in out and what in out for name, what in TASKS.items())
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "predict"])

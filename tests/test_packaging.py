@@ -32,7 +32,7 @@ def test_wheel_carries_every_subpackage(wheel):
 def test_wheel_carries_the_configs(wheel):
     names, _ = wheel
     on_disk = {f"segdet/conf/{p.relative_to(ROOT / 'conf').as_posix()}" for p in (ROOT / "conf").rglob("*.yaml")}
-    assert "segdet/conf/train.yaml" in on_disk
+    assert "segdet/conf/common/train.yaml" in on_disk
     assert on_disk <= names, f"missing from the wheel: {sorted(on_disk - names)}"
 
 

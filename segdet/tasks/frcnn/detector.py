@@ -22,8 +22,7 @@ from .transforms import normalise_batch
 
 
 class FasterRCNN(nn.Module):
-    # trainer.channels_last=auto: a conv net runs its convolutions faster in NHWC (CPU bench: train +3 %,
-    # inference +2-6 % against NCHW)
+    # trainer.channels_last=auto: a conv net runs its convolutions faster in NHWC (docs/benchmarks.md)
     prefers_channels_last = True
 
     def __init__(self, cfg: DictConfig, loss_cfg: DictConfig, num_classes: int):

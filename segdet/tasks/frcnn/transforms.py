@@ -3,9 +3,8 @@
 the loader; ImageNet normalisation of the padded batch on the model's device (``normalise_batch``).
 
 Why uint8 through the loader: a float image is 4× the bytes to pad, pass between processes, pin and copy to the
-device. On the face-mask set at 600 px with 2 workers the loader delivered 97 images/s with float images
-normalised per image, 184 with uint8 (tests/frcnn/test_data.py checks the result equals torchvision's
-normalisation).
+device, so the loader delivers about twice the images per second (docs/benchmarks.md); tests/frcnn/test_data.py
+checks the result equals torchvision's normalisation.
 """
 from __future__ import annotations
 

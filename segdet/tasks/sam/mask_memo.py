@@ -1,9 +1,9 @@
 """Decoded masks of cached training samples, kept in memory between epochs.
 
-Once a sample's image embedding is cached, decoding its mask file is most of what the sample costs: 1.3 ms for a
-382×383 JPEG mask of the water-body set, against 0.02 ms to unpack it from memory. Masks are kept 8 pixels a
-byte, up to a budget per loader process (each DataLoader worker holds its own), so memory stays bounded whatever
-the dataset's size: past the budget, masks are decoded as before.
+Once a sample's image embedding is cached, decoding its mask file is most of what the sample costs, while
+unpacking it from memory costs almost nothing. Masks are kept 8 pixels a byte, up to a budget per loader process
+(each DataLoader worker holds its own), so memory stays bounded whatever the dataset's size: past the budget,
+masks are decoded as before.
 """
 from __future__ import annotations
 
