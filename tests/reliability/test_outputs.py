@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from segdet.engine.runtime import prepare
 from segdet.errors import SegdetError
 from tests.reliability import files
 from tests.reliability.cli import ok, segdet, user_error
@@ -66,15 +67,20 @@ def test_sam_predict_writes_only_under_its_output_and_run_dirs(sam_predicted):
     assert not list((base / "run").glob("**/*.png"))  # predictions go to output=, not the run dir
 
 
+def identity_runtime():
+    """A model that is never reached, placed as predict receives it."""
+    return prepare(torch.nn.Identity(), OmegaConf.create({"precision": "32"}), torch.device("cpu"))
+
+
 def test_sam_predict_of_nothing_readable_is_an_error(tmp_path):
     from segdet.tasks.sam.predict import predict
     (tmp_path / "zero.png").write_bytes(b"")
     cfg = OmegaConf.create({"prompt": {}, "prompts": None, "masks": None})
     with pytest.raises(SegdetError, match=r"zero.png: empty file \(0 bytes\)$"):
-        predict(torch.nn.Identity(), cfg, [tmp_path / "zero.png"], tmp_path / "out", torch.device("cpu"))
+        predict(identity_runtime(), cfg, [tmp_path / "zero.png"], tmp_path / "out")
     with pytest.raises(SegdetError, match=r"masks=.*nope: folder not found"):
         cfg = OmegaConf.create({"prompt": {}, "masks": str(tmp_path / "nope")})
-        predict(torch.nn.Identity(), cfg, [tmp_path / "zero.png"], tmp_path / "out", torch.device("cpu"))
+        predict(identity_runtime(), cfg, [tmp_path / "zero.png"], tmp_path / "out")
 
 
 def test_prompts_file_that_is_not_json_is_one_line(tmp_path, sam_ckpt):
@@ -150,7 +156,8 @@ def test_frcnn_predict_of_nothing_readable_is_an_error(tmp_path):
     from segdet.tasks.frcnn.predict import predict
     (tmp_path / "zero.png").write_bytes(b"")
     with pytest.raises(SegdetError, match="zero.png"):
-        predict(torch.nn.Identity(), None, ["cat"], [tmp_path / "zero.png"], tmp_path / "out", torch.device("cpu"))
+        predict(identity_runtime(), transform=None, classes=["cat"], inputs=[tmp_path / "zero.png"],
+                out_dir=tmp_path / "out")
 
 
 # --- checkpoints and output dirs given on the command line -------------------------------------------------------

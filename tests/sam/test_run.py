@@ -14,8 +14,9 @@ from PIL import Image
 from segdet.commands import evaluate as eval_cmd
 from segdet.commands import predict as predict_cmd
 from segdet.commands import train as train_cmd
+from segdet.engine.evaluation import evaluate
 from segdet.engine.loader import make_loader
-from segdet.engine.trainer import evaluate
+from segdet.engine.runtime import prepare
 from segdet.tasks.sam import TASK
 from tests.conftest import compose_cfg
 
@@ -29,8 +30,8 @@ def test_tiny_model_learns_on_synthetic_scenes(tmp_path):
     torch.manual_seed(int(cfg.seed))
     task = TASK(cfg)
     val = task.build_datasets()["val"]
-    untrained = evaluate(task.build_model(), make_loader(val, 4, task.collate, train=False, seed=0, num_workers=0),
-                         torch.device("cpu"), "32", task.make_evaluator())[0]
+    untrained = evaluate(prepare(task.build_model(), cfg.trainer, torch.device("cpu")),
+                         make_loader(val, 4, task.collate, train=False, seed=0, num_workers=0), task.make_evaluator())[0]
     final = train_cmd.run(compose_cfg("train", over), tmp_path)
     history = json.loads((tmp_path / "metrics.json").read_text())["history"]
     dice = [h["val/dice"] for h in history]
