@@ -50,7 +50,7 @@ def _compose(command: str, args: list[str]):
 
     from segdet.config import compose
 
-    overrides = [a for a in args if not a.startswith("hydra.") and not a.startswith("hydra/")]
+    overrides = [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
         cfg = compose(command, overrides)
         missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))

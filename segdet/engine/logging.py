@@ -37,7 +37,7 @@ def setup_logging(run_dir: Path | None, command: str) -> None:
     for h in handlers:
         h._segdet = True
         root.addHandler(h)
-    for noisy in ("PIL", "matplotlib", "h5py", "urllib3", "httpx", "httpcore"):
+    for noisy in ("PIL", "matplotlib", "h5py", "urllib3", "httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

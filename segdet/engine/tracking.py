@@ -33,8 +33,7 @@ def _mlflow():
         import mlflow
     except ImportError:
         raise SegdetError(f"logger=mlflow needs MLflow, which is not installed: {INSTALL}") from None
-    for name in ("mlflow", "alembic"):  # their INFO lines (creating the store's tables) are not the run's news
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (creating the store) are not news
     return mlflow
 
 
