@@ -41,12 +41,13 @@ def test_submitit_local_tasks_and_torchrun():
                                 "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
     torchrun = {"RANK": "0", "WORLD_SIZE": "8", "LOCAL_RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "29500"}
     # torchrun started inside a Slurm allocation: its own variables win
-    assert torch_env({**torchrun, "SLURM_PROCID": "0", "SLURM_NTASKS": "2"}) == torchrun
+    assert torch_env({**torchrun, "SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "2"}) == torchrun
 
 
 @pytest.mark.parametrize("env", [
     {},
-    {"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_JOB_NODELIST": "n1"},  # a one-task job
+    {"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_STEP_NUM_TASKS": "1", "SLURM_JOB_NODELIST": "n1"},
+    {"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_JOB_NODELIST": "n[1-2]"},  # a batch script, without srun
     {"SUBMITIT_LOCAL_GLOBALID": "0", "SUBMITIT_LOCAL_NTASKS": "1"},
     {"RANK": "0", "WORLD_SIZE": "1"},
 ])
@@ -89,8 +90,9 @@ def test_two_slurm_tasks_train_one_model_in_one_run_dir(tmp_path):
             if not k.startswith(("SLURM_", "SUBMITIT_")) and k not in ("RANK", "WORLD_SIZE", "MASTER_PORT")}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     base.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([root, base.get("PYTHONPATH", "")]),
-                SLURM_JOB_ID=str(job_id), SLURM_NTASKS="2", SLURM_STEP_NUM_TASKS="2", SLURM_JOB_NODELIST="localhost",
-                SLURM_STEP_NODELIST="localhost", SLURM_STEP_TASKS_PER_NODE="2", SLURM_NODEID="0")
+                SLURM_JOB_ID=str(job_id), SLURM_NTASKS="2", SLURM_STEP_NUM_TASKS="2",
+                SLURM_JOB_NODELIST="localhost", SLURM_STEP_NODELIST="localhost", SLURM_STEP_TASKS_PER_NODE="2",
+                SLURM_NODEID="0")
     args = ["train", "task=sam", "experiment=smoke", "trainer.device=cpu", "trainer.max_epochs=1"]
     procs = [subprocess.Popen([sys.executable, "-c", _TASK, *args], cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True,

@@ -1,7 +1,7 @@
 """How this process was launched, read from the environment and nowhere else (no torch import: the CLI asks).
 
 torchrun's variables (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` ...) when set, else a Slurm job step's (``srun``,
-or Hydra's submitit launcher with several tasks), else submitit's local executor's. Slurm and submitit describe
+which Hydra's submitit launcher uses too), else submitit's local executor's. Slurm and submitit describe
 the tasks, not the rendezvous, so the first host of the step's node list is the master and the port comes from
 the job id: every task computes the same, and two jobs sharing a node get different ports.
 """
@@ -51,7 +51,9 @@ def torch_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     if "RANK" in env and "WORLD_SIZE" in env:  # torchrun (also inside a Slurm allocation): it wins
         return {k: env[k] for k in names if k in env} if int(env["WORLD_SIZE"]) > 1 else {}
     if "SLURM_PROCID" in env:
-        world = int(env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or 1)
+        # the step's tasks, which srun sets; a batch script's own process (no srun) is one process whatever the
+        # allocation's SLURM_NTASKS, so that it does not wait for tasks nobody started
+        world = int(env.get("SLURM_STEP_NUM_TASKS") or 1)
         nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "")
         hosts = expand_nodelist(nodelist) or ["127.0.0.1"]
         node = int(env.get("SLURM_NODEID", 0))
