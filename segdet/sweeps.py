@@ -119,7 +119,7 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         _Sweep.dir = Path(str(config.hydra.sweep.dir))
-        if OmegaConf.select(config, "logger.name") == "mlflow":
+        if OmegaConf.select(config, "logger.name") == "mlflow" and env_rank() == 0:  # torchrun: every rank sweeps
             from segdet.engine.tracking import open_sweep_run
 
             _Sweep.mlflow_cfg = config.mlflow

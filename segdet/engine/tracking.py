@@ -73,13 +73,17 @@ class _Client:
 
     def __init__(self, mlflow_cfg):
         self.uri = tracking_uri(mlflow_cfg.get("tracking_uri"))
-        self.client = _mlflow().MlflowClient(tracking_uri=self.uri)
+        mlflow = _mlflow()
+        self.client = mlflow.MlflowClient(tracking_uri=self.uri)
         name = str(mlflow_cfg.experiment_name)
-        exp = self.client.get_experiment_by_name(name)
+        try:
+            exp = self.client.get_experiment_by_name(name)
+        except mlflow.exceptions.MlflowException as e:  # a store that cannot be reached or opened
+            raise SegdetError(f"mlflow.tracking_uri={self.uri}: {str(e).strip().splitlines()[0]}") from None
         if exp is None:
             try:
                 self.experiment_id = self.client.create_experiment(name, self._artifacts())
-            except Exception:  # another job of the sweep created it meanwhile
+            except mlflow.exceptions.MlflowException:  # another job of the sweep created it meanwhile
                 self.experiment_id = self.client.get_experiment_by_name(name).experiment_id
         else:
             self.experiment_id = exp.experiment_id
