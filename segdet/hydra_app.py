@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -17,7 +18,6 @@ from segdet.config import config_dir
 from segdet.errors import Interrupted, SegdetError
 
 log = logging.getLogger(__name__)
-EXIT_SIGNAL = {2: 130, 15: 143}  # SIGINT, SIGTERM: the shell's 128 + signal number
 
 
 def _join_sweep_run(cfg: DictConfig, sweep_dir: Path) -> None:
@@ -56,7 +56,9 @@ def _job(cfg: DictConfig):
         print(f"segdet: stopped by {e}{where}", file=sys.stderr)
         if multirun:
             sweeps.record(run_dir, hc.job.num, "stopped", f"stopped by {e}{where}")
-        sys.exit(EXIT_SIGNAL.get(e.signum, 1))
+            if e.signum == getattr(signal, "SIGUSR2", None):  # this job's time is up, not the sweep's
+                return None
+        sys.exit(128 + e.signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     finally:
         if not multirun:
             distributed.cleanup()
