@@ -73,7 +73,7 @@ def with_sweeper_settings(args: list[str]) -> list[str]:
     (conf/common/hydra/sweeper_settings/optuna.yaml: direction from trainer.monitor_mode, a failed trial does
     not stop the search, a seeded sampler); the command line's own ``hydra.sweeper.*`` still win."""
     if "hydra/sweeper=optuna" in args and not any("hydra/sweeper_settings" in a for a in args):
-        return args + ["+hydra/sweeper_settings@hydra.sweeper=optuna"]
+        return args + ["hydra/sweeper_settings@hydra.sweeper=optuna"]
     return args
 
 

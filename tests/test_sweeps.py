@@ -164,6 +164,7 @@ def test_a_missing_extra_is_one_line_naming_the_pip_command(args, extra, monkeyp
     (["hydra/sweeper=optuna", "trainer.monitor_mode=min"], "minimize"),
     (["hydra/sweeper=optuna", "hydra.sweeper.direction=minimize"], "minimize"),  # the command line wins
     (["experiment=sweep_sam_lr"], "maximize"),
+    (["experiment=sweep_sam_lr", "hydra/sweeper=optuna"], "maximize"),     # the preset and the CLI agree
 ])
 def test_optuna_takes_its_direction_from_the_monitored_metric(args, direction):
     proc = segdet("train", "task=sam", *args, "--cfg", "all", "--resolve")
