@@ -37,6 +37,7 @@ def setup_logging(run_dir: Path | None, command: str) -> None:
     for h in handlers:
         h._segdet = True
         root.addHandler(h)
+    # libraries that log their own set-up at INFO (alembic: imported by MONAI through optuna when installed)
     for noisy in ("PIL", "matplotlib", "h5py", "urllib3", "httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
