@@ -249,6 +249,9 @@ class SamDataset(Dataset):
             entry = self.store.read(key) if (self.store is not None and key is not None) else None
         point_rng = rng if rng is not None else np.random.default_rng([self.seed, i, copy])
         p = make_prompts(mask, self.prompt, rng, point_rng)
+        corrections = self.prompt.rounds(self.train) - 1
+        if corrections > 0:  # where the corrective points of iterative prompting fall (iterative.py), drawn last
+            p["draws"] = point_rng.random((len(p["boxes"]), corrections, 2), dtype=np.float32)
         return pack_sample(picture, p, self.source.ids[i] + (f"#aug{copy}" if copy else ""),
                            box_prompt=self.prompt.mode != "points", size=hw, key=key, embedding=entry)
 
@@ -276,6 +279,7 @@ def pack_sample(image: np.ndarray | None, p: dict, sample_id: str, *, box_prompt
         "id": sample_id,
         "key": key,
         "embedding": embedding,
+        "draws": torch.from_numpy(p["draws"]) if "draws" in p else None,
     }
 
 
@@ -304,15 +308,17 @@ def collate(samples: list[dict]) -> dict:
         "box_prompt": all(s["box_prompt"] for s in samples),
         "ids": [s["id"] for s in samples],
         "keys": [s["key"] for s in samples] if all(s["key"] for s in samples) else None,
-        # cached embeddings read by the workers: one tensor (stacked here, in the worker, and moved to the device
-        # in one copy) when every sample has one, else a list with None for the misses
+        # cached embeddings read by the workers: a tuple of tensors (stacked here, in the worker, and moved to the
+        # device in one copy each) when every sample has its entry, else a list with None for the misses
         "embeddings": _stack_embeddings([s.get("embedding") for s in samples]),
+        "click_draws": (torch.cat([s["draws"] for s in samples])
+                        if all(s.get("draws") is not None for s in samples) else None),
     }
 
 
 def _stack_embeddings(entries: list):
     if all(e is not None for e in entries):
-        return torch.stack(entries)
+        return tuple(torch.stack(parts) for parts in zip(*entries))
     return entries
 
 

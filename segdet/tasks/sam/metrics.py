@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from segdet.plotting import plt, save_figure
 from segdet.tasks.base import Evaluator
 from segdet.tasks.sam.preprocess import logits_to_original
 
@@ -45,17 +46,26 @@ def full_res_masks(outputs: dict, batch: dict) -> list[torch.Tensor | None]:
             continue
         merged = outputs["logits"][sel].float().amax(0, keepdim=True)
         out.append(logits_to_original(merged, tuple(outputs["resized"][i].tolist()), (h, w),
-                                      int(outputs["input_size"]))[0])
+                                      int(outputs["input_size"]), bool(outputs.get("square", False)))[0])
     return out
 
 
+def round_keys(records: list[dict]) -> list[int]:
+    """The rounds of iterative prompting the records were scored after (``dice@1`` ...), in order."""
+    return sorted({int(k.split("@")[1]) for r in records[:1] for k in r if k.startswith("dice@")})
+
+
 class SamEvaluator(Evaluator):
+    """With iterative prompting (``outputs["rounds"]``) each image is also scored after every round:
+    ``dice@k``, ``iou@k`` (round 1 is the prompt itself, what ``dice`` and ``iou`` score)."""
+
     def __init__(self, skip_empty: bool = False):
         super().__init__()
         self.skip_empty = skip_empty
 
     def update(self, outputs: dict, batch: dict) -> None:
         logits = full_res_masks(outputs, batch)
+        rounds = [full_res_masks({**outputs, "logits": r}, batch) for r in outputs.get("rounds", [])]
         for i, (h, w) in enumerate(batch["sizes"].tolist()):
             gt = batch["labels"][i] > 0
             pred = logits[i] > 0 if logits[i] is not None else torch.zeros_like(gt)
@@ -64,6 +74,10 @@ class SamEvaluator(Evaluator):
                    "skipped": bool(self.skip_empty and batch["empty"][i])}
             rec.update(overlap(pred, gt))
             rec.update({f"box_{k}": v for k, v in overlap(box_fill(boxes, h, w), gt).items()})
+            for k, round_logits in enumerate(rounds, 1):
+                found = round_logits[i] > 0 if round_logits[i] is not None else torch.zeros_like(gt)
+                scores = overlap(found, gt)
+                rec[f"dice@{k}"], rec[f"iou@{k}"] = scores["dice"], scores["iou"]
             self.records.append(rec)
 
     def compute(self, records: list[dict]) -> dict[str, float]:
@@ -87,10 +101,15 @@ class SamEvaluator(Evaluator):
             "iou_global": iou_g, "dice_global": dice_g,
             "box_baseline_iou_global": box_iou_g, "box_baseline_dice_global": box_dice_g,
             "num_images": float(len(scored)), "empty_skipped": float(len(records) - len(scored)),
+            **{f"{m}@{k}": mean(f"{m}@{k}") for k in round_keys(scored) for m in ("dice", "iou")},
         }
 
     def write_report(self, records: list[dict], run_dir: Path) -> None:
-        """``per_image.csv``: one row per image, worst Dice first."""
+        """``per_image.csv``: one row per image, worst Dice first; with iterative prompting also
+        ``plots/iterative.png``, Dice and IoU after each round."""
+        rounds = round_keys(records)
+        if rounds:
+            plot_rounds(self.compute(records), rounds, Path(run_dir) / "plots" / "iterative.png")
         cols = ["id", "dice", "iou", "box_dice", "box_iou", "gt_px", "pred_px", "height", "width", "skipped"]
         rows = sorted(records, key=lambda r: (r["skipped"], r["dice"], r["iou"]))
         with open(Path(run_dir) / CSV_NAME, "w", newline="") as f:
@@ -98,3 +117,17 @@ class SamEvaluator(Evaluator):
             writer.writerow(cols[:3] + ["box_baseline_dice", "box_baseline_iou"] + cols[5:])
             for r in rows:
                 writer.writerow([r[c] if not isinstance(r[c], float) else f"{r[c]:.6f}" for c in cols])
+
+
+def plot_rounds(metrics: dict, rounds: list[int], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for m in ("dice", "iou"):
+        ax.plot(rounds, [metrics[f"{m}@{k}"] for k in rounds], marker="o", label=m)
+    ax.set_xlabel("prompting round (1: the box or point; then one corrective point pair each)")
+    ax.set_ylabel("mean over images")
+    ax.set_xticks(rounds)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)

@@ -3,7 +3,8 @@ probability map.
 
 Prompts per image, first that applies: ``prompts=FILE.json`` (``{"<file name>": {"boxes": [[x1,y1,x2,y2]],
 "points": [[x,y,label]]}}``; the file name, its stem or its path may be the key), else a mask of the same stem
-in ``masks=DIR`` (prompts made as in eval), else the whole image as one box.
+in ``masks=DIR`` (prompts made as in eval; the mask is also given as the dense mask prompt, a previous answer to
+refine, when the model takes mask prompts: ``prompt.mask_input``), else the whole image as one box.
 
 Files are named after the input (``io.output_names``: safe characters, ``_2`` for a stem met twice). The
 prompts file is checked before anything runs; an input that cannot be read is skipped, warned about and
@@ -89,7 +90,9 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
         d.mkdir(parents=True, exist_ok=True)
 
     model = runtime.raw_model.eval()
+    model.eval_rounds = 1  # no ground truth to draw corrective points from: each prompt is answered once
     used = {"json": 0, "mask": 0, "whole_image": 0}
+    mask_prompts = 0
     done, failed = 0, []
     for path in inputs:
         try:
@@ -121,6 +124,9 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
         used[source] += 1
         name = names[path]
         batch = runtime.to_device(collate([pack_sample(image, p, name, box_prompt=prompt_cfg.mode != "points")]))
+        if source == "mask" and model.mask_input and len(batch["boxes"]):
+            batch["mask_inputs"] = model.mask_prompts(batch)
+            mask_prompts += 1
         with runtime.autocast():
             outputs = model(batch)
         logits = full_res_masks(outputs, batch)[0]
@@ -144,4 +150,4 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
     if renamed:
         log.info("wrote %d prediction(s) under another name (unsafe or repeated stem): %s", len(renamed),
                  ", ".join(f"{k} -> {v}" for k, v in list(renamed.items())[:10]))
-    return {"images": done, "failed": len(failed), "prompts": used}
+    return {"images": done, "failed": len(failed), "prompts": used, "mask_prompts": mask_prompts}
