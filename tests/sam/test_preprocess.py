@@ -58,3 +58,70 @@ def test_low_res_masks_map_back_like_post_process_masks(shared_data):
                                      binarize=False)[0][0]
     assert ours.shape == (2, h, w)
     torch.testing.assert_close(ours, theirs)
+
+
+def family_model(name: str):
+    from segdet.tasks.sam import TASK
+    from tests.conftest import compose_cfg
+
+    torch.manual_seed(0)
+    return TASK(compose_cfg("train", ["task=sam", f"model={name}"])).build_model()
+
+
+def test_sam_hq_preprocesses_as_its_own_processor(shared_data):
+    """SamHQProcessor is SamProcessor's image processor: the SAM-HQ model's pixels and prompt scales are its."""
+    from transformers import SamHQProcessor
+
+    model = family_model("sam_hq_tiny")
+    proc = SamHQProcessor(SamImageProcessor(size={"longest_edge": model.size},
+                                            pad_size={"height": model.size, "width": model.size}))
+    images = water_images(shared_data)
+    ours = model._pixels([torch.from_numpy(im.copy()).permute(2, 0, 1).contiguous() for im in images])
+    scale = coord_scale(torch.tensor([im.shape[:2] for im in images]), model.size, model.square)
+    for i, im in enumerate(images):
+        h, w = im.shape[:2]
+        box = [w * 0.1, h * 0.2, w * 0.7, h * 0.9]
+        ref = proc(images=im.copy(), input_boxes=[[box]], return_tensors="pt")
+        torch.testing.assert_close(ours[i], ref["pixel_values"][0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(scale_boxes(torch.tensor([box]), scale[i:i + 1]), ref["input_boxes"][0].float())
+
+
+@pytest.mark.parametrize("size", [1024, 128])
+def test_sam2_pixels_prompts_and_masks_equal_sam2processor(shared_data, size):
+    """SAM 2 resizes to a square (no padding, the aspect ratio not kept), scales prompts by each side's own
+    factor, and maps low-res logits back in one upsample: segdet's tensor ops give the processor's values."""
+    from transformers import Sam2ImageProcessor, Sam2Processor
+
+    proc = Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": size, "width": size}))
+    images = water_images(shared_data)
+    tensors = [torch.from_numpy(im.copy()).permute(2, 0, 1).contiguous() for im in images]
+    ours, resized = preprocess_images(tensors, size, *imagenet_stats_255(), square=True)
+    scale = coord_scale(torch.tensor([im.shape[:2] for im in images]), size, square=True)
+    g = torch.Generator().manual_seed(0)
+    for i, im in enumerate(images):
+        h, w = im.shape[:2]
+        box, point = [w * 0.1, h * 0.2, w * 0.7, h * 0.9], [w * 0.5, h * 0.25]
+        ref = proc(images=im.copy(), input_boxes=[[box]], input_points=[[[point]]], return_tensors="pt")
+        assert resized[i].tolist() == [size, size]
+        torch.testing.assert_close(ours[i], ref["pixel_values"][0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(scale_boxes(torch.tensor([box]), scale[i:i + 1]), ref["input_boxes"][0].float())
+        torch.testing.assert_close(scale_points(torch.tensor([[point]]), scale[i:i + 1]),
+                                   ref["input_points"][0, 0].float()[None])
+        logits = torch.randn(2, size // 4, size // 4, generator=g)
+        theirs = proc.post_process_masks([logits[None]], ref["original_sizes"], binarize=False)[0][0]
+        mapped = logits_to_original(logits, (size, size), (h, w), size, square=True)
+        torch.testing.assert_close(mapped, theirs)
+        # SAM's two-step mapping (through the input size) is not the same: the geometry matters
+        assert not torch.allclose(logits_to_original(logits, (size, size), (h, w), size), theirs, atol=1e-3)
+
+
+def test_sam2_model_preprocesses_with_the_square_geometry(shared_data):
+    model = family_model("sam2_tiny")
+    assert model.square and model.size == 128
+    images = water_images(shared_data, 2)
+    tensors = [torch.from_numpy(im.copy()).permute(2, 0, 1).contiguous() for im in images]
+    from transformers import Sam2ImageProcessor
+
+    ref = Sam2ImageProcessor(size={"height": 128, "width": 128})(images=[im.copy() for im in images],
+                                                                 return_tensors="pt")
+    torch.testing.assert_close(model._pixels(tensors), ref["pixel_values"], atol=1e-5, rtol=0)
