@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from segdet.commands import evaluate as eval_cmd
+from segdet.commands import predict as predict_cmd
 from segdet.commands import train as train_cmd
 from segdet.engine import checkpoint as ckpt_io
 from segdet.errors import SegdetError
@@ -99,11 +102,12 @@ def test_merged_weights_answer_as_the_adapters_did_in_a_plain_model(family):
 
 
 def test_a_lora_checkpoint_resumes_and_predicts_the_same_masks(tmp_path):
-    """Train with LoRA on the encoder and the decoder trained whole; the checkpoint holds adapters and decoder, so
-    eval rebuilds the same model and gets the run's own validation scores; the run logged its parameter counts."""
+    """Train SAM 2 with LoRA on the encoder and the decoder trained whole; the checkpoint holds adapters and
+    decoder, so eval rebuilds the same model and gets the run's own validation scores, and predict writes masks
+    at each input's own size; the run logged its parameter counts."""
     run = tmp_path / "train"
-    over = ["task=sam", "experiment=smoke", "model.peft=lora", "model.train_parts=[prompt_encoder,mask_decoder]",
-            "trainer.max_epochs=1"]
+    over = ["task=sam", "experiment=smoke", "model=sam2_tiny", "model.peft=lora",
+            "model.train_parts=[prompt_encoder,mask_decoder]", "trainer.max_epochs=1"]
     train_cmd.run(compose_cfg("train", over), run)
     ckpt = ckpt_io.load(run / "checkpoints" / "last.pt")
     keys = ckpt["model"]
@@ -113,7 +117,7 @@ def test_a_lora_checkpoint_resumes_and_predicts_the_same_masks(tmp_path):
     _, _, task, model = ckpt_io.rebuild(cfg, TASK)
     torch.manual_seed(0)
     fresh = TASK(compose_cfg("train", over)).build_model()
-    decoder = "sam.mask_decoder.transformer.layers.0.self_attn.q_proj.weight"
+    decoder = "sam.mask_decoder.iou_token.weight"
     assert not torch.equal(model.state_dict()[decoder], fresh.state_dict()[decoder])  # trained, and restored
     assert torch.equal(model.state_dict()[decoder], keys[decoder])
     scored = eval_cmd.run(cfg, tmp_path / "eval")
@@ -124,3 +128,10 @@ def test_a_lora_checkpoint_resumes_and_predicts_the_same_masks(tmp_path):
     total = sum(p.numel() for p in model.parameters())
     assert f"parameters: {trainable:,} trainable / {total:,} total" in (run / "train.log").read_text()
     assert trainable < total and any(".lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 90, 3), dtype=np.uint8)).save(images / "wide.png")
+    summary = predict_cmd.run(compose_cfg("predict", ["task=sam", f"ckpt={run}/checkpoints/last.pt",
+                                                      f"input={images}", f"output={tmp_path / 'pred'}"]),
+                              tmp_path / "predict")
+    assert summary["images"] == 1 and Image.open(tmp_path / "pred" / "masks" / "wide.png").size == (90, 40)
