@@ -289,14 +289,16 @@ class SamSegmenter(nn.Module):
         draws = batch.get("click_draws")
         if draws is None or draws.shape[1] < rounds - 1:
             raise SegdetError(f"{rounds} prompting rounds need the samples' draws for {rounds - 1} corrections")
-        target = self.targets(batch, self.low_res)[:, 0] > 0.5
+        low_target = self.targets(batch, self.low_res)
+        loss_target = self.targets(batch, self.size) if self.training and self.resolution == "full" else low_target
+        target = low_target[:, 0] > 0.5
         valid = valid_area(batch, self.low_res, self.square).to(target.device)
         points, labels = prompts["points"], prompts["labels"]
         losses, kept = [], []
         for r in range(rounds):
             logits, iou = self.decode(rows, prompts["boxes"], points, labels, masks=masks)
             if self.training:
-                terms, chosen = self._losses(logits, iou, self._targets_at(batch, logits))
+                terms, chosen = self._losses(logits, iou, loss_target)
                 losses.append(terms)
             else:
                 best = self._best(logits, iou)
@@ -307,8 +309,8 @@ class SamSegmenter(nn.Module):
             with torch.no_grad():
                 new_points, new_labels = corrective_points(chosen.detach() > 0, target, valid, draws[:, r],
                                                            self.size)
-            new_points, new_labels = new_points[:, None].to(chosen.dtype), new_labels[:, None]
-            points = new_points if points is None else torch.cat([points, new_points.to(points.dtype)], 2)
+            new_points, new_labels = new_points[:, None], new_labels[:, None]  # float32 pixels, as the prompts
+            points = new_points if points is None else torch.cat([points, new_points], 2)
             labels = new_labels if labels is None else torch.cat([labels, new_labels.to(labels.dtype)], 2)
             if self.mask_input:
                 masks = chosen.detach()[:, None]
