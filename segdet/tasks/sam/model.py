@@ -31,14 +31,20 @@ from segdet.tasks.sam.preprocess import (coord_scale, masks_to_input, preprocess
                                          scale_points)
 
 log = logging.getLogger(__name__)
-OFFLINE_FIX = "pass model.pretrained=/path/to/local/dir (saved with save_pretrained), or use model={tiny}"
+
+
+def offline_fix(family: Family) -> str:
+    return (f"pass model.pretrained=/path/to/local/dir (saved with {family.model_class.__name__}.save_pretrained), "
+            f"or use model={family.name}_tiny")
+
+
+OFFLINE_FIX = offline_fix(get_family("sam"))
 # a binary mask given as a dense prompt (predict masks=DIR): logits of 1e-3 / 1 - 1e-3, as micro-sam makes them
 MASK_PROMPT_LOGIT = 6.9
 
 
 def load_pretrained(src: str, family: Family) -> nn.Module:
     path = Path(src).expanduser()
-    tiny = f"{family.name}_tiny"
     if src.startswith(("/", ".", "~")) or path.exists():
         if not path.is_dir():
             raise SegdetError(f"model.pretrained={src}: no such folder (expected a folder with config.json and "
@@ -53,7 +59,7 @@ def load_pretrained(src: str, family: Family) -> nn.Module:
     except (OSError, ValueError) as e:
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise SegdetError(f"cannot load {family.name} weights '{src}' (offline, or not a {family.name} checkpoint: "
-                          f"{reason}); {OFFLINE_FIX.format(tiny=tiny)}") from None
+                          f"{reason}); {offline_fix(family)}") from None
 
 
 def _model_type(folder: Path) -> str | None:

@@ -95,6 +95,9 @@ class SamTask(Task):
         sam = build_sam(m, self._sam_config)
         self._sam_config = sam.config.to_json_string()
         if m.get("gradient_checkpointing", False):
+            if not sam.supports_gradient_checkpointing:
+                raise SegdetError(f"model.gradient_checkpointing=true: transformers' {type(sam).__name__} does not "
+                                  "support it; set it to false (and freeze the encoder or use model.peft=lora)")
             sam.gradient_checkpointing_enable()
         peft = str(m.get("peft") or "none")
         if peft not in lora.PEFT_CHOICES:
