@@ -129,3 +129,11 @@ def test_hub_models_name_their_weights_and_fail_offline_in_one_line(model_name, 
         TASK(cfg).build_model()
     text = str(err.value)
     assert "\n" not in text and HUB[model_name] in text and f"model={TINY[cfg.model.family]}" in text
+
+
+def test_gradient_checkpointing_where_transformers_has_none_is_one_line():
+    with pytest.raises(SegdetError, match="Sam2Model does not support it") as err:
+        setup("sam2_tiny", "model.gradient_checkpointing=true")
+    assert "\n" not in str(err.value)
+    _, model, _ = setup("sam_hq_tiny", "model.gradient_checkpointing=true")
+    assert model.sam.is_gradient_checkpointing
