@@ -36,7 +36,7 @@ def setup_logging(run_dir: Path | None, command: str) -> None:
     for h in handlers:
         h._segdet = True
         root.addHandler(h)
-    for noisy in ("PIL", "matplotlib", "h5py", "urllib3", "httpx", "httpcore"):
+    for noisy in ("PIL", "matplotlib", "h5py", "urllib3", "httpx", "httpcore", "alembic"):  # alembic logs on import (optuna, which MONAI imports if installed, imports it)
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
