@@ -44,10 +44,11 @@ class PortableDetector(nn.Module):
     """List of uint8 RGB (3, H, W) tensors -> list of {boxes (x1, y1, x2, y2 in the input's pixels), labels
     (int64, 1..num_classes), scores}, as torchvision's detection models return them; segdet predict's result."""
 
-    def __init__(self, twin, min_size: float, max_size: float, size_divisible: int):
+    def __init__(self, twin, min_size: float, max_size: float, size_divisible: int, channels_last: bool):
         super().__init__()
         self.backbone, self.rpn, self.roi_heads = twin.backbone, twin.rpn, twin.roi_heads
         self.min_size, self.max_size, self.size_divisible = float(min_size), float(max_size), int(size_divisible)
+        self.channels_last = bool(channels_last)
         mean, std = imagenet_stats_255()
         self.register_buffer("pixel_mean", mean)
         self.register_buffer("pixel_std", std)
@@ -58,14 +59,17 @@ class PortableDetector(nn.Module):
         scales: List[Tensor] = []
         originals: List[Tensor] = []
         for image in images:
-            h, w = image.shape[-2], image.shape[-1]
+            h, w = int(image.shape[-2]), int(image.shape[-1])  # int(): constants when traced at one size (ONNX)
             nh, nw = resized_size(h, w, self.min_size, self.max_size)
             resized.append(resize_linear_exact(image, [nh, nw]) if (nh, nw) != (h, w) else image)
             sizes.append((nh, nw))
             scales.append(torch.tensor([nh / h, nw / w], dtype=torch.float32))  # (sy, sx), as the loader's
             originals.append(torch.tensor([h, w]))
         batch = pad_batch(resized, self.size_divisible)
-        x = normalise_batch(batch, torch.tensor(sizes, device=batch.device), self.pixel_mean, self.pixel_std)
+        image_sizes = torch.tensor([[h, w] for h, w in sizes], device=batch.device)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        x = normalise_batch(batch, image_sizes, self.pixel_mean, self.pixel_std)
         features = {"0": self.backbone(x)}
         proposals, _ = self.rpn(ImageList(x, sizes), features)
         detections, _ = self.roi_heads(features, proposals, sizes)
@@ -91,8 +95,10 @@ class FixedSizeDetector(nn.Module):
 def portable(model: nn.Module, model_cfg: DictConfig) -> PortableDetector:
     """segdet's FasterRCNN (eval mode, CPU) as a PortableDetector with its weights and settings."""
     twin = torchvision_twin(model, model_cfg).eval()
-    return PortableDetector(twin, model_cfg.min_size, model_cfg.max_size,
-                            int(model_cfg.get("size_divisible", 32))).eval()
+    layout = bool(getattr(model, "prefers_channels_last", False))
+    detector = PortableDetector(twin, model_cfg.min_size, model_cfg.max_size, int(model_cfg.get("size_divisible", 32)),
+                                layout).eval()
+    return detector.to(memory_format=torch.channels_last) if layout else detector
 
 
 def example_images(sizes: list[tuple[int, int]]) -> list[Tensor]:

@@ -47,7 +47,7 @@ def _axis(src: int, dst: int, device: torch.device) -> Tuple[torch.Tensor, torch
 
 def resize_linear_exact(image: torch.Tensor, size: List[int]) -> torch.Tensor:
     """uint8 (..., H, W) -> uint8 (..., size[0], size[1]), equal to ``cv2.resize(..., cv2.INTER_LINEAR_EXACT)``."""
-    h, w = image.shape[-2], image.shape[-1]
+    h, w = int(image.shape[-2]), int(image.shape[-1])
     if size[0] == h and size[1] == w:
         return image.clone()
     y0, y1, wy0, wy1 = _axis(h, size[0], image.device)
