@@ -51,6 +51,7 @@ def sha256(path: Path) -> str:
 
 
 def _versions(needs: list[str]) -> dict:
+    """segdet's, torch's and those of what the export and its client need, as installed."""
     from importlib import metadata
 
     out = {}
@@ -117,7 +118,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 "outputs": exported.outputs, "files": files, "check": exported.check,
                 "source": {"checkpoint": str(source), "sha256": sha256(source), "epoch": ckpt.get("epoch"),
                            "step": ckpt.get("step")},
-                "versions": _versions(exported.client_needs)}
+                "versions": _versions([*exported.client_needs, *(["onnx"] if fmt == "onnx" else [])])}
         (staged / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
         (staged / "README.md").write_text(readme(task_name, fmt, meta, exported))
         _swap_into_place(staged, out)

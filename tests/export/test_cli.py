@@ -55,12 +55,14 @@ def test_what_is_not_an_exportable_checkpoint_is_one_line(which, words, bad_chec
     assert (fingerprint(path) if path.exists() else None) == before
 
 
-def test_a_format_the_task_lacks_is_one_line(frcnn_ckpt, tmp_path):
-    before = fingerprint(frcnn_ckpt)
-    user_error(segdet("export", f"ckpt={frcnn_ckpt}", "format=hf", f"output={tmp_path / 'out'}",
-                      f"hydra.run.dir={tmp_path / 'run'}"), "format=hf", "frcnn", "torchscript, onnx")
+def test_a_format_the_task_lacks_or_no_checkpoint_at_all(frcnn_ckpt, sam_ckpt, tmp_path):
+    before = fingerprint(frcnn_ckpt), fingerprint(sam_ckpt)
+    for ckpt, fmt, words in ((frcnn_ckpt, "hf", "a frcnn checkpoint exports as torchscript, onnx"),
+                             (sam_ckpt, "torchscript", "a sam checkpoint exports as hf, onnx")):
+        with pytest.raises(SegdetError, match=f"format={fmt}: {words}"):
+            export(ckpt, fmt, tmp_path / "out")
     user_error(segdet("export", "format=hf", f"output={tmp_path / 'out'}"), "ckpt is required")
-    assert not (tmp_path / "out").exists() and fingerprint(frcnn_ckpt) == before
+    assert not (tmp_path / "out").exists() and (fingerprint(frcnn_ckpt), fingerprint(sam_ckpt)) == before
 
 
 def test_output_rules(frcnn_ckpt, tmp_path):

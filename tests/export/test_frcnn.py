@@ -21,6 +21,7 @@ from tests.conftest import compose_cfg
 from tests.export.conftest import export, run_client
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_the_torch_resize_is_the_loaders_bit_for_bit():
     """resize_linear_exact == cv2.INTER_LINEAR_EXACT (what the loader calls): up, down, exactly 2x down, 1-px
     sides, eager and scripted."""
