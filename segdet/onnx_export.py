@@ -19,16 +19,24 @@ MIN_OPSET = 17
 INSTALL = "pip install 'segdet[export]'"
 
 
-def require_onnx() -> None:
-    """One line naming the pip command when the optional ``export`` extra is missing."""
-    missing = []
+def missing() -> str | None:
+    """The one line naming the pip command when the optional ``export`` extra is not installed, else None."""
+    names = []
     for name in ("onnx", "onnxruntime"):
         try:
             __import__(name)
         except ImportError:
-            missing.append(name)
-    if missing:
-        raise SegdetError(f"format=onnx needs {' and '.join(missing)}, which are not installed: {INSTALL}")
+            names.append(name)
+    if not names:
+        return None
+    verb = "is" if len(names) == 1 else "are"
+    return f"format=onnx needs {' and '.join(names)}, which {verb} not installed: {INSTALL}"
+
+
+def require_onnx() -> None:
+    message = missing()
+    if message:
+        raise SegdetError(message)
 
 
 def check_opset(opset) -> int:

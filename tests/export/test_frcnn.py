@@ -4,6 +4,7 @@ loader's, bit for bit."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 from segdet.commands import predict as predict_cmd
 from segdet.data.io import list_images
 from segdet.tasks.frcnn.detector import FasterRCNN
-from segdet.tasks.frcnn.export import compare, example_images, portable, save_onnx
+from segdet.tasks.frcnn.export import TORCHSCRIPT_CLIENT, compare, example_images, portable, save_onnx
 from segdet.tasks.frcnn.resize import resize_linear_exact
 from segdet.tasks.frcnn.transforms import DetectionTransform
 from tests.conftest import compose_cfg
@@ -133,3 +134,8 @@ def test_roipool_and_roialign_graphs_run_in_onnxruntime(roi_op, tmp_path):
         ref = detector([other])
     compare(ref, [{"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
                    "scores": torch.from_numpy(scores)}])
+
+
+def test_the_project_readme_shows_the_client_the_tests_run():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert TORCHSCRIPT_CLIENT in readme

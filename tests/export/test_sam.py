@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from segdet.commands import predict as predict_cmd
 from segdet.commands import train as train_cmd
 from segdet.data.io import list_images
 from segdet.engine.checkpoint import load
-from segdet.tasks.sam.export import HF_CLIENT, ImageEncoder, PromptDecoder, meta_prompts
+from segdet.tasks.sam.export import ImageEncoder, PromptDecoder, meta_prompts
 from tests.conftest import compose_cfg
 from tests.export.conftest import export, run_client
 
@@ -179,7 +178,3 @@ def test_an_exported_folder_fine_tunes_further(sam_ckpt, tmp_path):
     changed = [k for k, v in exported.items() if not torch.equal(tuned[k], v)]
     assert any(k.startswith("mask_decoder.") for k in changed)
 
-
-def test_the_project_readme_shows_the_client_the_tests_run():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert HF_CLIENT.format(multimask=False) in readme

@@ -155,7 +155,7 @@ def save_onnx(detector: PortableDetector, out_dir: Path, size: tuple[int, int], 
 TORCHSCRIPT_CLIENT = '''\
 import json, sys
 import torch
-import torchvision  # noqa: F401 -- registers torchvision::nms and roi_pool/roi_align, which the model calls
+import torchvision  # noqa: F401 -- registers the NMS and RoI ops the model calls
 from torchvision.io import ImageReadMode, read_image
 
 model = torch.jit.load(f"{sys.argv[1]}/model.pt")
