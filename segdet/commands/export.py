@@ -23,7 +23,6 @@ import segdet
 from segdet.engine import checkpoint as ckpt_io
 from segdet.engine.session import start
 from segdet.errors import SegdetError
-from segdet.onnx_export import require_onnx
 from segdet.tasks import get_task_class
 
 log = logging.getLogger(__name__)
@@ -102,8 +101,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise SegdetError(f"format={fmt}: a {task_name} checkpoint exports as "
                           f"{', '.join(task_class.export_formats)}")
     out = _output_dir(cfg)
-    if fmt == "onnx":
-        require_onnx()  # before reading a checkpoint of gigabytes
     began = time.perf_counter()
     ckpt, _, task, model = ckpt_io.rebuild(cfg, task_class)
     model = model.cpu().eval()

@@ -104,11 +104,20 @@ def test_an_export_that_fails_midway_leaves_nothing_that_looks_complete(frcnn_ck
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith("_run")) == ["old"]
 
 
-def test_onnx_without_the_extra_names_the_pip_command(frcnn_ckpt, tmp_path, monkeypatch):
+def test_onnx_without_the_extra_names_the_pip_command(frcnn_ckpt, tmp_path, monkeypatch, capsys):
+    from segdet import cli
+
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: importing it fails
-    with pytest.raises(SegdetError, match=r"needs onnxruntime, which (is|are) not installed: pip install 'segdet\[export\]'"):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["export", f"ckpt={frcnn_ckpt}", "format=onnx", f"output={tmp_path / 'out'}",
+                  f"hydra.run.dir={tmp_path / 'run'}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["segdet: error: format=onnx needs onnxruntime, which is not installed: pip install "
+                   "'segdet[export]'"]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()
+    with pytest.raises(SegdetError, match=r"needs onnxruntime, which is not installed"):  # called directly
         export(frcnn_ckpt, "onnx", tmp_path / "out")
-    assert not (tmp_path / "out").exists()
 
 
 def test_a_folder_that_would_load_with_a_missing_weight_is_refused(sam_ckpt, tmp_path, monkeypatch):
