@@ -12,10 +12,10 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,sweep,mlflow]'
+	$(PY) -m pip install -q -e '.[dev,sweep,mlflow,export]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install segdet with its test tools (idempotent)
+install: $(STAMP)  ## create .venv and install segdet with its test tools and optional extras (idempotent)
 
 quickstart: install  ## train SAM on generated data (experiment=quickstart), evaluate it, show where the figures are
 	$(VENV)/bin/segdet train task=sam experiment=quickstart hydra.run.dir=outputs/quickstart/train

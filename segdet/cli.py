@@ -10,7 +10,7 @@ import re
 import sys
 from datetime import datetime
 
-from segdet.commands import ALIASES, COMMANDS
+from segdet.commands import ALIASES, COMMANDS, TASK_FROM_CHECKPOINT
 from segdet.config import task_config_dir, task_of
 from segdet.engine.cluster import launched_distributed
 from segdet.malloc import keep_freed_memory
@@ -21,7 +21,8 @@ from segdet.tasks import TASKS
 def usage() -> str:
     commands = "\n".join(f"  {name:<9} {what:<31} {example}" for name, (_, what, example) in COMMANDS.items())
     tasks = "\n".join(f"  {name:<9} {what}" for name, what in TASKS.items())
-    return (f"usage: segdet <command> task=<task> [group=option ...] [key=value ...] [hydra flags]\n\n"
+    return (f"usage: segdet <command> task=<task> [group=option ...] [key=value ...] [hydra flags]\n"
+            f"       ({', '.join(TASK_FROM_CHECKPOINT)}: no task=, the checkpoint names it)\n\n"
             f"commands:\n{commands}\n\ntasks:\n{tasks}\n\n"
             "presets: experiment=smoke (seconds, tiny) | experiment=quickstart (learns in minutes on a CPU)\n"
             "Hydra flags after the command: --help, --cfg job, -m (multirun sweep), hydra.run.dir=DIR\n"
@@ -73,6 +74,23 @@ def _compose(command: str, args: list[str]):
         fail(msg)
 
 
+def _checkpoint_task(args: list[str]) -> str:
+    """export takes no task=: the checkpoint names it (read without loading its tensors)."""
+    from segdet.engine.checkpoint import load
+    from segdet.errors import SegdetError
+
+    path = next((a.split("=", 1)[1] for a in args if a.startswith("ckpt=")), None)
+    if not path:
+        fail("ckpt is required (give it as ckpt=...)")
+    try:
+        task = load(path, mmap=True).get("task")
+    except SegdetError as e:
+        fail(str(e))
+    if task not in TASKS:
+        fail(f"{path}: a checkpoint of task '{task}', which this segdet does not know ({', '.join(TASKS)})")
+    return task
+
+
 def _stored_settings(command: str, args: list[str]) -> list[str]:
     """eval/predict rebuild the model from the checkpoint's config, which their own configs do not hold, so
     ``model.KEY=VALUE`` is given to Hydra as ``+model.KEY=VALUE``, and then laid over the stored value."""
@@ -101,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         fail(f"unknown command '{argv[0]}'; choose from: {', '.join(COMMANDS)}")
     asks_help = any(a in ("--help", "-h", "--hydra-help", "--info") for a in args)
+    if command in TASK_FROM_CHECKPOINT and task_of(args) is None and not asks_help:
+        args = [f"task={_checkpoint_task(args)}"] + args
     if asks_help and task_of(args) is None:
         args = [f"task={next(iter(TASKS))}"] + args  # Hydra's help composes a config, so it needs a task
     args = _stored_settings(command, args)

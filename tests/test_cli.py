@@ -82,7 +82,7 @@ def test_the_task_list_has_one_source():
     assert all(f"  {name}" in out and what in out for name, what in TASKS.items())
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "predict"])
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "export"])
 def test_hydra_help_after_the_command(command):
     proc = segdet(command, "--help")
     assert proc.returncode == 0, proc.stderr

@@ -100,15 +100,16 @@ def _write_atomic(path: Path, write) -> None:
         raise
 
 
-def load(path, expected_task: str | None = None) -> dict:
-    """Load a segdet checkpoint safely, or end with a one-line error saying what is wrong with the file."""
+def load(path, expected_task: str | None = None, mmap: bool = False) -> dict:
+    """Load a segdet checkpoint safely, or end with a one-line error saying what is wrong with the file.
+    ``mmap``: map the tensors instead of reading them (a cheap look at the checkpoint's keys)."""
     path = Path(path)
     if not path.is_file():
         raise SegdetError(f"{path}: checkpoint not found")
     if not zipfile.is_zipfile(path):
         raise SegdetError(f"{path}: not a segdet checkpoint (not a file written by torch.save)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         first = next((ln for ln in lines if ln.startswith("Unsupported global")), lines[0] if lines else "unsafe")

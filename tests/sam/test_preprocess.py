@@ -1,5 +1,5 @@
-"""The tensor preprocessing equals transformers' SamProcessor on real images (pixels, prompt coordinates, and
-the mapping of low-res masks back to the image)."""
+"""The tensor preprocessing equals transformers' SamProcessor on real images (pixels, prompt coordinates, the
+mapping of low-res masks back to the image, and an image's mask from several prompts)."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +8,7 @@ from transformers import SamImageProcessor, SamProcessor
 
 from segdet.data.io import image_size, list_images, load_rgb
 from segdet.data.pixels import imagenet_stats_255
+from segdet.tasks.sam.metrics import full_res_masks
 from segdet.tasks.sam.preprocess import (coord_scale, logits_to_original, preprocess_images, scale_boxes,
                                          scale_points)
 
@@ -58,6 +59,25 @@ def test_low_res_masks_map_back_like_post_process_masks(shared_data):
                                      binarize=False)[0][0]
     assert ours.shape == (2, h, w)
     torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("size", [1024, 128])
+def test_an_images_mask_is_the_union_of_the_processors_masks(shared_data, size):
+    """segdet's mask of an image with several prompts (eval, predict) is, pixel for pixel, the OR of what
+    SamProcessor.post_process_masks makes of each prompt's low-res logits."""
+    proc = processor(size)
+    g = torch.Generator().manual_seed(0)
+    for im in water_images(shared_data, 3):
+        h, w = im.shape[:2]
+        ref = proc(images=im.copy(), return_tensors="pt")
+        smooth = torch.randn(3, 1, 8, 8, generator=g) * 12  # blobs with soft edges, like SAM's logits
+        low = torch.nn.functional.interpolate(smooth, (size // 4, size // 4), mode="bilinear")[:, 0]
+        outputs = {"logits": low, "prompt_image": torch.zeros(3, dtype=torch.long), "input_size": size,
+                   "resized": ref["reshaped_input_sizes"]}
+        ours = full_res_masks(outputs, {"sizes": torch.tensor([[h, w]])})[0] > 0
+        theirs = proc.post_process_masks([low[:, None]], ref["original_sizes"], ref["reshaped_input_sizes"])[0]
+        assert ours.shape == (h, w)
+        assert torch.equal(ours, theirs.any(0)[0])
 
 
 def family_model(name: str):

@@ -70,11 +70,11 @@ def predict(runtime, *, transform, classes: list[str], inputs: list[Path], out_d
                 det = {k: v[keep] for k, v in det.items()}
             image_id = len(images) + 1
             images.append({"id": image_id, "file_name": path.name, "width": image.shape[1], "height": image.shape[0]})
+            # the model's numbers unrounded, so that an exported model can be held to them
             for box, label, score in zip(det["boxes"].tolist(), det["labels"].tolist(), det["scores"].tolist()):
                 x1, y1, x2, y2 = box
-                results.append({"image_id": image_id, "category_id": int(label),
-                                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                                "score": round(float(score), 5)})
+                results.append({"image_id": image_id, "category_id": int(label), "bbox": [x1, y1, x2 - x1, y2 - y1],
+                                "score": score})
             draw(image, det, classes).save(out_dir / "images" / f"{names[path]}.png")
     if skipped:
         (out_dir / "skipped.txt").write_text("".join(f"{s}\n" for s in skipped))

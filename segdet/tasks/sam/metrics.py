@@ -2,8 +2,10 @@
 beside the box-fill baseline (the prompt boxes filled in: what a user gets without SAM).
 
 Conventions (those of MONAI's DiceMetric/MeanIoU with ``ignore_empty=False``): an empty prediction of an empty
-truth scores 1; anything else against an empty truth scores 0. The prompts of one image are merged by taking
-the maximum of their low-resolution logits (the union of the objects) before upsampling.
+truth scores 1; anything else against an empty truth scores 0. Each prompt's low-resolution logits are mapped
+back to the image on their own (``SamProcessor.post_process_masks``), and an image's prompts are then merged by
+their maximum: ``> 0`` of it is the union of the prompts' masks, what a transformers user gets by OR-ing the
+processor's masks.
 """
 from __future__ import annotations
 
@@ -37,16 +39,17 @@ def box_fill(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def full_res_masks(outputs: dict, batch: dict) -> list[torch.Tensor | None]:
-    """Per image: (H, W) logits at its original size (prompts merged), or None if it had no prompt."""
+    """Per image: (H, W) logits at its original size, or None if it had no prompt. The prompts are upsampled one
+    by one and merged after: the maximum of low-resolution logits, upsampled, is a superset of the union."""
     out = []
     for i, (h, w) in enumerate(batch["sizes"].tolist()):
         sel = outputs["prompt_image"] == i
         if not bool(sel.any()):
             out.append(None)
             continue
-        merged = outputs["logits"][sel].float().amax(0, keepdim=True)
-        out.append(logits_to_original(merged, tuple(outputs["resized"][i].tolist()), (h, w),
-                                      int(outputs["input_size"]), bool(outputs.get("square", False)))[0])
+        per_prompt = logits_to_original(outputs["logits"][sel], tuple(outputs["resized"][i].tolist()), (h, w),
+                                        int(outputs["input_size"]), bool(outputs.get("square", False)))
+        out.append(per_prompt.amax(0))
     return out
 
 

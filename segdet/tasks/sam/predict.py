@@ -130,13 +130,15 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
         with runtime.autocast():
             outputs = model(batch)
         logits = full_res_masks(outputs, batch)[0]
-        prob = torch.sigmoid(logits).cpu().numpy() if logits is not None else np.zeros((h, w), np.float32)
-        pred = prob > 0.5
+        if logits is None:
+            logits = torch.full((h, w), -torch.inf)
+        pred = (logits > 0).cpu().numpy()  # SamProcessor's threshold (float32 sigmoid rounds tiny logits to 0.5)
         Image.fromarray((pred * 255).astype(np.uint8)).save(dirs["masks"] / f"{name}.png")
         boxes = p["boxes"] if p.get("box_prompt", prompt_cfg.mode != "points") else None
         pts = p["points"] if p["points"].shape[1] else None
         Image.fromarray(overlay(image, pred, boxes, pts, p["point_labels"])).save(dirs["overlays"] / f"{name}.png")
         if save_prob:
+            prob = torch.sigmoid(logits.float()).cpu().numpy()
             Image.fromarray((prob * 255).round().astype(np.uint8)).save(dirs["probabilities"] / f"{name}.png")
         done += 1
     if failed:

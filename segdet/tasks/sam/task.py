@@ -9,11 +9,12 @@ from omegaconf import DictConfig
 from segdet.errors import SegdetError
 from segdet.registry import Registry
 from segdet.tasks.base import Task
-from segdet.tasks.sam import figures
+from segdet.tasks.sam import figures, lora
 from segdet.tasks.sam.augment import build_augment
-from segdet.tasks.sam import lora
 from segdet.tasks.sam.cache import DTYPES, EmbeddingStore
 from segdet.tasks.sam.datasets import SamDataset, build_eval_split, build_splits, collate
+from segdet.tasks.sam.export import FORMATS
+from segdet.tasks.sam.export import export as export_sam
 from segdet.tasks.sam.family import get_family
 from segdet.tasks.sam.losses import build_loss
 from segdet.tasks.sam.metrics import SamEvaluator
@@ -27,6 +28,7 @@ MODELS.register("sam")(SamSegmenter)
 
 class SamTask(Task):
     name = "sam"
+    export_formats = FORMATS
 
     def __init__(self, cfg: DictConfig):
         super().__init__(cfg)
@@ -158,3 +160,6 @@ class SamTask(Task):
 
     def predict(self, *, runtime, inputs: list[Path], out_dir: Path) -> dict:
         return predict(runtime, self.cfg, inputs, out_dir)
+
+    def export(self, *, model: SamSegmenter, fmt: str, out_dir: Path, settings):
+        return export_sam(model.sam, fmt, out_dir, multimask_output=model.multimask, opset=int(settings.opset))
