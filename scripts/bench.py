@@ -75,13 +75,14 @@ class Settings:
     sam_cache_model: list = field(default_factory=lambda: ["model.config.vision_layers=12", "model.config.vision_hidden_size=96",
                                                            "model.config.global_attn_indexes=[2,5,8,11]"])
     # sam_lora: LoRA on the encoder's attention (+ the decoder trained) against the whole model trained. On the CPU
-    # the tiny encoder gets ViT-B's depth and a quarter of its width, so that the encoder's weights, their
-    # gradients and Adam's state are a visible part of the memory, as they are for the real SAM.
+    # the tiny encoder gets ViT-B's depth and half its width (21M parameters), so that the encoder's weights,
+    # their gradients and Adam's state weigh against the activations as they do for the real SAM.
     sam_lora_model: list = field(default_factory=lambda: ["model.config.vision_layers=12",
-                                                          "model.config.vision_hidden_size=192",
-                                                          "model.config.vision_heads=4",
+                                                          "model.config.vision_hidden_size=384",
+                                                          "model.config.vision_heads=6",
                                                           "model.config.global_attn_indexes=[2,5,8,11]"])
-    sam_lora_images: int = 16
+    sam_lora_images: int = 8
+    sam_lora_batch: int = 4
     # Faster R-CNN
     frcnn_model: list = field(default_factory=lambda: ["model=frcnn_tiny"])
     frcnn_images: int = 32
@@ -94,7 +95,7 @@ class Settings:
         if device.startswith("cuda"):
             s = cls(device=device, precision="bf16-mixed", workers=8, repeats=3,
                     sam_model=["model=sam_vit_base"],  # + model.pretrained=<random ViT-B folder>, made in main()
-                    sam_cache_model=[], sam_lora_model=[], sam_lora_images=64,
+                    sam_cache_model=[], sam_lora_model=[], sam_lora_images=64, sam_lora_batch=8,
                     sam_images=128, sam_image_px=256, sam_batch=16,
                     frcnn_model=["model=frcnn_default", "model.backbone.weights=none"],
                     frcnn_images=64, frcnn_image_px=600, frcnn_batch=8, memory_steps=4)
@@ -102,7 +103,7 @@ class Settings:
             s = cls(device=device)
         if quick:  # seconds: for the test of this script
             s.repeats, s.sam_images, s.sam_batch, s.frcnn_images, s.frcnn_batch, s.memory_steps = 1, 8, 4, 4, 2, 1
-            s.sam_cache_model, s.sam_lora_model, s.sam_lora_images = [], [], 8
+            s.sam_cache_model, s.sam_lora_model, s.sam_lora_images, s.sam_lora_batch = [], [], 8, 4
             s.sam_compile = False  # compiling takes tens of seconds; tests/sam/test_model.py covers it
             if s.device.startswith("cuda"):
                 s.sam_model, s.sam_image_px = ["model=sam_tiny"], 64

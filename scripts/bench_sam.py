@@ -186,7 +186,7 @@ def lora_side(side: str, s) -> dict:
 
     device = torch.device(s.device)
     model = list(s.sam_lora_model) + LORA_SIDES[side]
-    over = segdet_overrides(s, batch_size=s.sam_batch, augment="none", epochs=1 + s.repeats, model=model)
+    over = segdet_overrides(s, batch_size=s.sam_lora_batch, augment="none", epochs=1 + s.repeats, model=model)
     over = [o for o in over if not o.startswith("data.num_images=")] + [f"data.num_images={s.sam_lora_images}"]
     reset_peak_memory(device)
     base = current_memory_mib(device)
@@ -202,4 +202,4 @@ def sam_lora(s) -> Row:
     return Row("sam_lora", ours, theirs, "MiB", theirs / ours,
                f"{what} above the process's memory before training; images/s LoRA {rates['lora']:.3g} vs full "
                f"{rates['full']:.3g} ({rates['lora'] / rates['full']:.2f}x); {s.sam_lora_images} images, batch "
-               f"{s.sam_batch}, {' '.join(s.sam_model + s.sam_lora_model)}; LoRA: {' '.join(LORA_SIDES['lora'])}")
+               f"{s.sam_lora_batch}, {' '.join(s.sam_model + s.sam_lora_model)}; LoRA: {' '.join(LORA_SIDES['lora'])}")
