@@ -184,6 +184,8 @@ def lora_side(side: str, s) -> dict:
     trains on both sides), its epochs' images/s and the peak memory above what the process held before it."""
     import torch
 
+    import peft  # noqa: F401 -- imported on both sides before the baseline: the row compares training, not imports
+
     device = torch.device(s.device)
     model = list(s.sam_lora_model) + LORA_SIDES[side]
     over = segdet_overrides(s, batch_size=s.sam_lora_batch, augment="none", epochs=1 + s.repeats, model=model)
