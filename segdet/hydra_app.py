@@ -21,7 +21,7 @@ _failed_jobs: list[int] = []      # sweep jobs that ended with a user error
 
 
 def _job(cfg: DictConfig) -> None:
-    from segdet.engine import distributed
+    from segdet.engine import distributed, session
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -42,6 +42,7 @@ def _job(cfg: DictConfig) -> None:
         print(f"segdet: stopped by {e}{where}", file=sys.stderr)
         sys.exit(EXIT_SIGNAL.get(e.signum, 1))
     finally:
+        session.finish()
         if not multirun:
             distributed.cleanup()
 
