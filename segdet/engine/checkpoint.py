@@ -25,6 +25,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from segdet import weights
 from segdet.data.atomic import write_atomic
 from segdet.errors import SegdetError
 
@@ -89,9 +90,7 @@ def load(path, expected_task: str | None = None) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        first = next((ln for ln in lines if ln.startswith("Unsupported global")), lines[0] if lines else "unsafe")
-        raise SegdetError(f"{path}: refused to load: the file holds objects other than weights ({first})") from None
+        raise weights.refusal(path, e) from None
     except Exception as e:  # zip/torch errors for files that are not checkpoints at all
         raise SegdetError(f"{path}: not a segdet checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +16,7 @@ from torch import nn
 from transformers import SamConfig, SamModel
 
 from segdet.data.pixels import IMAGENET_MEAN, IMAGENET_STD, imagenet_stats_255
+from segdet import weights
 from segdet.errors import SegdetError
 from segdet.tasks.sam.cache import EmbeddingStore, encoder_fingerprint
 from segdet.tasks.sam.losses import SamLoss, per_item_loss
@@ -52,14 +52,10 @@ def tiny_config(c) -> SamConfig:
 
 
 def load_pretrained(src: str) -> SamModel:
-    path = Path(src).expanduser()
-    if src.startswith(("/", ".", "~")) or path.exists():
-        if not path.is_dir():
-            raise SegdetError(f"model.pretrained={src}: no such folder (expected a SAM folder with config.json "
-                              "and weights, saved by SamModel.save_pretrained)")
-        src = str(path)
+    """A transformers SAM folder or hub id, weights only (``segdet.weights``: safetensors preferred, pickles
+    checked before they are read, no code from the folder)."""
     try:
-        return SamModel.from_pretrained(src)
+        return weights.from_pretrained(SamModel, src, f"model.pretrained={src}")
     except (OSError, ValueError) as e:
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise SegdetError(f"cannot load SAM weights '{src}' (offline, or not a SAM checkpoint: {reason}); "
