@@ -39,10 +39,10 @@ def claim(folder, what: str, command: str) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _holder(fd).split()
+            holder = _holder(fd).split("\t")
             os.close(fd)
             who = (f"segdet process {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 else "")
-                   + (f" ({holder[2]})" if len(holder) > 2 else "")) if holder else "another segdet process"
+                   + (f" ({holder[2]})" if len(holder) > 2 else "")) if holder[0] else "another segdet process"
             raise SegdetError(f"{folder}: in use by {who}; wait for it to end, or give another {what}") from None
         try:  # the holder before us may have removed the file between our open and our flock: lock the new one
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
@@ -51,13 +51,13 @@ def claim(folder, what: str, command: str) -> None:
         if same:
             break
         os.close(fd)
-    stale = _holder(fd).split()
-    if stale and stale[0] != str(os.getpid()):
+    stale = _holder(fd).split("\t")
+    if stale[0] and stale[0] != str(os.getpid()):
         log.warning("%s: taking over the lock of segdet process %s, which is gone (it ended without releasing it)",
                     folder, stale[0])
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, f"{os.getpid()} {socket.gethostname()} {command}\n".encode())
+    os.write(fd, f"{os.getpid()}\t{socket.gethostname()}\t{command}\n".encode())
     _held[folder] = fd
 
 
