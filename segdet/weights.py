@@ -2,9 +2,10 @@
 a transformers folder or hub id): weights, never code.
 
 * ``*.safetensors``: preferred. A folder that holds them is loaded from them alone.
-* A pickle (``pytorch_model.bin`` or its shards): only when it holds nothing but tensors and plain containers. Each file is opened the way ``torch.load(weights_only=True)`` opens it before transformers
-  reads it; one that names anything else (a function to call is how a pickle runs code) is refused on one line,
-  and nothing in it runs.
+* A pickle (``pytorch_model.bin`` or its shards): only when it holds nothing but tensors and plain containers.
+  Each file is opened the way ``torch.load(weights_only=True)`` opens it before transformers reads it; one that
+  names anything else (a function to call is how a pickle runs code) is refused on one line, and nothing in it
+  runs.
 * Never: code shipped with the folder (``trust_remote_code`` stays off, so ``auto_map`` entries are ignored).
 * A hub id: its safetensors only.
 

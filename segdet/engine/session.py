@@ -1,5 +1,5 @@
 """What every command does first: join the process group, claim the run dir, set up logging, write config.yaml,
-seed, pick the device; and what it does last (``finish``).
+seed, pick the device and the number of CPU threads; and what it does last (``finish``).
 
 The device is decided here, once per run, from ``trainer.device``; everything after receives it. The run dir is
 claimed before anything is written into it (``engine.lock``): a second process given the same ``hydra.run.dir``
@@ -30,6 +30,8 @@ def start(cfg: DictConfig, run_dir: Path, command: str) -> torch.device:
     if distributed.is_main():
         atomic.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     seed_everything(int(cfg.seed) + distributed.rank(), bool(cfg.trainer.get("deterministic", False)))
+    if cfg.trainer.get("num_threads"):  # per job: a process of a parallel launcher may run several jobs
+        torch.set_num_threads(int(cfg.trainer.num_threads))
     return device
 
 

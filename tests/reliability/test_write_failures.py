@@ -169,7 +169,8 @@ class Full:
 
 def test_a_log_file_that_cannot_be_written_is_one_warning(tmp_path, capsys):
     setup_logging(tmp_path, "train")
-    handler = next(h for h in logging.getLogger().handlers if getattr(h, "_segdet", False) and hasattr(h, "baseFilename"))
+    handler = next(h for h in logging.getLogger().handlers
+                   if getattr(h, "_segdet", False) and hasattr(h, "baseFilename"))
     handler.stream = Full()
     for i in range(3):
         logging.getLogger("segdet.test").info("line %d", i)
