@@ -14,7 +14,7 @@ import os
 import socket
 from pathlib import Path
 
-from segdet.errors import SegdetError
+from segdet.errors import SegdetError, WriteFailed
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".segdet.lock"
@@ -32,13 +32,21 @@ def claim(folder, what: str, command: str) -> None:
     folder = Path(folder).resolve()
     if folder in _held:
         return
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise WriteFailed.of(path, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as e:
+            if not isinstance(e, BlockingIOError):  # a file system without locks (some network mounts)
+                os.close(fd)
+                log.warning("%s: cannot lock it (%s); a second segdet given this folder would not be stopped",
+                            folder, e)
+                return
             holder = _holder(fd).split("\t")
             os.close(fd)
             who = (f"segdet process {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 else "")
@@ -55,9 +63,12 @@ def claim(folder, what: str, command: str) -> None:
     if stale[0] and stale[0] != str(os.getpid()):
         log.warning("%s: taking over the lock of segdet process %s, which is gone (it ended without releasing it)",
                     folder, stale[0])
-    os.ftruncate(fd, 0)
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, f"{os.getpid()}\t{socket.gethostname()}\t{command}\n".encode())
+    try:  # who holds it, for the refusal; on a full disk the lock holds without it
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\t{socket.gethostname()}\t{command}\n".encode())
+    except OSError:
+        pass
     _held[folder] = fd
 
 
