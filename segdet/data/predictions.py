@@ -99,6 +99,11 @@ def _read(journal: Path) -> tuple[dict | None, list[dict]]:
 
 
 # --- the task's side ----------------------------------------------------------------------------------------------
+def _key(path: Path) -> str:
+    """An input as the journal names it: its absolute path, however ``input=`` was spelled."""
+    return str(Path(path).resolve())
+
+
 def _stamp(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns]
@@ -120,7 +125,7 @@ class PredictionOutputs:
         entries = _read(self.journal)[1] if self.journal.is_file() else []
         by_input = {e["input"]: e for e in entries}  # the last line of an input wins
         for path in self.inputs:
-            e = by_input.get(str(path))
+            e = by_input.get(_key(path))
             if e is not None and self._complete(path, e):
                 self._records[path] = e.get("record") or {}
         self.resumed = len(self._records)
@@ -170,7 +175,7 @@ class PredictionOutputs:
         """``path`` is complete: the files written for it since the last ``done``/``skip`` and its ``record`` (plain
         JSON: what the summary files need) go to the journal."""
         path = Path(path)
-        entry = {"input": str(path), "stamp": _stamp(path), "name": self.names[path],
+        entry = {"input": _key(path), "stamp": _stamp(path), "name": self.names[path],
                  "files": list(dict.fromkeys(self._pending)), "record": record or {}}
         self._pending = []
         try:

@@ -166,7 +166,7 @@ def test_the_journal_knows_what_is_complete(tmp_path):
     again.done(paths[1], {"n": 1})  # appended on a line of its own: the torn one was cut off
     assert PredictionOutputs(out, paths).todo() == [paths[2]]
     lines = (out / JOURNAL).read_text().splitlines()
-    assert [json.loads(line).get("input") for line in lines] == [None] + [str(p) for p in paths] + [str(paths[1])]
+    assert [json.loads(line).get("input") for line in lines] == [None] + [str(p.resolve()) for p in paths + [paths[1]]]
 
 
 def test_batches_follow_input_positions(tmp_path):
