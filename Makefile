@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install quickstart test test-fast bench clean
+.PHONY: help install quickstart test test-fast bench soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test: install  ## run the whole test suite
 
 bench: install  ## segdet against the usual alternatives, side by side (table + outputs/bench/latest.json)
 	$(PY) scripts/bench.py
+
+soak: install  ## train the smoke models for many epochs; fails if memory grows >5% after epoch 3 (not in `test`)
+	$(PY) scripts/soak.py
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf outputs/*/ .pytest_cache

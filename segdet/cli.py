@@ -12,7 +12,7 @@ from datetime import datetime
 
 from segdet.commands import ALIASES, COMMANDS, TASK_FROM_CHECKPOINT
 from segdet.config import task_config_dir, task_of
-from segdet.engine.cluster import launched_distributed
+from segdet.engine.cluster import env_rank, launched_distributed
 from segdet.malloc import keep_freed_memory
 from segdet.sweeps import missing_extra, plugin_missing, with_sweeper_settings
 from segdet.tasks import TASKS
@@ -109,6 +109,21 @@ def _shared_run_dir(command: str, args: list[str], cfg) -> list[str]:
     return args + [f"hydra.run.dir=outputs/{task_of(args)}/{command}/{stamp}"]
 
 
+def _claim_given_run_dir(command: str, args: list[str]) -> None:
+    """A run dir named on the command line is claimed before Hydra writes its .hydra/ files into it, so a second
+    process given the same one stops before touching anything (the run dir's lock: ``engine.session``)."""
+    given = [a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")]
+    if not given or env_rank() != 0:  # under DDP rank 0 holds the run dir for all ranks
+        return
+    from segdet.engine import session
+    from segdet.errors import SegdetError
+
+    try:
+        session.claim(given[-1], "hydra.run.dir", command)
+    except SegdetError as e:
+        fail(str(e))
+
+
 def main(argv: list[str] | None = None) -> None:
     keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -137,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = None if _hydra_flag(args) else _compose(command, args)
         if launched_distributed() and not any(a.startswith("hydra.run.dir=") for a in args):
             args = _shared_run_dir(command, args, cfg if cfg is not None else _compose(command, args))
+        if cfg is not None:
+            _claim_given_run_dir(command, args)
 
     from segdet.hydra_app import launch
 

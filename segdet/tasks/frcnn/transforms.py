@@ -55,6 +55,11 @@ class DetectionTransform:
             image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR_EXACT)
         sy, sx = nh / h, nw / w
         boxes = boxes.astype(np.float32) * np.array([sx, sy, sx, sy], dtype=np.float32)
+        # A box of a fraction of a pixel stays a target (a 1-px box in a 10000 px side shrinks to 0.02 px); one
+        # whose side the float product rounds to nothing would give log(0) in the box coder: it is dropped.
+        real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if not real.all():
+            boxes, index = boxes[real], index[real]
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # a writable copy, channels first
         return tensor, torch.from_numpy(boxes).reshape(-1, 4), torch.from_numpy(index), (sy, sx)
 

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from segdet.data.atomic import write_atomic
+from segdet.errors import WriteFailed
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -34,12 +39,17 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def write_entry(path, tensors: tuple[torch.Tensor, ...]) -> None:
+    """Atomically (``data.atomic``): runs and sweep jobs racing on one entry are safe, and a failed write leaves
+    nothing behind."""
     header = json.dumps([{"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
                          for t in tensors]).encode() + b"\n"
-    with open(path, "wb") as f:
+
+    def write(f):
         f.write(MAGIC + header)
         for t in tensors:
             f.write(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+
+    write_atomic(path, write)
 
 
 def read_entry(path) -> tuple[torch.Tensor, ...]:
@@ -87,7 +97,18 @@ class EmbeddingStore:
     def __init__(self, root: Path | str | None, fingerprint: str, dtype: torch.dtype = torch.float32):
         self.root = Path(root).expanduser() if root else default_cache_dir()
         self.fingerprint, self.dtype = fingerprint, dtype
-        (self.root / fingerprint).mkdir(parents=True, exist_ok=True)
+        self.writable = True
+        try:
+            (self.root / fingerprint).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self._stop_writing(WriteFailed.of(self.root / fingerprint, e))
+
+    def _stop_writing(self, error: WriteFailed) -> None:
+        """A cache that cannot be written is not worth stopping a run for: one warning, and the run goes on
+        computing what it cannot store (entries already there are still read)."""
+        self.writable = False
+        log.warning("embedding cache: %s; training goes on without caching new embeddings "
+                    "(model.cache_dir=DIR for another folder)", error)
 
     def _path(self, key: str) -> Path:
         return self.root / self.fingerprint / key[:2] / f"{key}.emb"
@@ -100,14 +121,9 @@ class EmbeddingStore:
             return None
 
     def write(self, key: str, embedding: tuple[torch.Tensor, ...]) -> None:
-        """Atomically: runs and sweep jobs racing on one entry are safe."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
+        if not self.writable:
+            return
         try:
-            write_entry(tmp, tuple(t.detach().to("cpu", self.dtype) for t in embedding))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            write_entry(self._path(key), tuple(t.detach().to("cpu", self.dtype) for t in embedding))
+        except WriteFailed as e:
+            self._stop_writing(e)

@@ -267,7 +267,8 @@ def pack_sample(image: np.ndarray | None, p: dict, sample_id: str, *, box_prompt
     """``image`` may be None when ``embedding`` (read from the cache) stands in for it; ``size`` is then the
     image's (H, W)."""
     return {
-        "image": None if image is None else torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+        # a copy unless already contiguous and writable (a 1×1 image's transpose is both contiguous and read-only)
+        "image": None if image is None else torch.from_numpy(np.require(image.transpose(2, 0, 1), requirements="CW")),
         "size": tuple(size if size is not None else image.shape[:2]),
         "labels": torch.from_numpy(np.ascontiguousarray(p["labels"])) if "labels" in p else None,
         "boxes": torch.from_numpy(p["boxes"]),

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segdet import weights
 from segdet.data.pixels import IMAGENET_MEAN, IMAGENET_STD, imagenet_stats_255
 from segdet.errors import SegdetError
 from segdet.tasks.sam.cache import EmbeddingStore, encoder_fingerprint
@@ -44,18 +44,14 @@ MASK_PROMPT_LOGIT = 6.9
 
 
 def load_pretrained(src: str, family: Family) -> nn.Module:
-    path = Path(src).expanduser()
-    if src.startswith(("/", ".", "~")) or path.exists():
-        if not path.is_dir():
-            raise SegdetError(f"model.pretrained={src}: no such folder (expected a folder with config.json and "
-                              f"weights, saved by {family.model_class.__name__}.save_pretrained)")
-        src = str(path)
-        found = _model_type(path)
-        if found and found != family.model_type:
-            raise SegdetError(f"model.pretrained={src}: a '{found}' folder, but the model is {family.name} "
-                              f"(model.family={family.name}); choose the model of that family")
+    """A transformers folder or hub id of ``family``, weights only (``segdet.weights``: safetensors preferred,
+    pickles checked before they are read, no code from the folder)."""
+    found = _model_type(Path(src).expanduser())
+    if found and found != family.model_type:
+        raise SegdetError(f"model.pretrained={src}: a '{found}' folder, but the model is {family.name} "
+                          f"(model.family={family.name}); choose the model of that family")
     try:
-        return family.finish(family.model_class.from_pretrained(src))
+        return family.finish(weights.from_pretrained(family.model_class, src, f"model.pretrained={src}"))
     except (OSError, ValueError) as e:
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise SegdetError(f"cannot load {family.name} weights '{src}' (offline, or not a {family.name} checkpoint: "

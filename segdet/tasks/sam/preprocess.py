@@ -17,11 +17,13 @@ from torchvision.transforms.v2 import functional as tvF
 
 
 def resized_shape(height: int, width: int, size: int, square: bool = False) -> tuple[int, int]:
-    """SamImageProcessor._get_preprocess_shape: longest side -> ``size``, rounded half up (``square``: the square)."""
+    """SamImageProcessor._get_preprocess_shape: longest side -> ``size``, rounded half up (``square``: the square);
+    a side that would round to 0 (a strip like 4×600 at a small size) keeps 1 pixel, where the processor would ask
+    for an empty image."""
     if square:
         return size, size
     scale = size * 1.0 / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 def preprocess_images(images: list[torch.Tensor], size: int, mean: torch.Tensor, std: torch.Tensor,
