@@ -14,8 +14,12 @@ from transformers import SamModel
 
 from segdet.engine import checkpoint as ckpt_io
 from segdet.errors import SegdetError
-from segdet.tasks.sam.model import load_pretrained, tiny_config
+from segdet.tasks.sam.family import get_family
+from segdet.tasks.sam.model import load_pretrained
 from tests.reliability.cli import ROOT, segdet, user_error
+
+
+SAM = get_family("sam")
 
 
 class Payload:
@@ -32,7 +36,7 @@ class Payload:
 def sam(tmp_path_factory):
     """A tiny SAM saved by transformers (safetensors); its state dict for pickled copies."""
     torch.manual_seed(0)
-    model = SamModel(tiny_config(OmegaConf.load(ROOT / "conf/sam/model/sam_tiny.yaml").config))
+    model = SamModel(SAM.tiny_config(OmegaConf.load(ROOT / "conf/sam/model/sam_tiny.yaml").config))
     folder = tmp_path_factory.mktemp("sam_safe")
     model.save_pretrained(folder)
     return folder, model.state_dict()
@@ -68,7 +72,7 @@ def same_weights(model, state) -> bool:
 def test_a_pickle_carrying_a_payload_is_refused_and_does_not_run(tmp_path, sam, shards):
     folder = pickled(tmp_path, sam, payload=True, shards=shards)
     with pytest.raises(SegdetError) as e:
-        load_pretrained(str(folder))
+        load_pretrained(str(folder), SAM)
     msg = str(e.value)
     assert "refused to load: the file holds objects other than weights (posix.system)" in msg and "\n" not in msg
     assert "weights_only" not in msg and "trust" not in msg  # no advice to turn the safety off
@@ -84,12 +88,12 @@ def test_the_cli_refuses_it_on_one_line(tmp_path, sam):
 
 
 def test_safetensors_are_preferred_and_plain_pickles_load(tmp_path, sam):
-    assert same_weights(load_pretrained(str(sam[0])), sam[1])
-    assert same_weights(load_pretrained(str(pickled(tmp_path, sam, "plain"))), sam[1])
-    assert same_weights(load_pretrained(str(pickled(tmp_path, sam, "plain_shards", shards=True))), sam[1])
+    assert same_weights(load_pretrained(str(sam[0]), SAM), sam[1])
+    assert same_weights(load_pretrained(str(pickled(tmp_path, sam, "plain")), SAM), sam[1])
+    assert same_weights(load_pretrained(str(pickled(tmp_path, sam, "plain_shards", shards=True)), SAM), sam[1])
     both = pickled(tmp_path, sam, "both", payload=True)  # safetensors beside a hostile pickle: only they are read
     shutil.copy(sam[0] / "model.safetensors", both)
-    assert same_weights(load_pretrained(str(both)), sam[1]) and not (tmp_path / "PAYLOAD_RAN").exists()
+    assert same_weights(load_pretrained(str(both), SAM), sam[1]) and not (tmp_path / "PAYLOAD_RAN").exists()
 
 
 def test_code_in_the_folder_never_runs(tmp_path, sam):
@@ -99,7 +103,7 @@ def test_code_in_the_folder_never_runs(tmp_path, sam):
     config["auto_map"] = {"AutoModel": "modeling_evil.Evil", "AutoConfig": "modeling_evil.EvilConfig"}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "modeling_evil.py").write_text(f"open({str(tmp_path / 'CODE_RAN')!r}, 'w').close()\n")
-    assert same_weights(load_pretrained(str(folder)), sam[1])
+    assert same_weights(load_pretrained(str(folder), SAM), sam[1])
     assert not (tmp_path / "CODE_RAN").exists()
 
 
