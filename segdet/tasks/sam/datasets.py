@@ -14,8 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
+from segdet.data.coco import CocoFile, decode, has_mask, resolve_ann_file
 from segdet.data.io import BadSample, BadSampleError, BadSamples, image_size, list_images, load_mask, load_rgb
 from segdet.data.items import unpack
 from segdet.data.split import checkpoint_val_indices, split_indices
@@ -23,12 +25,24 @@ from segdet.errors import SegdetError
 from segdet.registry import Registry
 from segdet.tasks.sam.augment import apply_augment
 from segdet.tasks.sam.mask_memo import MaskMemo
-from segdet.tasks.sam.prompts import PAD_LABEL, PromptConfig, make_prompts
+from segdet.tasks.sam.prompts import CROWD, PAD_LABEL, PromptConfig, make_prompts
 from segdet.tasks.sam.synthetic import scene, scene_mask
 
 log = logging.getLogger(__name__)
 
 SOURCES = Registry("dataset")
+
+
+def file_key(memo: dict, i: int, path: Path) -> str:
+    """An image's identity for the embedding cache: a hash of its file's bytes (reading them costs a small part of
+    decoding them), remembered in ``memo`` while the file's size and modification time stay the same."""
+    st = path.stat()
+    stamp = (st.st_size, st.st_mtime_ns)
+    known = memo.get(i)
+    if known is None or known[0] != stamp:
+        known = (stamp, hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest())
+        memo[i] = known
+    return known[1]
 
 
 @SOURCES.register("folder")
@@ -120,16 +134,71 @@ class FolderSource:
         return mask
 
     def key(self, i: int) -> str:
-        """The image's identity for the embedding cache: a hash of its file's bytes (reading them costs a small
-        part of decoding them), remembered while the file's size and modification time stay the same."""
-        path = self.pairs[i][0]
-        st = path.stat()
-        stamp = (st.st_size, st.st_mtime_ns)
-        known = self._keys.get(i)
-        if known is None or known[0] != stamp:
-            known = (stamp, hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest())
-            self._keys[i] = known
-        return known[1]
+        return file_key(self._keys, i, self.pairs[i][0])
+
+
+@SOURCES.register("coco")
+class CocoSource:
+    """COCO instance masks (``data.ann_file``, images under ``data.root`` or ``data.root/images``): a sample's
+    mask is a uint16 instance map (0 background, k the image's k-th instance, ``CROWD`` crowd regions), so each
+    instance becomes its own prompt (``prompts.make_prompts``). Where instances overlap, the smaller one is on
+    top. Annotations without a mask (box only) are skipped with one summary warning; a file with no mask at
+    all is an error."""
+
+    def __init__(self, root, data_cfg, seed: int, bad: BadSamples):
+        if not root or not data_cfg.get("ann_file"):
+            raise SegdetError("data=coco needs data.root=DIR (images) and data.ann_file=FILE (COCO instances)")
+        self.coco = CocoFile(resolve_ann_file(data_cfg.ann_file, root), data_cfg.get("images_dir") or root, bad)
+        if not self.coco.has_masks:
+            raise SegdetError(f"{self.coco.path}: no annotation has a mask ('segmentation' polygons or RLE); "
+                              "task=sam learns from instance masks (a box-only file trains task=frcnn)")
+        if self.coco.box_only:
+            ann, image = self.coco.box_only[0]
+            log.warning("%s: skipped %d annotation(s) without a mask (box only; e.g. %s): no prompt, not scored",
+                        self.coco.path, len(self.coco.box_only), self.coco.where(ann, image))
+        self.images = self.coco.images
+        self.ids = [im.stem for im in self.images]
+        self.classes = self.coco.class_names
+        self._keys: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _masked(self, i: int) -> list[dict]:
+        return [a for a in self.images[i].anns if has_mask(a)]
+
+    def instance_classes(self, i: int) -> np.ndarray:
+        """Label (1-based, in category id order) of each instance id of ``load_mask(i)``; index 0: none."""
+        anns = [a for a in self._masked(i) if not a.get("iscrowd", 0)]
+        return np.array([0] + [self.coco.label_of(a["category_id"]) for a in anns], np.int64)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        im = self.images[i]
+        image = load_rgb(im.path)
+        if image.shape[:2] != (im.height, im.width):
+            raise BadSample(im.path, f"image is {image.shape[1]}x{image.shape[0]} but {self.coco.path.name} says "
+                                     f"{im.width}x{im.height}")
+        return image, self.load_mask(i)
+
+    def load_mask(self, i: int) -> np.ndarray:
+        im = self.images[i]
+        out = np.zeros((im.height, im.width), np.uint16)
+        anns = self._masked(i)
+        for a in anns:  # crowd regions first: an instance over one keeps its pixels
+            if a.get("iscrowd", 0):
+                out[decode(a, im.height, im.width)] = CROWD
+        objects = [(k, decode(a, im.height, im.width))
+                   for k, a in enumerate([a for a in anns if not a.get("iscrowd", 0)], start=1)]
+        for k, region in sorted(objects, key=lambda kr: -int(kr[1].sum())):  # the larger first, the smaller on top
+            out[region] = k
+        return out
+
+    def key(self, i: int) -> str:
+        return file_key(self._keys, i, self.images[i].path)
+
+    def mask_stamp(self, i: int) -> tuple[int, int]:
+        st = self.coco.path.stat()
+        return st.st_size, st.st_mtime_ns
 
 
 @SOURCES.register("synthetic")
@@ -249,6 +318,8 @@ class SamDataset(Dataset):
             entry = self.store.read(key) if (self.store is not None and key is not None) else None
         point_rng = rng if rng is not None else np.random.default_rng([self.seed, i, copy])
         p = make_prompts(mask, self.prompt, rng, point_rng)
+        if hasattr(self.source, "instance_classes"):
+            p["classes"] = self.source.instance_classes(i)[p["target_ids"]]
         return pack_sample(picture, p, self.source.ids[i] + (f"#aug{copy}" if copy else ""),
                            box_prompt=self.prompt.mode != "points", size=hw, key=key, embedding=entry)
 
@@ -276,6 +347,7 @@ def pack_sample(image: np.ndarray | None, p: dict, sample_id: str, *, box_prompt
         "id": sample_id,
         "key": key,
         "embedding": embedding,
+        "classes": torch.from_numpy(p["classes"]) if "classes" in p else None,  # per prompt (COCO instances)
     }
 
 
@@ -307,6 +379,8 @@ def collate(samples: list[dict]) -> dict:
         # cached embeddings read by the workers: one tensor (stacked here, in the worker, and moved to the device
         # in one copy) when every sample has one, else a list with None for the misses
         "embeddings": _stack_embeddings([s.get("embedding") for s in samples]),
+        "prompt_classes": (torch.cat([s["classes"] for s in samples])
+                           if all(s.get("classes") is not None for s in samples) else None),
     }
 
 
@@ -320,16 +394,27 @@ def _source(data_cfg, seed: int, root, bad: BadSamples):
     return SOURCES.build(str(data_cfg.name), root, data_cfg, seed, bad)
 
 
+def _separate_val(data_cfg):
+    """(data settings, root) of a separate validation set, if one is given: ``data.val_root`` (a folder of the same
+    layout) or ``data.val_ann_file`` (coco: another annotation file over the same images folder)."""
+    if data_cfg.get("val_root"):
+        return data_cfg, data_cfg.val_root
+    if data_cfg.get("val_ann_file"):
+        return OmegaConf.merge(data_cfg, {"ann_file": data_cfg.val_ann_file}), data_cfg.get("root")
+    return None
+
+
 def build_splits(data_cfg, seed: int, make) -> dict[str, SamDataset]:
-    """Seeded train/val split of ``data.root`` (``data.val_fraction``), or all of it + ``data.val_root``.
+    """Seeded train/val split of ``data.root`` (``data.val_fraction``), or all of it + a separate validation set
+    (``data.val_root``, ``data.val_ann_file``).
     ``make(source, indices, train, bad)`` wraps a source into a ``SamDataset``."""
     policy = str(data_cfg.get("on_bad_sample", "skip"))
     bad = BadSamples(policy)
     source = _source(data_cfg, seed, data_cfg.get("root"), bad)
-    val_root = data_cfg.get("val_root")
-    if val_root:
+    separate = _separate_val(data_cfg)
+    if separate is not None:
         val_bad = BadSamples(policy)
-        val_source = _source(data_cfg, seed, val_root, val_bad)
+        val_source = _source(separate[0], seed, separate[1], val_bad)
         return {"train": make(source, range(len(source)), True, bad),
                 "val": make(val_source, range(len(val_source)), False, val_bad)}
     tr, va = split_indices(len(source), float(data_cfg.get("val_fraction", 0.1)), seed)
@@ -339,8 +424,9 @@ def build_splits(data_cfg, seed: int, make) -> dict[str, SamDataset]:
 def build_eval_split(data_cfg, seed: int, split: str, split_ids: dict | None, make) -> SamDataset:
     """``all``: every sample under ``data.root``; ``val``: the checkpoint's own validation samples."""
     bad = BadSamples(str(data_cfg.get("on_bad_sample", "skip")))
-    if split == "val" and data_cfg.get("val_root"):
-        source = _source(data_cfg, seed, data_cfg.val_root, bad)
+    separate = _separate_val(data_cfg)
+    if split == "val" and separate is not None:
+        source = _source(separate[0], seed, separate[1], bad)
         return make(source, range(len(source)), False, bad)
     source = _source(data_cfg, seed, data_cfg.get("root"), bad)
     if split == "all":

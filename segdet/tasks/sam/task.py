@@ -32,6 +32,7 @@ class SamTask(Task):
         self._sam_config: str | None = None  # SamConfig JSON, kept in the checkpoint
         self._data_seed: int | None = None   # the seed the training data was made with (synthetic scenes)
         self._datasets: list[SamDataset] = []  # what bind() connects to the embedding cache
+        self._classes: list[str] | None = None  # COCO data: category names (per-class metrics)
 
     # --- data -----------------------------------------------------------------------------------------------
     @property
@@ -69,6 +70,7 @@ class SamTask(Task):
             self._cache_dtype()  # a bad dtype fails before any work
 
         def make(source, indices, train: bool, bad):
+            self._classes = getattr(source, "classes", self._classes)
             ds = SamDataset(source, list(indices), self.prompt, transform=transform if train else None,
                             train=train, offline_copies=copies, seed=seed, with_keys=keys, bad=bad)
             self._datasets.append(ds)
@@ -126,7 +128,7 @@ class SamTask(Task):
 
     # --- evaluation, figures, prediction -------------------------------------------------------------------
     def make_evaluator(self) -> SamEvaluator:
-        return SamEvaluator(skip_empty=self.prompt.empty_masks == "skip")
+        return SamEvaluator(skip_empty=self.prompt.empty_masks == "skip", classes=self._classes)
 
     def log_samples(self, *, model, batch, outputs, tb, plots_dir: Path, step: int) -> None:
         figures.log_samples(batch, outputs, tb, plots_dir, step)
