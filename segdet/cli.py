@@ -14,12 +14,13 @@ from datetime import datetime
 from segdet.commands import ALIASES, COMMANDS
 from segdet.config import task_config_dir, task_of
 from segdet.malloc import keep_freed_memory
-from segdet.tasks import TASKS
+from segdet.errors import SegdetError
+from segdet.tasks import TASKS, check_command
 
 
 def usage() -> str:
     commands = "\n".join(f"  {name:<9} {what:<31} {example}" for name, (_, what, example) in COMMANDS.items())
-    tasks = "\n".join(f"  {name:<9} {what}" for name, what in TASKS.items())
+    tasks = "\n".join(f"  {name:<9} {info.what}" for name, info in TASKS.items())
     return (f"usage: segdet <command> task=<task> [group=option ...] [key=value ...] [hydra flags]\n\n"
             f"commands:\n{commands}\n\ntasks:\n{tasks}\n\n"
             "presets: experiment=smoke (seconds, tiny) | experiment=quickstart (learns in minutes on a CPU)\n"
@@ -98,6 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         fail(f"unknown command '{argv[0]}'; choose from: {', '.join(COMMANDS)}")
     asks_help = any(a in ("--help", "-h", "--hydra-help", "--info") for a in args)
+    if task_of(args) in TASKS:
+        try:
+            check_command(task_of(args), command)
+        except SegdetError as e:
+            fail(str(e))
     if asks_help and task_of(args) is None:
         args = [f"task={next(iter(TASKS))}"] + args  # Hydra's help composes a config, so it needs a task
     args = _stored_settings(command, args)

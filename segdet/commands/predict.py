@@ -42,10 +42,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     device = start(cfg, run_dir, "predict")
     inputs = _inputs(Path(cfg.input))
     out_dir = _output_dir(cfg, run_dir)
-    _, _, task, model = ckpt_io.rebuild(cfg, get_task_class(cfg.task.name))
+    task_class = get_task_class(cfg.task.name)
+    _, _, task, model = ckpt_io.rebuild(cfg, task_class)
     runtime = prepare(model, cfg.trainer, device)
-    log.info("predicting %d image(s) with %s on %s (precision %s)", len(inputs), cfg.ckpt, device,
-             runtime.precision)
+    log.info("predicting %d image(s) with %s on %s (precision %s)", len(inputs), ckpt_io.source_of(cfg, task_class),
+             device, runtime.precision)
     summary = task.predict(runtime=runtime, inputs=inputs, out_dir=out_dir) or {}
     log.info("wrote predictions to %s %s", out_dir, summary if summary else "")
     return summary

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from segdet.data.io import BadSample, BadSamples, image_size
+from segdet.data.io import BadSample, BadSamples, image_size, load_rgb
 from segdet.errors import SegdetError
+
+CROWD = np.iinfo(np.uint16).max  # an instance map's value for a crowd region (iscrowd): neither object nor background
 
 
 @dataclass
@@ -28,6 +30,14 @@ class CocoImage:
     width: int
     height: int
     anns: list[dict] = field(default_factory=list)
+
+    def load(self) -> np.ndarray:
+        """H×W×3 uint8 pixels, which must have the size the file gives (its masks are of that size)."""
+        pixels = load_rgb(self.path)
+        if pixels.shape[:2] != (self.height, self.width):
+            raise BadSample(self.path, f"image is {pixels.shape[1]}x{pixels.shape[0]} but its COCO entry says "
+                                       f"{self.width}x{self.height}")
+        return pixels
 
     @property
     def stem(self) -> str:
@@ -188,3 +198,24 @@ def rle_bbox(rle: dict) -> list[float]:
 def rle_area(rle: dict) -> int:
     r = {"size": rle["size"], "counts": rle["counts"].encode() if isinstance(rle["counts"], str) else rle["counts"]}
     return int(mask_utils.area(r))
+
+
+def instances_of(image: CocoImage) -> list[dict]:
+    """The image's annotations with a mask that are not crowd regions, in file order (instance k is the k-th)."""
+    return [a for a in image.anns if has_mask(a) and not a.get("iscrowd", 0)]
+
+
+def instance_map(image: CocoImage) -> tuple[np.ndarray, list[dict]]:
+    """(H×W uint16 map, its instances): 0 background, k the k-th annotation with a mask that is not a crowd
+    region, ``CROWD`` crowd regions. Where regions overlap, instances cover crowd regions and the smaller instance
+    covers the larger."""
+    h, w = image.height, image.width
+    out = np.zeros((h, w), np.uint16)
+    objects = instances_of(image)
+    for a in image.anns:
+        if has_mask(a) and a.get("iscrowd", 0):
+            out[decode(a, h, w)] = CROWD
+    regions = [(k, decode(a, h, w)) for k, a in enumerate(objects, start=1)]
+    for k, region in sorted(regions, key=lambda kr: -int(kr[1].sum())):
+        out[region] = k
+    return out, objects

@@ -251,6 +251,15 @@ class DetectionDataset(Dataset):
         }
 
 
+def inference_sample(image: np.ndarray, transform: DetectionTransform, sample_id: str) -> dict:
+    """An image without annotations, as ``collate`` takes it (predict)."""
+    tensor, _, _, scale = transform(image, np.zeros((0, 4), np.float32))
+    return {"image": tensor, "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+            "gt_boxes": torch.zeros(0, 4), "gt_labels": torch.zeros(0, dtype=torch.long),
+            "gt_difficult": torch.zeros(0, dtype=torch.bool), "orig_size": image.shape[:2], "scale": scale,
+            "id": sample_id}
+
+
 def collate(samples: list[dict], divisible: int = 32) -> dict:
     from .transforms import pad_batch
     return {

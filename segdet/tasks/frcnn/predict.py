@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from segdet.data.io import BadSample, load_rgb, output_names
 from segdet.errors import SegdetError
 
-from .datasets import collate
+from .datasets import collate, inference_sample
 from .figures import COLORS
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def draw(image, det: dict, classes: list[str]) -> Image.Image:
 
 @torch.no_grad()
 def predict(runtime, *, transform, classes: list[str], inputs: list[Path], out_dir: Path,
-            score_threshold: float | None = None, batch_size: int = 1) -> dict:
+            score_threshold: float | None = None, batch_size: int = 1, draw_threshold: float = 0.0) -> dict:
     """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout."""
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -50,11 +50,7 @@ def predict(runtime, *, transform, classes: list[str], inputs: list[Path], out_d
                 skipped.append(str(e))
                 log.warning("skipped %s", e)
                 continue
-            tensor, _, _, scale = transform(image, torch.zeros(0, 4).numpy())
-            samples.append({"image": tensor, "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
-                            "gt_boxes": torch.zeros(0, 4), "gt_labels": torch.zeros(0, dtype=torch.long),
-                            "gt_difficult": torch.zeros(0, dtype=torch.bool), "orig_size": image.shape[:2],
-                            "scale": scale, "id": path.stem})
+            samples.append(inference_sample(image, transform, path.stem))
             chunk.append(path)
             pixels.append(image)
         if not samples:
@@ -75,7 +71,8 @@ def predict(runtime, *, transform, classes: list[str], inputs: list[Path], out_d
                 results.append({"image_id": image_id, "category_id": int(label),
                                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                                 "score": round(float(score), 5)})
-            draw(image, det, classes).save(out_dir / "images" / f"{names[path]}.png")
+            shown = det["scores"] >= draw_threshold  # pictures are for people: the JSON keeps the rest
+            draw(image, {k: v[shown] for k, v in det.items()}, classes).save(out_dir / "images" / f"{names[path]}.png")
     if skipped:
         (out_dir / "skipped.txt").write_text("".join(f"{s}\n" for s in skipped))
     if not images:

@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
-from segdet.data.coco import CocoFile, decode, has_mask, resolve_ann_file
+from segdet.data.coco import CocoFile, instance_map, instances_of, resolve_ann_file
 from segdet.data.io import BadSample, BadSampleError, BadSamples, image_size, list_images, load_mask, load_rgb
 from segdet.data.items import unpack
 from segdet.data.split import checkpoint_val_indices, split_indices
@@ -25,7 +25,7 @@ from segdet.errors import SegdetError
 from segdet.registry import Registry
 from segdet.tasks.sam.augment import apply_augment
 from segdet.tasks.sam.mask_memo import MaskMemo
-from segdet.tasks.sam.prompts import CROWD, PAD_LABEL, PromptConfig, make_prompts
+from segdet.tasks.sam.prompts import PAD_LABEL, PromptConfig, make_prompts
 from segdet.tasks.sam.synthetic import scene, scene_mask
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class CocoSource:
     """COCO instance masks (``data.ann_file``, images under ``data.root`` or ``data.root/images``): a sample's
     mask is a uint16 instance map (0 background, k the image's k-th instance, ``CROWD`` crowd regions), so each
     instance becomes its own prompt (``prompts.make_prompts``). Where instances overlap, the smaller one is on
-    top. Annotations without a mask (box only) are skipped with one summary warning; a file with no mask at
+    top. Annotations without a mask (box only) get no prompt, with one summary warning; a file with no mask at
     all is an error."""
 
     def __init__(self, root, data_cfg, seed: int, bad: BadSamples):
@@ -154,7 +154,7 @@ class CocoSource:
                               "task=sam learns from instance masks (a box-only file trains task=frcnn)")
         if self.coco.box_only:
             ann, image = self.coco.box_only[0]
-            log.warning("%s: skipped %d annotation(s) without a mask (box only; e.g. %s): no prompt, not scored",
+            log.warning("%s: skipped %d annotation(s) without a mask (box only; e.g. %s): they get no prompt",
                         self.coco.path, len(self.coco.box_only), self.coco.where(ann, image))
         self.images = self.coco.images
         self.ids = [im.stem for im in self.images]
@@ -164,34 +164,15 @@ class CocoSource:
     def __len__(self) -> int:
         return len(self.images)
 
-    def _masked(self, i: int) -> list[dict]:
-        return [a for a in self.images[i].anns if has_mask(a)]
-
     def instance_classes(self, i: int) -> np.ndarray:
         """Label (1-based, in category id order) of each instance id of ``load_mask(i)``; index 0: none."""
-        anns = [a for a in self._masked(i) if not a.get("iscrowd", 0)]
-        return np.array([0] + [self.coco.label_of(a["category_id"]) for a in anns], np.int64)
+        return np.array([0] + [self.coco.label_of(a["category_id"]) for a in instances_of(self.images[i])], np.int64)
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        im = self.images[i]
-        image = load_rgb(im.path)
-        if image.shape[:2] != (im.height, im.width):
-            raise BadSample(im.path, f"image is {image.shape[1]}x{image.shape[0]} but {self.coco.path.name} says "
-                                     f"{im.width}x{im.height}")
-        return image, self.load_mask(i)
+        return self.images[i].load(), self.load_mask(i)
 
     def load_mask(self, i: int) -> np.ndarray:
-        im = self.images[i]
-        out = np.zeros((im.height, im.width), np.uint16)
-        anns = self._masked(i)
-        for a in anns:  # crowd regions first: an instance over one keeps its pixels
-            if a.get("iscrowd", 0):
-                out[decode(a, im.height, im.width)] = CROWD
-        objects = [(k, decode(a, im.height, im.width))
-                   for k, a in enumerate([a for a in anns if not a.get("iscrowd", 0)], start=1)]
-        for k, region in sorted(objects, key=lambda kr: -int(kr[1].sum())):  # the larger first, the smaller on top
-            out[region] = k
-        return out
+        return instance_map(self.images[i])[0]
 
     def key(self, i: int) -> str:
         return file_key(self._keys, i, self.images[i].path)

@@ -198,6 +198,22 @@ class SamSegmenter(nn.Module):
                     self.store.write(batch["keys"][i], fresh[j])
         return torch.stack(found)
 
+    def encode(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """(B, C, h, w) embeddings of uint8 (3, H, W) images of any sizes, on the model's device."""
+        return self._encode(images)
+
+    def decode(self, embeddings: torch.Tensor, boxes=None, points=None, labels=None,
+               multimask: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-resolution logits (P, M, h, w) and predicted IoU (P, M) of P prompts, one row each: ``embeddings``
+        (P, C, h', w') is each prompt's image embedding; ``boxes`` (P, 1, 4), ``points`` (P, 1, N, 2) in model
+        input pixels, ``labels`` (P, 1, N); M is 3 with ``multimask`` (default: model.multimask_output), else 1."""
+        prompts = dict(image_embeddings=embeddings, input_boxes=boxes, input_points=points, input_labels=labels,
+                       multimask_output=self.multimask if multimask is None else multimask)
+        # The prompt encoder and mask decoder are hundreds of small ops: with the embeddings cached they are the
+        # whole step, and torch.compile fuses them (model.compile_decoder).
+        out = self._compiled("decoder", self.sam, **prompts) if self.compile_decoder else self.sam(**prompts)
+        return out.pred_masks[:, 0], out.iou_scores[:, 0]
+
     # --- forward -----------------------------------------------------------------------------------------
     def forward(self, batch: dict):
         emb = self.embeddings(batch)
@@ -213,12 +229,7 @@ class SamSegmenter(nn.Module):
         if batch["points"].shape[1] > 0:
             points = scale_points(batch["points"], scale)[:, None]
             labels = batch["point_labels"][:, None]
-        prompts = dict(image_embeddings=emb[pim], input_boxes=boxes, input_points=points, input_labels=labels,
-                       multimask_output=self.multimask)
-        # The prompt encoder and mask decoder are hundreds of small ops: with the embeddings cached they are the
-        # whole step, and torch.compile fuses them (model.compile_decoder).
-        out = self._compiled("decoder", self.sam, **prompts) if self.compile_decoder else self.sam(**prompts)
-        logits, iou = out.pred_masks[:, 0], out.iou_scores[:, 0]  # (P, M, h, w), (P, M)
+        logits, iou = self.decode(emb[pim], boxes, points, labels)  # (P, M, h, w), (P, M)
         if self.training:
             return self._losses(logits, iou, batch)
         best = iou.argmax(1)

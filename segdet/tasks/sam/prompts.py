@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from segdet.data.coco import CROWD
 from segdet.errors import SegdetError
 
 MODES = ("box", "points", "box+points")
 EMPTY_POLICIES = ("whole_image", "skip")
 PAD_LABEL = -10  # SamModel's label for "no point here"
-CROWD = np.iinfo(np.uint16).max  # an instance map's value for a crowd region (COCO iscrowd): no prompt, not scored
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from segdet.errors import SegdetError
 from segdet.registry import Registry
@@ -15,7 +15,7 @@ from segdet.tasks.sam.cache import DTYPES, EmbeddingStore
 from segdet.tasks.sam.datasets import SamDataset, build_eval_split, build_splits, collate
 from segdet.tasks.sam.losses import build_loss
 from segdet.tasks.sam.metrics import SamEvaluator
-from segdet.tasks.sam.model import SamSegmenter, build_sam
+from segdet.tasks.sam.model import OFFLINE_FIX, SamSegmenter, build_sam
 from segdet.tasks.sam.predict import predict
 from segdet.tasks.sam.prompts import PromptConfig
 
@@ -106,6 +106,16 @@ class SamTask(Task):
                             loss_resolution=str(loss_cfg.get("resolution", "low")),
                             compile_encoder=bool(m.get("compile_encoder", False)),
                             compile_decoder=bool(m.get("compile_decoder", False)))
+
+    @classmethod
+    def from_pretrained(cls, source: str) -> tuple["SamTask", SamSegmenter]:
+        """A transformers SAM folder (``save_pretrained``) or hub id, as ``model.pretrained`` loads it."""
+        task = cls(OmegaConf.create({"task": {"name": cls.name}, "model": {"name": "sam", "pretrained": source}}))
+        try:
+            return task, task.build_model()
+        except SegdetError as e:  # its advice names this task's key; here the weights came from another
+            raise SegdetError(str(e).replace(OFFLINE_FIX, f"pass a folder saved by SamModel.save_pretrained or a "
+                                                          "segdet sam checkpoint instead")) from None
 
     def bind(self, *, model: SamSegmenter, precision: str) -> None:
         """With model.cache_embeddings: one store for this encoder's embeddings, read by the datasets (in the
