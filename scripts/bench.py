@@ -6,6 +6,7 @@ Rows (docs/benchmarks.md has the latest figures and what each comparison is):
   frcnn_train   segdet's Faster R-CNN vs torchvision's identical FasterRCNN         images/s   segdet / other
   frcnn_infer   the same pair in eval mode                                          images/s   segdet / other
   frcnn_memory  peak memory while training (RSS on CPU, max_memory_allocated on CUDA) MiB      other / segdet
+  detseg_predict  detect → segment vs the detector per image + transformers' SAM per box   images/s   segdet / other
 
     python scripts/bench.py                      # CPU: the tiny models, 1-3 minutes on 2 cores
     python scripts/bench.py --device cuda        # SAM ViT-B geometry at 1024, VGG16 at 600 px, bf16
@@ -38,12 +39,14 @@ import torch  # noqa: E402
 
 from segdet.malloc import keep_freed_memory  # noqa: E402
 
-ROWS = ("sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory")
+ROWS = ("sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict")
 OTHER = {"sam_train": "transformers tutorial loop", "sam_cache": "cache off",
          "frcnn_train": "torchvision FasterRCNN", "frcnn_infer": "torchvision FasterRCNN",
-         "frcnn_memory": "torchvision FasterRCNN"}
+         "frcnn_memory": "torchvision FasterRCNN",
+         "detseg_predict": "torchvision twin per image + transformers SAM per box"}
 # The targets (ratio, higher is better for segdet); the GPU ones also name absolute figures.
-TARGETS = {"cpu": {"sam_train": 2.0, "sam_cache": 5.0, "frcnn_train": 1.3, "frcnn_infer": 1.0, "frcnn_memory": 1.0},
+TARGETS = {"cpu": {"sam_train": 2.0, "sam_cache": 5.0, "frcnn_train": 1.3, "frcnn_infer": 1.0, "frcnn_memory": 1.0,
+                   "detseg_predict": 3.0},
            "cuda": {"sam_train": 30.0}}
 ABSOLUTE_TARGETS = {"cuda": {"sam_train": 150.0, "frcnn_train": 50.0, "frcnn_infer": 120.0}}
 
@@ -78,6 +81,9 @@ class Settings:
     frcnn_image_px: int = 128
     frcnn_batch: int = 4
     memory_steps: int = 4
+    # detseg_predict: the detector's images and model, sam_model's SAM; each image's best detseg_boxes boxes
+    detseg_boxes: int = 8
+    scratch: str = ""              # a folder both sides of a row read (set by main)
 
     @classmethod
     def for_device(cls, device: str, quick: bool, repeats: int | None) -> "Settings":
@@ -196,12 +202,13 @@ def main(argv=None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+    import bench_detseg
     import bench_frcnn
     import bench_sam
 
     measure = {"sam_train": bench_sam.sam_train, "sam_cache": bench_sam.sam_cache,
                "frcnn_train": bench_frcnn.frcnn_train, "frcnn_infer": bench_frcnn.frcnn_infer,
-               "frcnn_memory": bench_frcnn.frcnn_memory}
+               "frcnn_memory": bench_frcnn.frcnn_memory, "detseg_predict": bench_detseg.detseg_predict}
     kind = "cuda" if a.device.startswith("cuda") else "cpu"
     device = describe_device(a.device)
     print(f"segdet bench on {device}; {s.repeats} timed epoch(s) per side after 1 warm-up", flush=True)
@@ -209,7 +216,8 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, failed = [], []
     with tempfile.TemporaryDirectory(prefix="segdet-bench-") as scratch:
-        if any(r.startswith("sam") for r in only) and s.sam_model == ["model=sam_vit_base"]:
+        s.scratch = scratch
+        if any(r.startswith(("sam", "detseg")) for r in only) and s.sam_model == ["model=sam_vit_base"]:
             s.sam_model = s.sam_model + [f"model.pretrained={random_sam_vit_b(Path(scratch) / 'sam_vit_b')}"]
         for name in ROWS:
             if name not in only:

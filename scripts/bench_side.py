@@ -9,6 +9,7 @@ import json
 
 from bench import Settings  # first: it puts a checkout's segdet on the path
 
+import bench_detseg
 import bench_frcnn
 import bench_sam
 from segdet.malloc import keep_freed_memory
@@ -17,7 +18,8 @@ SIDES = {("sam_train", "tutorial"): bench_sam.tutorial_side,
          ("frcnn_train", "torchvision"): bench_frcnn.tv_train_side,
          ("frcnn_infer", "torchvision"): bench_frcnn.tv_infer_side,
          ("frcnn_memory", "segdet"): lambda s: bench_frcnn.measure_memory("segdet", s),
-         ("frcnn_memory", "torchvision"): lambda s: bench_frcnn.measure_memory("torchvision", s)}
+         ("frcnn_memory", "torchvision"): lambda s: bench_frcnn.measure_memory("torchvision", s),
+         ("detseg_predict", "composition"): bench_detseg.composition_side}
 
 
 def main() -> None:

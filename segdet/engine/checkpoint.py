@@ -252,7 +252,10 @@ def rebuild_part(cfg: DictConfig, key: str, part_class) -> tuple[object, torch.n
         return task, model
     if not path.exists() and _looks_like_a_path(source):
         raise SegdetError(f"{key}={source}: no such file or folder")
-    built = part_class.from_pretrained(source)
+    try:
+        built = part_class.from_pretrained(source)
+    except SegdetError as e:
+        raise SegdetError(f"{key}={source}: {e}") from None
     if built is None:
         raise SegdetError(f"{key}={source}: {'a folder' if path.is_dir() else 'not a file'}; {key}= takes a segdet "
                           f"{part_class.name} checkpoint (.../checkpoints/best.pt)")

@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.min_area < 0 or not 0 <= a.val_fraction < 1:
             raise SegdetError("--min-area must be >= 0 and --val-fraction in [0, 1)")
         root = a.root.expanduser()
+        if not root.is_dir():
+            raise SegdetError(f"{root}: no such folder")
         out = (a.output or root / "instances.json").expanduser()
         targets = ({"all": out} if a.val_fraction == 0 else
                    {s: out.with_name(f"{out.stem}_{s}{out.suffix or '.json'}") for s in ("train", "val")})

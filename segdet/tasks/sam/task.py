@@ -110,7 +110,8 @@ class SamTask(Task):
     @classmethod
     def from_pretrained(cls, source: str) -> tuple["SamTask", SamSegmenter]:
         """A transformers SAM folder (``save_pretrained``) or hub id, as ``model.pretrained`` loads it."""
-        task = cls(OmegaConf.create({"task": {"name": cls.name}, "model": {"name": "sam", "pretrained": source}}))
+        task = cls(OmegaConf.create({"task": {"name": cls.name}, "model": {"name": "sam", "pretrained": source},
+                                     "loss": {"name": "dice_ce"}}))  # no loss is computed; the model holds one
         try:
             return task, task.build_model()
         except SegdetError as e:  # its advice names this task's key; here the weights came from another
