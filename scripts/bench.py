@@ -81,7 +81,9 @@ class Settings:
     frcnn_image_px: int = 128
     frcnn_batch: int = 4
     memory_steps: int = 4
-    # detseg_predict: the detector's images and model, sam_model's SAM; each image's best detseg_boxes boxes
+    # detseg_predict: the first detseg_images of the detector's images, its model and sam_model's SAM; each image's
+    # best detseg_boxes boxes
+    detseg_images: int = 32
     detseg_boxes: int = 8
     scratch: str = ""              # a folder both sides of a row read (set by main)
 
@@ -93,11 +95,13 @@ class Settings:
                     sam_cache_model=[],
                     sam_images=128, sam_image_px=256, sam_batch=16,
                     frcnn_model=["model=frcnn_default", "model.backbone.weights=none"],
-                    frcnn_images=64, frcnn_image_px=600, frcnn_batch=8, memory_steps=4)
+                    frcnn_images=64, frcnn_image_px=600, frcnn_batch=8, memory_steps=4,
+                    detseg_images=16)  # the other side runs SAM ViT-B once per box
         else:
             s = cls(device=device)
         if quick:  # seconds: for the test of this script
             s.repeats, s.sam_images, s.sam_batch, s.frcnn_images, s.frcnn_batch, s.memory_steps = 1, 8, 4, 4, 2, 1
+            s.detseg_images = 4
             s.sam_cache_model = []
             s.sam_compile = False  # compiling takes tens of seconds; tests/sam/test_model.py covers it
             if s.device.startswith("cuda"):

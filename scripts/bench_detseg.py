@@ -41,7 +41,7 @@ def parts(s, folder: Path) -> tuple[Path, Path, Path, list[np.ndarray]]:
         torch.save({**run_meta(task, cfg, {}), "format": FORMAT, "model": model.state_dict()}, paths[-1])
         if name == "segmenter":
             model.sam.save_pretrained(folder / "sam_hf")
-    images = [dataset.load_image(i) for i in range(len(dataset))]
+    images = [dataset.load_image(i) for i in range(min(s.detseg_images, len(dataset)))]
     np.save(folder / "images.npy", np.stack(images))
     return paths[0], paths[1], folder / "sam_hf", images
 

@@ -153,3 +153,32 @@ def test_eval_writes_metrics_per_image_csv_and_figures(parts, data, tmp_path):
     assert sorted(r["id"] for r in rows) == ["img0", "img1", "img2"]
     assert [float(r["dice"]) for r in rows] == sorted(float(r["dice"]) for r in rows)  # worst first
     assert (tmp_path / "plots" / "detseg_samples.png").is_file()
+
+
+def test_messy_inputs_follow_the_predict_rules(parts, tmp_path):
+    """Unreadable inputs skipped and listed, safe distinct names, EXIF-upright sizes, nothing written outside the
+    output and run dirs, an existing output kept unless overwrite=true."""
+    from segdet.tasks.detseg import predict as detseg_predict
+    from tests.reliability import files
+
+    made = files.predict_inputs(tmp_path / "in")
+    before = {p for p in tmp_path.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    summary = run_predict(parts, tmp_path / "in", out, "max_instances=2")
+    expected = sorted(made["names"].values())
+    assert summary["images"] == len(expected) and summary["skipped"] == len(made["skipped"])
+    assert sorted(p.stem for p in (out / "masks").iterdir()) == expected  # dup.jpg and dup.png both kept
+    assert sorted(p.stem for p in (out / "overlays").iterdir()) == expected
+    listed = (out / "skipped.txt").read_text().splitlines()
+    assert sorted(Path(line.split(": ")[0]).name for line in listed) == made["skipped"]
+    images = {im["file_name"]: im for im in json.loads((out / "images.json").read_text())}
+    for file, stem in made["names"].items():
+        stored = Image.open(tmp_path / "in" / file).size
+        size = stored[::-1] if file == made["rotated"] else stored
+        assert Image.open(out / "masks" / f"{stem}.png").size == size == (images[file]["width"],
+                                                                          images[file]["height"])
+    new = {p for p in tmp_path.rglob("*") if p.is_file()} - before
+    assert all(out in p.parents or tmp_path / "out_run" in p.parents for p in new)
+    with pytest.raises(SegdetError, match="output folder exists and is not empty; pass overwrite=true"):
+        run_predict(parts, tmp_path / "in", out)
+    assert detseg_predict.write_json.__module__ == detseg_predict.__name__  # one writer per kind of output
