@@ -10,14 +10,8 @@ from segdet.engine import checkpoint as ckpt_io
 from segdet.errors import SegdetError
 from segdet.tasks.detseg import TASK
 from tests.conftest import compose_cfg
-from tests.detseg.parts import coco_folder, detector_ckpt, sam_ckpt
+from tests.detseg.parts import coco_folder
 from tests.reliability.cli import segdet, user_error
-
-
-@pytest.fixture(scope="module")
-def parts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("detseg_parts")
-    return str(detector_ckpt(root / "det.pt")), str(sam_ckpt(root / "sam.pt"))
 
 
 def rebuild(detector, segmenter):

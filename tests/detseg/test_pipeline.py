@@ -17,15 +17,9 @@ from segdet.commands import predict as predict_cmd
 from segdet.engine import checkpoint as ckpt_io
 from segdet.errors import SegdetError
 from segdet.tasks.detseg import TASK
-from segdet.tasks.detseg.model import DetSeg, Settings
+from segdet.tasks.detseg.model import DetSeg
 from tests.conftest import compose_cfg
-from tests.detseg.parts import coco_folder, detector_ckpt, sam_ckpt
-
-
-@pytest.fixture(scope="module")
-def parts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("detseg_parts")
-    return str(detector_ckpt(root / "det.pt")), str(sam_ckpt(root / "sam.pt"))
+from tests.detseg.parts import coco_folder, detector_ckpt
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +77,12 @@ def test_an_image_with_no_detections_gives_an_empty_map_and_no_instances(parts, 
                           np.asarray(Image.open(tmp_path / "plain.jpg")))  # the image itself, nothing drawn
 
 
-def test_the_detectors_class_names_reach_the_json_and_the_overlays(data, tmp_path):
+def test_the_detectors_class_names_reach_the_json_and_the_overlays(parts, data, tmp_path):
     overlays = {}
     for name in ("lake", "zebra crossing"):
         det = detector_ckpt(tmp_path / name / "det.pt", (name,))
         out = tmp_path / name / "out"
-        run_predict((det, sam_ckpt(tmp_path / name / "sam.pt")), data / "images" / "img1.png", out,
+        run_predict((det, parts[1]), data / "images" / "img1.png", out,
                     "draw_threshold=0", "max_instances=1")
         assert json.loads((out / "categories.json").read_text()) == [{"id": 1, "name": name}]
         assert [e["category_id"] for e in json.loads((out / "instances.json").read_text())] == [1]

@@ -21,7 +21,6 @@ import logging
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from segdet.data.coco import CocoFile, encode_many, has_mask, rle_area, rle_bbox, to_rle
