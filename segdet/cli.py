@@ -6,15 +6,16 @@ Hydra makes a run dir, so a wrong option leaves nothing behind.
 """
 from __future__ import annotations
 
-import os
 import re
 import sys
 from datetime import datetime
 
 from segdet.commands import ALIASES, COMMANDS
 from segdet.config import task_config_dir, task_of
-from segdet.malloc import keep_freed_memory
+from segdet.engine.cluster import launched_distributed
 from segdet.errors import SegdetError
+from segdet.malloc import keep_freed_memory
+from segdet.sweeps import missing_extra, plugin_missing, with_sweeper_settings
 from segdet.tasks import TASKS, check_command
 
 
@@ -50,7 +51,7 @@ def _compose(command: str, args: list[str]):
 
     from segdet.config import compose
 
-    overrides = [a for a in args if not a.startswith("hydra.") and not a.startswith("hydra/")]
+    overrides = [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
         cfg = compose(command, overrides)
         missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
@@ -61,6 +62,8 @@ def _compose(command: str, args: list[str]):
         msg = _one_line(e)
         m = re.search(r"Could not find '([\w/]+)/([^']+)'.*?Available options in '[\w/]+': (.*?)(?: Config search"
                       r" path:|$)", msg)
+        if m and plugin_missing(m.group(1), m.group(2)):  # e.g. an experiment preset that picks the Optuna sweeper
+            fail(plugin_missing(m.group(1), m.group(2)))
         if m:
             fail(f"unknown {m.group(1)} '{m.group(2)}' for task={task_of(args)}; choose from: "
                  f"{', '.join(m.group(3).split())}")
@@ -80,7 +83,7 @@ def _stored_settings(command: str, args: list[str]) -> list[str]:
 
 
 def _shared_run_dir(command: str, args: list[str], cfg) -> list[str]:
-    """Under torchrun every rank would stamp its own run dir; rank 0 decides and the others follow."""
+    """Under torchrun or srun every rank would stamp its own run dir; rank 0 decides and the others follow."""
     from segdet.engine import distributed
     from segdet.engine.runtime import resolve_device
 
@@ -107,6 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     if asks_help and task_of(args) is None:
         args = [f"task={next(iter(TASKS))}"] + args  # Hydra's help composes a config, so it needs a task
     args = _stored_settings(command, args)
+    missing = missing_extra(args)
+    if missing:
+        fail(missing)
+    args = with_sweeper_settings(args)
     if not asks_help:
         task = task_of(args)
         if task is None:
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         if task not in TASKS:
             fail(f"unknown task '{task}'; choose from: {', '.join(TASKS)}")
         cfg = None if _hydra_flag(args) else _compose(command, args)
-        if os.environ.get("WORLD_SIZE", "1") != "1" and not any(a.startswith("hydra.run.dir=") for a in args):
+        if launched_distributed() and not any(a.startswith("hydra.run.dir=") for a in args):
             args = _shared_run_dir(command, args, cfg if cfg is not None else _compose(command, args))
 
     from segdet.hydra_app import launch

@@ -17,7 +17,7 @@ class TrainingFailed(SegdetError):
 
 
 class Interrupted(Exception):
-    """SIGINT/SIGTERM arrived during training; last.pt was saved at ``path`` (None: nothing to save)."""
+    """SIGINT/SIGTERM/SIGUSR2 arrived during training; last.pt was saved at ``path`` (None: nothing to save)."""
 
     def __init__(self, signum: int, path=None):
         super().__init__(signal.Signals(signum).name)

@@ -4,16 +4,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from segdet.engine import checkpoint as ckpt_io
 from segdet.engine import distributed
-from segdet.engine.hooks import default_hooks
+from segdet.engine.hooks import Checkpointer, default_hooks
 from segdet.engine.loader import make_loader
 from segdet.engine.logging import RunLogger
 from segdet.engine.optim import build_optimizer, build_scheduler
 from segdet.engine.runtime import prepare
 from segdet.engine.session import start, write_json
+from segdet.engine.tracking import make_tracker
 from segdet.engine.trainer import StepPlan, Trainer
 from segdet.errors import SegdetError
 from segdet.tasks import get_task_class
@@ -43,6 +45,8 @@ def _datasets(task, cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train; returns the last validation metrics and ``best_<trainer.monitor>``, the value best.pt was kept for
+    (what a sweep optimises; None when no validation ran)."""
     run_dir = Path(run_dir)
     device = start(cfg, run_dir, "train")
     task = get_task_class(cfg.task.name)(cfg)
@@ -57,8 +61,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     train_ds, val_ds = splits["train"], splits.get("val")
     split_ids = {name: list(ds.ids) for name, ds in splits.items() if ds is not None}
     write_json(run_dir / "split.json", split_ids)
-    log.info("task=%s  train=%d  val=%d  device=%s  precision=%s", cfg.task.name, len(train_ds),
-             len(val_ds) if val_ds is not None else 0, device, cfg.trainer.precision)
+    log.info("task=%s  train=%d  val=%d  device=%s  precision=%s  threads=%d", cfg.task.name, len(train_ds),
+             len(val_ds) if val_ds is not None else 0, device, cfg.trainer.precision, torch.get_num_threads())
 
     model = task.build_model()
     if resume is not None and not cfg.trainer.resume:
@@ -76,23 +80,23 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     plan = StepPlan.from_cfg(cfg.trainer, len(train_loader))
     optimizer = build_optimizer(task.trainable_parameters(model), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.sched, plan.total_steps)
-    logger = RunLogger(run_dir)
+    logger = RunLogger(run_dir, tracker=make_tracker(cfg, run_dir))
 
     def samples(**kw):
         task.log_samples(**kw, tb=logger.tb, plots_dir=logger.plots_dir)
 
-    hooks = default_hooks(cfg.trainer, val_loader=val_loader, make_evaluator=task.make_evaluator, samples=samples)
-    trainer = Trainer(runtime, optimizer, scheduler, train_loader, plan=plan, logger=logger,
-                      ckpt_dir=run_dir / "checkpoints", meta=ckpt_io.run_meta(task, cfg, split_ids),
-                      gradient_clip_val=cfg.trainer.gradient_clip_val, hooks=hooks)
-    if cfg.trainer.resume:
-        trainer.restore(resume, cfg.ckpt)
-    if distributed.is_main() and trainer.epoch == 0 and trainer.step == 0:
-        task.dataset_figures(dataset=train_ds, tb=logger.tb, plots_dir=logger.plots_dir)
-    try:
+    with logger:  # the tracker's run ends FAILED if training does not finish
+        hooks = default_hooks(cfg.trainer, val_loader=val_loader, make_evaluator=task.make_evaluator,
+                              samples=samples)
+        trainer = Trainer(runtime, optimizer, scheduler, train_loader, plan=plan, logger=logger,
+                          ckpt_dir=run_dir / "checkpoints", meta=ckpt_io.run_meta(task, cfg, split_ids),
+                          gradient_clip_val=cfg.trainer.gradient_clip_val, hooks=hooks)
+        if cfg.trainer.resume:
+            trainer.restore(resume, cfg.ckpt)
+        if distributed.is_main() and trainer.epoch == 0 and trainer.step == 0:
+            task.dataset_figures(dataset=train_ds, tb=logger.tb, plots_dir=logger.plots_dir)
         final = dict(trainer.fit())
+        final[f"best_{cfg.trainer.monitor}"] = next(h.best for h in hooks if isinstance(h, Checkpointer))
         logger.write_metrics(final, {"epoch": trainer.epoch, "step": trainer.step})
-    finally:
-        logger.close()
     log.info("run dir: %s", run_dir)
     return final

@@ -43,7 +43,7 @@ def pack(meta: dict, *, model: torch.nn.Module, optimizer, scheduler, scaler, pr
     """A training checkpoint: ``meta`` (``run_meta``), the training state and ``progress`` (the PROGRESS keys)."""
     return {**meta, "format": FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            **{k: progress[k] for k in PROGRESS}, "rng": rng_state()}
+            **{k: progress.get(k) for k in PROGRESS}, "rng": rng_state()}
 
 
 def unpack(ckpt: dict, *, model: torch.nn.Module, optimizer, scheduler, scaler, source) -> dict:

@@ -1,10 +1,15 @@
-"""torchrun / DDP helpers. Without torchrun every function degrades to the single-process answer."""
+"""DDP helpers. Without a launcher every function degrades to the single-process answer.
+
+Which processes form the group comes from ``engine/cluster.py`` (torchrun, Slurm, submitit).
+"""
 from __future__ import annotations
 
 import os
 
 import torch
 import torch.distributed as dist
+
+from segdet.engine.cluster import torch_env
 
 
 def world_size() -> int:
@@ -19,19 +24,18 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 def local_rank() -> int | None:
-    """This process's GPU slot on its node under torchrun; None when not launched by it."""
-    return int(os.environ.get("LOCAL_RANK", "0")) if launched_by_torchrun() else None
+    """This process's GPU slot on its node; None when not one of several processes."""
+    env = torch_env()
+    return int(env.get("LOCAL_RANK", 0)) if env else None
 
 
 def init_from_env(device: torch.device) -> None:
-    """Join the process group torchrun describes in the environment (once). NCCL on CUDA, gloo otherwise."""
-    if not launched_by_torchrun() or dist.is_initialized():
+    """Join the process group the environment describes (once). NCCL on CUDA, gloo otherwise."""
+    env = torch_env()
+    if not env or dist.is_initialized():
         return
+    os.environ.update(env)  # env:// reads them; a Slurm task's are derived from Slurm's
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

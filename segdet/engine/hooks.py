@@ -173,9 +173,13 @@ class Checkpointer(HookBase):
         self.best = state.get("best")
 
 
+# SIGUSR2: Slurm's warning before a job's time limit, as submitit asks for it (--signal=USR2@<delay>)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR2") if hasattr(signal, name))
+
+
 class SignalHandler(HookBase):
-    """SIGINT/SIGTERM save last.pt at the end of the current step and stop the run (``Interrupted``: the CLI exits
-    128 + the signal's number). A second Ctrl-C stops at once."""
+    """SIGINT/SIGTERM (and SIGUSR2, the time limit's warning on Slurm) save last.pt at the end of the current step
+    and stop the run (``Interrupted``: the CLI exits 128 + the signal's number). A second Ctrl-C stops at once."""
 
     def __init__(self):
         self.signum: int | None = None
@@ -188,7 +192,7 @@ class SignalHandler(HookBase):
         log.warning("%s received: saving last.pt at the end of this step", signal.Signals(signum).name)
 
     def before_train(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             try:
                 self.previous[sig] = signal.signal(sig, self._on_signal)
             except ValueError:  # not the main thread (e.g. inside a test runner thread)

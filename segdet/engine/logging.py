@@ -1,4 +1,5 @@
-"""What a run leaves behind for people: the log file, TensorBoard scalars, metrics.json, curve plots.
+"""What a run leaves behind for people: the log file, TensorBoard scalars, metrics.json, curve plots, and the
+same scalars and files in an experiment tracker when one is chosen (``logger=mlflow``: engine/tracking.py).
 
 Only rank 0 writes; other ranks get a logger that prints warnings and nothing else.
 """
@@ -36,7 +37,8 @@ def setup_logging(run_dir: Path | None, command: str) -> None:
     for h in handlers:
         h._segdet = True
         root.addHandler(h)
-    for noisy in ("PIL", "matplotlib", "h5py", "urllib3", "httpx", "httpcore"):
+    # libraries that log their own set-up at INFO (alembic: imported by MONAI through optuna when installed)
+    for noisy in ("PIL", "matplotlib", "h5py", "urllib3", "httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -45,7 +47,10 @@ def _finite_number(v) -> bool:
 
 
 class RunLogger:
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+    """``tracker`` (rank 0's): an object with ``scalars(prefix, values, step)`` and ``finish(run_dir, ok)``, e.g.
+    tracking.MlflowRun. Used as a context manager, the tracker learns whether the run ended normally."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, tracker=None):
         self.run_dir = Path(run_dir)
         self.enabled = dist_utils.is_main()
         self.tb = None
@@ -53,6 +58,7 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(self.run_dir / "tb"))
+        self.tracker = tracker if self.enabled else None
         self.history: list[dict] = []
 
     @property
@@ -63,10 +69,12 @@ class RunLogger:
         return d
 
     def scalars(self, prefix: str, values: dict, step: int) -> None:
+        values = {k: v for k, v in values.items() if _finite_number(v)}
         if self.tb is not None:
             for k, v in values.items():
-                if _finite_number(v):
-                    self.tb.add_scalar(f"{prefix}/{k}", v, step)
+                self.tb.add_scalar(f"{prefix}/{k}", v, step)
+        if self.tracker is not None:
+            self.tracker.scalars(prefix, values, step)
 
     def end_epoch(self, record: dict) -> None:
         """One entry of metrics.json's history; also refreshes the curves so a crash keeps them."""
@@ -88,8 +96,17 @@ class RunLogger:
             tmp.replace(path)
         return path
 
-    def close(self) -> None:
+    def close(self, ok: bool = True) -> None:
         if self.tb is not None:
             self.tb.flush()
             self.tb.close()
             self.tb = None
+        if self.tracker is not None:
+            tracker, self.tracker = self.tracker, None
+            tracker.finish(self.run_dir, ok)
+
+    def __enter__(self) -> "RunLogger":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(ok=exc_type is None)

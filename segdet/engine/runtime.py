@@ -31,8 +31,8 @@ def resolve_device(spec) -> torch.device:
         if not torch.cuda.is_available():
             raise SegdetError(f"trainer.device={spec} but no CUDA device is available; use trainer.device=cpu")
         local = distributed.local_rank()
-        if spec == "cuda" and local is not None:
-            spec = f"cuda:{local}"
+        if spec == "cuda" and local is not None:  # % : a task given only its own GPU (srun --gpus-per-task) sees one
+            spec = f"cuda:{local % torch.cuda.device_count()}"
         device = torch.device(spec)
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise SegdetError(f"trainer.device={spec} but only {torch.cuda.device_count()} CUDA device(s) exist")

@@ -1,4 +1,5 @@
-"""What every command does first: join the process group, set up logging, write config.yaml, seed, pick the device.
+"""What every command does first: join the process group, set up logging, write config.yaml, seed, pick the device
+and the number of CPU threads.
 
 The device is decided here, once per run, from ``trainer.device``; everything after receives it.
 """
@@ -26,6 +27,8 @@ def start(cfg: DictConfig, run_dir: Path, command: str) -> torch.device:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     seed_everything(int(cfg.seed) + distributed.rank(), bool(cfg.trainer.get("deterministic", False)))
+    if cfg.trainer.get("num_threads"):  # per job: a process of a parallel launcher may run several jobs
+        torch.set_num_threads(int(cfg.trainer.num_threads))
     return device
 
 

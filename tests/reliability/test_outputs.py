@@ -193,7 +193,8 @@ def test_a_failing_sweep_job_does_not_lose_the_others(tmp_path):
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("segdet: error: ")]
     assert errors == ["segdet: error: data.on_bad_sample must be 'skip' or 'error', not 'bogus'",
-                      "segdet: error: 1 sweep job(s) failed: 0"], proc.stderr
+                      "segdet: error: 1 sweep job(s) failed: #0: data.on_bad_sample must be 'skip' or 'error', "
+                      "not 'bogus'"], proc.stderr
     assert proc.returncode == 1  # the sweep as a whole failed, after every job ran
     assert not (tmp_path / "0" / "metrics.json").exists()
     assert json.loads((tmp_path / "1" / "metrics.json").read_text())["history"]  # the job after the bad one ran
