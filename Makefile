@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install quickstart test test-fast bench clean
+.PHONY: help install quickstart test test-fast bench soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -12,10 +12,10 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,sweep,mlflow]'
+	$(PY) -m pip install -q -e '.[dev,sweep,mlflow,export]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install segdet with its test tools (idempotent)
+install: $(STAMP)  ## create .venv and install segdet with its test tools and optional extras (idempotent)
 
 quickstart: install  ## train SAM on generated data (experiment=quickstart), evaluate it, show where the figures are
 	$(VENV)/bin/segdet train task=sam experiment=quickstart hydra.run.dir=outputs/quickstart/train
@@ -28,6 +28,9 @@ test: install  ## run the whole test suite
 
 bench: install  ## segdet against the usual alternatives, side by side (table + outputs/bench/latest.json)
 	$(PY) scripts/bench.py
+
+soak: install  ## train the smoke models for many epochs; fails if memory grows >5% after epoch 3 (not in `test`)
+	$(PY) scripts/soak.py
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf outputs/*/ .pytest_cache

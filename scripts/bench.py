@@ -7,6 +7,8 @@ Rows (docs/benchmarks.md has the latest figures and what each comparison is):
   frcnn_infer   the same pair in eval mode                                          images/s   segdet / other
   frcnn_memory  peak memory while training (RSS on CPU, max_memory_allocated on CUDA) MiB      other / segdet
   detseg_predict  detect → segment vs the detector per image + transformers' SAM per box   images/s   segdet / other
+  sam_lora      SAM fine-tuning with LoRA on the encoder vs the whole encoder trained MiB      full / LoRA
+                (peak memory of the training run; images/s of both in the row's note)
 
     python scripts/bench.py                      # CPU: the tiny models, 1-3 minutes on 2 cores
     python scripts/bench.py --device cuda        # SAM ViT-B geometry at 1024, VGG16 at 600 px, bf16
@@ -39,11 +41,12 @@ import torch  # noqa: E402
 
 from segdet.malloc import keep_freed_memory  # noqa: E402
 
-ROWS = ("sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict")
+ROWS = ("sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict", "sam_lora")
 OTHER = {"sam_train": "transformers tutorial loop", "sam_cache": "cache off",
          "frcnn_train": "torchvision FasterRCNN", "frcnn_infer": "torchvision FasterRCNN",
          "frcnn_memory": "torchvision FasterRCNN",
-         "detseg_predict": "torchvision twin per image + transformers SAM per box"}
+         "detseg_predict": "torchvision twin per image + transformers SAM per box",
+         "sam_lora": "full fine-tuning of the same model"}
 # The targets (ratio, higher is better for segdet); the GPU ones also name absolute figures.
 TARGETS = {"cpu": {"sam_train": 2.0, "sam_cache": 5.0, "frcnn_train": 1.3, "frcnn_infer": 1.0, "frcnn_memory": 1.0,
                    "detseg_predict": 3.0},
@@ -75,6 +78,15 @@ class Settings:
     # in 2, 5, 8, 11) so that, as with the real SAM, the frozen encoder dominates the step.
     sam_cache_model: list = field(default_factory=lambda: ["model.config.vision_layers=12", "model.config.vision_hidden_size=96",
                                                            "model.config.global_attn_indexes=[2,5,8,11]"])
+    # sam_lora: LoRA on the encoder's attention (+ the decoder trained) against the whole model trained. On the CPU
+    # the tiny encoder gets ViT-B's depth and half its width (21M parameters), so that the encoder's weights,
+    # their gradients and Adam's state weigh against the activations as they do for the real SAM.
+    sam_lora_model: list = field(default_factory=lambda: ["model.config.vision_layers=12",
+                                                          "model.config.vision_hidden_size=384",
+                                                          "model.config.vision_heads=6",
+                                                          "model.config.global_attn_indexes=[2,5,8,11]"])
+    sam_lora_images: int = 8
+    sam_lora_batch: int = 4
     # Faster R-CNN
     frcnn_model: list = field(default_factory=lambda: ["model=frcnn_tiny"])
     frcnn_images: int = 32
@@ -92,7 +104,7 @@ class Settings:
         if device.startswith("cuda"):
             s = cls(device=device, precision="bf16-mixed", workers=8, repeats=3,
                     sam_model=["model=sam_vit_base"],  # + model.pretrained=<random ViT-B folder>, made in main()
-                    sam_cache_model=[],
+                    sam_cache_model=[], sam_lora_model=[], sam_lora_images=64, sam_lora_batch=8,
                     sam_images=128, sam_image_px=256, sam_batch=16,
                     frcnn_model=["model=frcnn_default", "model.backbone.weights=none"],
                     frcnn_images=64, frcnn_image_px=600, frcnn_batch=8, memory_steps=4,
@@ -102,7 +114,7 @@ class Settings:
         if quick:  # seconds: for the test of this script
             s.repeats, s.sam_images, s.sam_batch, s.frcnn_images, s.frcnn_batch, s.memory_steps = 1, 8, 4, 4, 2, 1
             s.detseg_images = 4
-            s.sam_cache_model = []
+            s.sam_cache_model, s.sam_lora_model, s.sam_lora_images, s.sam_lora_batch = [], [], 8, 4
             s.sam_compile = False  # compiling takes tens of seconds; tests/sam/test_model.py covers it
             if s.device.startswith("cuda"):
                 s.sam_model, s.sam_image_px = ["model=sam_tiny"], 64
@@ -140,11 +152,9 @@ def describe_device(device: str) -> str:
 def random_sam_vit_b(folder: Path) -> str:
     """No hub download here: SamModel's default config *is* ViT-B's geometry, saved with random weights as the
     local folder that ``model.pretrained`` takes (both sides load the same weights)."""
-    from transformers import SamConfig, SamModel
+    from bench_common import random_pretrained
 
-    torch.manual_seed(0)
-    SamModel(SamConfig()).save_pretrained(folder)
-    return str(folder)
+    return random_pretrained("sam", folder)
 
 
 def markdown(rows, device_kind: str) -> str:
@@ -212,7 +222,8 @@ def main(argv=None) -> int:
 
     measure = {"sam_train": bench_sam.sam_train, "sam_cache": bench_sam.sam_cache,
                "frcnn_train": bench_frcnn.frcnn_train, "frcnn_infer": bench_frcnn.frcnn_infer,
-               "frcnn_memory": bench_frcnn.frcnn_memory, "detseg_predict": bench_detseg.detseg_predict}
+               "frcnn_memory": bench_frcnn.frcnn_memory, "detseg_predict": bench_detseg.detseg_predict,
+               "sam_lora": bench_sam.sam_lora}
     kind = "cuda" if a.device.startswith("cuda") else "cpu"
     device = describe_device(a.device)
     print(f"segdet bench on {device}; {s.repeats} timed epoch(s) per side after 1 warm-up", flush=True)

@@ -106,6 +106,17 @@ def epoch_images_per_s(history: list[dict], warmup: int = 1) -> list[float]:
     return [float(h["train/images_per_s"]) for h in history[warmup:]]
 
 
+def random_pretrained(family: str, folder: Path) -> str:
+    """A folder ``model.pretrained`` takes, with random weights of the family's default geometry (transformers'
+    default configs: SAM and SAM-HQ ViT-B, SAM 2 Hiera-T), for machines without the hub."""
+    from segdet.tasks.sam.family import get_family
+
+    f = get_family(family)
+    torch.manual_seed(0)
+    f.model_class(f.config_class()).save_pretrained(folder)
+    return str(folder)
+
+
 # --- memory ------------------------------------------------------------------------------------------------------
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":

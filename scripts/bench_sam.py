@@ -1,4 +1,5 @@
-"""SAM rows: segdet's training against the transformers fine-tuning tutorial loop, and the embedding cache.
+"""SAM rows: segdet's training against the transformers fine-tuning tutorial loop, the embedding cache, and LoRA
+against full fine-tuning.
 
 The tutorial side is written here the way the well-known recipe does it (transformers' "fine-tune SAM on a
 custom dataset" notebook): a Dataset that calls SamProcessor on every sample on the CPU, a plain DataLoader
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bench_common import (Row, compose, epoch_images_per_s, fresh_process, median, rates_after_warmup,
+from bench_common import (Row, compose, current_memory_mib, epoch_images_per_s, fresh_process, median,
+                          peak_memory_mib, rates_after_warmup, reset_peak_memory,
                           segdet_train_run, timed_epochs)
 
 
@@ -167,3 +169,39 @@ def sam_cache(s) -> Row:
     t_off = median([n / x for x in epoch_images_per_s(off)])
     return Row("sam_cache", t_on, t_off, "s/epoch", t_off / t_on,
                f"{n} images, batch {s.sam_batch}, augment=none, frozen encoder, {' '.join(model)}")
+
+
+# --- LoRA ----------------------------------------------------------------------------------------------------------
+LORA_SIDES = {
+    "lora": ["model.peft=lora", "model.lora.target_modules=[vision_encoder]",
+             "model.train_parts=[prompt_encoder,mask_decoder]"],
+    "full": ["model.peft=none", "model.train_parts=[vision_encoder,prompt_encoder,mask_decoder]"],
+}
+
+
+def lora_side(side: str, s) -> dict:
+    """One side of ``sam_lora`` in its own process: segdet's training command (augment=none, no cache: the encoder
+    trains on both sides), its epochs' images/s and the peak memory above what the process held before it."""
+    import torch
+
+    import peft  # noqa: F401 -- imported on both sides before the baseline: the row compares training, not imports
+
+    device = torch.device(s.device)
+    model = list(s.sam_lora_model) + LORA_SIDES[side]
+    over = segdet_overrides(s, batch_size=s.sam_lora_batch, augment="none", epochs=1 + s.repeats, model=model)
+    over = [o for o in over if not o.startswith("data.num_images=")] + [f"data.num_images={s.sam_lora_images}"]
+    reset_peak_memory(device)
+    base = current_memory_mib(device)
+    history = segdet_train_run(over, s.verbose)
+    return {"images_per_s": epoch_images_per_s(history), "peak_mib": peak_memory_mib(device) - base}
+
+
+def sam_lora(s) -> Row:
+    sides = {side: fresh_process("sam_lora", side, s) for side in ("lora", "full")}
+    ours, theirs = sides["lora"]["peak_mib"], sides["full"]["peak_mib"]
+    rates = {side: median(v["images_per_s"]) for side, v in sides.items()}
+    what = "max_memory_allocated" if s.device.startswith("cuda") else "peak RSS"
+    return Row("sam_lora", ours, theirs, "MiB", theirs / ours,
+               f"{what} above the process's memory before training; images/s LoRA {rates['lora']:.3g} vs full "
+               f"{rates['full']:.3g} ({rates['lora'] / rates['full']:.2f}x); {s.sam_lora_images} images, batch "
+               f"{s.sam_lora_batch}, {' '.join(s.sam_model + s.sam_lora_model)}; LoRA: {' '.join(LORA_SIDES['lora'])}")

@@ -19,7 +19,9 @@ SIDES = {("sam_train", "tutorial"): bench_sam.tutorial_side,
          ("frcnn_infer", "torchvision"): bench_frcnn.tv_infer_side,
          ("frcnn_memory", "segdet"): lambda s: bench_frcnn.measure_memory("segdet", s),
          ("frcnn_memory", "torchvision"): lambda s: bench_frcnn.measure_memory("torchvision", s),
-         ("detseg_predict", "composition"): bench_detseg.composition_side}
+         ("detseg_predict", "composition"): bench_detseg.composition_side,
+         ("sam_lora", "lora"): lambda s: bench_sam.lora_side("lora", s),
+         ("sam_lora", "full"): lambda s: bench_sam.lora_side("full", s)}
 
 
 def main() -> None:
@@ -32,7 +34,7 @@ def main() -> None:
         p.error(f"no side '{a.side}' in its own process for row {a.row}")
     s = Settings.from_dict(json.loads(a.settings))
     s.apply_threads()
-    if a.side == "segdet":  # the process setting the segdet command makes
+    if a.side == "segdet" or a.row == "sam_lora":  # the process setting the segdet command makes
         keep_freed_memory()
     print(json.dumps(SIDES[(a.row, a.side)](s)))
 

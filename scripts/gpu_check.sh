@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared check for a GPU machine (an H100; under 9 minutes in all):
+# One prepared check for a GPU machine (an H100; under 11 minutes in all):
 #   1. installs what that machine lacks from the wheels in .whl/ (passed along by the caller), no network;
 #   2. prints the card;
 #   3. smoke-trains both tasks on CUDA in bf16-mixed, and frcnn once in 16-mixed (GradScaler path);
@@ -9,7 +9,9 @@
 #      the GPU target it misses (120 images/s);
 #   6. the detect -> segment row (VGG16 detector + SAM ViT-B geometry against the detector per image and
 #      transformers' SAM per box) -> bench_detseg.json;
-#   7. with what is left (up to 2 more minutes), times SAM's encoder with the folded attention experiment
+#   7. trains SAM, SAM-HQ (ViT-B) and SAM 2 (Hiera-T) at 1024 with random weights, decoder alone and with LoRA
+#      on the encoder: images/s and peak memory of each (scripts/bench_family.py -> bench_family.json);
+#   8. with what is left (up to 2 more minutes), times SAM's encoder with the folded attention experiment
 #      (experiments/ab_vision_attention.py).
 # Everything goes under $OUT (default outputs/gpu_check) and is tee'd to $OUT/gpu_check.log. Each stage has its
 # own time limit and the benchmark gets what is left of 7 minutes (it writes its JSON after every row, so a cut
@@ -80,9 +82,11 @@ stage bench_detseg $((LEFT < 120 ? LEFT : 120)) python3 scripts/bench.py --devic
 LEFT=$((BUDGET - (SECONDS - START)))
 stage bench_sam "$LEFT" python3 scripts/bench.py --device cuda --repeats 2 --only sam_train,sam_cache \
   --out "$OUT/bench_sam.json"
+# The SAM family's training rows: SAM-HQ and SAM 2 beside SAM, the decoder alone and LoRA on the encoder.
+stage bench_family 150 python3 scripts/bench_family.py --device cuda --repeats 2 --out "$OUT/bench_family.json"
 # The lever the H100 profile points at (54 % of a step builds the dense relative-position bias): the bias folded
 # into query and key, against transformers' attention, on the frozen ViT-B encoder (eager and compiled).
-LEFT=$((BUDGET + 120 - (SECONDS - START)))
+LEFT=$((BUDGET + 270 - (SECONDS - START)))
 stage ab_attention "$LEFT" python3 experiments/ab_vision_attention.py --device cuda
 
 echo "=== done in $((SECONDS - START))s; failed: ${FAILED[*]:-none}" | tee -a "$LOG"

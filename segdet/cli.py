@@ -10,9 +10,9 @@ import re
 import sys
 from datetime import datetime
 
-from segdet.commands import ALIASES, COMMANDS
+from segdet.commands import ALIASES, COMMANDS, TASK_FROM_CHECKPOINT
 from segdet.config import task_config_dir, task_of
-from segdet.engine.cluster import launched_distributed
+from segdet.engine.cluster import env_rank, launched_distributed
 from segdet.errors import SegdetError
 from segdet.malloc import keep_freed_memory
 from segdet.sweeps import missing_extra, plugin_missing, with_sweeper_settings
@@ -22,7 +22,8 @@ from segdet.tasks import TASKS, check_command
 def usage() -> str:
     commands = "\n".join(f"  {name:<9} {what:<31} {example}" for name, (_, what, example) in COMMANDS.items())
     tasks = "\n".join(f"  {name:<9} {info.what}" for name, info in TASKS.items())
-    return (f"usage: segdet <command> task=<task> [group=option ...] [key=value ...] [hydra flags]\n\n"
+    return (f"usage: segdet <command> task=<task> [group=option ...] [key=value ...] [hydra flags]\n"
+            f"       ({', '.join(TASK_FROM_CHECKPOINT)}: no task=, the checkpoint names it)\n\n"
             f"commands:\n{commands}\n\ntasks:\n{tasks}\n\n"
             "presets: experiment=smoke (seconds, tiny) | experiment=quickstart (learns in minutes on a CPU)\n"
             "Hydra flags after the command: --help, --cfg job, -m (multirun sweep), hydra.run.dir=DIR\n"
@@ -74,6 +75,22 @@ def _compose(command: str, args: list[str]):
         fail(msg)
 
 
+def _checkpoint_task(args: list[str]) -> str:
+    """export takes no task=: the checkpoint names it (read without loading its tensors)."""
+    from segdet.engine.checkpoint import load
+
+    path = next((a.split("=", 1)[1] for a in args if a.startswith("ckpt=")), None)
+    if not path:
+        fail("ckpt is required (give it as ckpt=...)")
+    try:
+        task = load(path, mmap=True).get("task")
+    except SegdetError as e:
+        fail(str(e))
+    if task not in TASKS:
+        fail(f"{path}: a checkpoint of task '{task}', which this segdet does not know ({', '.join(TASKS)})")
+    return task
+
+
 def _stored_settings(command: str, args: list[str]) -> list[str]:
     """eval/predict rebuild the model from the checkpoint's config, which their own configs do not hold, so
     ``model.KEY=VALUE`` is given to Hydra as ``+model.KEY=VALUE``, and then laid over the stored value."""
@@ -92,6 +109,19 @@ def _shared_run_dir(command: str, args: list[str], cfg) -> list[str]:
     return args + [f"hydra.run.dir=outputs/{task_of(args)}/{command}/{stamp}"]
 
 
+def _claim_given_run_dir(command: str, args: list[str]) -> None:
+    """A run dir named on the command line is claimed before Hydra writes its .hydra/ files into it, so a second
+    process given the same one stops before touching anything (the run dir's lock: ``engine.session``)."""
+    given = [a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")]
+    if not given or env_rank() != 0:  # under DDP rank 0 holds the run dir for all ranks
+        return
+    from segdet.engine import session
+    try:
+        session.claim(given[-1], "hydra.run.dir", command)
+    except SegdetError as e:
+        fail(str(e))
+
+
 def main(argv: list[str] | None = None) -> None:
     keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -102,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         fail(f"unknown command '{argv[0]}'; choose from: {', '.join(COMMANDS)}")
     asks_help = any(a in ("--help", "-h", "--hydra-help", "--info") for a in args)
+    if command in TASK_FROM_CHECKPOINT and task_of(args) is None and not asks_help:
+        args = [f"task={_checkpoint_task(args)}"] + args
     if task_of(args) in TASKS:
         try:
             check_command(task_of(args), command)
@@ -123,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = None if _hydra_flag(args) else _compose(command, args)
         if launched_distributed() and not any(a.startswith("hydra.run.dir=") for a in args):
             args = _shared_run_dir(command, args, cfg if cfg is not None else _compose(command, args))
+        if cfg is not None:
+            _claim_given_run_dir(command, args)
 
     from segdet.hydra_app import launch
 

@@ -1,6 +1,7 @@
 """What ends a run on purpose. The CLI prints each on one line (``segdet: error: ...``), never a traceback."""
 from __future__ import annotations
 
+import errno
 import signal
 
 
@@ -14,6 +15,20 @@ class TrainingFailed(SegdetError):
     """Training could not go on (non-finite losses, out of memory); the last good checkpoint is kept."""
 
     exit_code = 1
+
+
+class WriteFailed(SegdetError):
+    """A file could not be written (full disk, no permission, an I/O error); the file that was there is kept."""
+
+    exit_code = 1
+
+    @classmethod
+    def of(cls, path, error: OSError) -> "WriteFailed":
+        """One line naming the path and the OS error: ``<path>: cannot write: No space left on device (ENOSPC)``."""
+        code = errno.errorcode.get(error.errno or 0)
+        what = error.strerror or str(error) or type(error).__name__
+        return cls(f"{path}: cannot write: {what}" + (f" ({code})" if code else "")
+                   + "; what was there before is unchanged")
 
 
 class Interrupted(Exception):

@@ -32,7 +32,7 @@ def _join_sweep_run(cfg: DictConfig, sweep_dir: Path) -> None:
 def _job(cfg: DictConfig):
     """Runs the command; in a sweep returns the value the sweeper optimises (sweeps.objective). A sweep job never
     exits the process on a user error: the launcher may run other jobs in it, and the sweep goes on."""
-    from segdet.engine import distributed
+    from segdet.engine import distributed, session
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -60,6 +60,7 @@ def _job(cfg: DictConfig):
                 return None
         sys.exit(128 + e.signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     finally:
+        session.finish()
         if not multirun:
             distributed.cleanup()
 

@@ -6,8 +6,8 @@ interpreters, maybe on other machines (submitit). The run dirs are all they shar
 otherwise), and the process that ran the sweep reads them back (``finish``): a job dir without one did not finish
 (killed, timed out). The same callback opens and closes the sweep's MLflow run with ``logger=mlflow``.
 
-The sweeper and launcher plugins and MLflow are optional extras; asking for one that is not installed ends with
-one line naming the pip command (``missing_extra``).
+The sweeper and launcher plugins, MLflow and export's ONNX packages are optional extras; asking for one that is
+not installed ends with one line naming the pip command (``missing_extra``).
 """
 from __future__ import annotations
 
@@ -54,7 +54,9 @@ def plugin_missing(group: str, option: str) -> str | None:
 
 
 def missing_extra(args: list[str]) -> str | None:
-    """What the command line asks for that is not installed (a sweeper or launcher plugin, MLflow), if anything."""
+    """What the command line asks for that is not installed (a sweeper or launcher plugin, MLflow, export's ONNX),
+    if anything."""
+    from segdet import onnx_export
     from segdet.engine.tracking import INSTALL
 
     for a in args:
@@ -65,6 +67,8 @@ def missing_extra(args: list[str]) -> str | None:
                 return message
             if key == "logger" and option.strip() == "mlflow" and not _installed("mlflow"):
                 return f"logger=mlflow needs MLflow, which is not installed: {INSTALL}"
+            if key == "format" and option.strip() == "onnx" and onnx_export.missing():
+                return onnx_export.missing()
     return None
 
 

@@ -18,7 +18,7 @@ def compose_cfg(command: str, overrides: list[str] = ()):
     return compose(command, list(overrides))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data; skipped on a fresh clone without it, but a failure in CI, where it must exist."""
     if not SHARED_DATA.is_dir():

@@ -14,9 +14,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 EXPERIMENTS = ROOT / "experiments"
-ROWS = ["sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict"]
+ROWS = ["sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict", "sam_lora"]
 # rows whose figures are costs (seconds, MiB): the ratio is other / segdet so that higher is better for segdet
-COSTS = {"sam_cache", "frcnn_memory"}
+COSTS = {"sam_cache", "frcnn_memory", "sam_lora"}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,8 @@ def test_quick_bench_writes_every_row_with_oriented_ratios(quick_run):
         assert r["ratio"] == pytest.approx(expected, rel=1e-3), r
     units = {r["name"]: r["unit"] for r in data["rows"]}
     assert units == {"sam_train": "images/s", "sam_cache": "s/epoch", "frcnn_train": "images/s",
-                     "frcnn_infer": "images/s", "frcnn_memory": "MiB", "detseg_predict": "images/s"}
+                     "frcnn_infer": "images/s", "frcnn_memory": "MiB", "detseg_predict": "images/s",
+                     "sam_lora": "MiB"}
 
 
 def test_quick_bench_prints_a_markdown_table(quick_run):
@@ -65,6 +66,19 @@ def test_profile_step_dry_run_splits_data_from_model(task):
     rates = [float(line.split(": ")[1].split()[0]) for line in proc.stdout.splitlines() if "images/s" in line]
     assert len(rates) == 2 and min(rates) > 0
     assert ("(inference)" in proc.stdout) == ("--eval" in task)
+
+
+def test_family_training_dry_run_reports_rate_and_memory(tmp_path):
+    """scripts/bench_family.py (SAM-HQ and SAM 2 training on the GPU check) on the CPU with a tiny model."""
+    out = tmp_path / "family.json"
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_family.py"), "--device", "cpu", "--tiny", "--models",
+                           "sam2", "--modes", "lora", "--repeats", "1", "--out", str(out)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["mode"]) for r in rows] == [("sam2_tiny", "lora")]
+    assert rows[0]["images_per_s"] > 0 and rows[0]["peak_mib"] > 0
+    assert "| sam2_tiny | lora |" in proc.stdout
 
 
 @pytest.fixture

@@ -82,7 +82,7 @@ def test_the_task_list_has_one_source():
     assert all(f"  {name}" in out and info.what in out for name, info in TASKS.items())
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "predict"])
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "export"])
 def test_hydra_help_after_the_command(command):
     proc = segdet(command, "--help")
     assert proc.returncode == 0, proc.stderr
@@ -110,6 +110,16 @@ def test_smoke_train_writes_the_run_dir_contract_then_eval_and_predict(task, tmp
         assert isinstance(metrics[key], float), key
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert "epoch 2/2" in (run / "train.log").read_text()
+    # the run's first lines say how much of the model trains (every task: the train command logs it)
+    from segdet.engine.checkpoint import rebuild
+    from segdet.tasks import get_task_class
+    from tests.conftest import compose_cfg
+
+    model = rebuild(compose_cfg("eval", [f"task={task}", f"ckpt={run}/checkpoints/last.pt"]), get_task_class(task))[3]
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    assert 0 < trainable <= total
+    assert f"parameters: {trainable:,} trainable / {total:,} total" in (run / "train.log").read_text()
 
     ev = tmp_path / "eval"
     proc = segdet("eval", f"task={task}", f"ckpt={run}/checkpoints/last.pt", f"hydra.run.dir={ev}")

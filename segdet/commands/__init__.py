@@ -1,7 +1,7 @@
 """The commands, in one place: the CLI, ``--help`` and the Hydra layer read this table.
 
 Each command is a module with ``run(cfg, run_dir)`` that builds the objects and hands them to the engine, and a
-primary config of the same name in ``conf/`` (``conf/train.yaml`` ...). Commands never import each other: what
+primary config of the same name in ``conf/common/`` (``train.yaml`` ...). Commands never import each other: what
 they share lives in the engine (``engine.checkpoint``, ``engine.runtime``, ``engine.session``).
 """
 from __future__ import annotations
@@ -12,5 +12,8 @@ COMMANDS = {
     "eval": ("segdet.commands.evaluate", "score a checkpoint", "segdet eval task=sam ckpt=PATH [data.root=DIR]"),
     "predict": ("segdet.commands.predict", "write predictions of a ckpt",
                 "segdet predict task=frcnn ckpt=PATH input=DIR"),
+    "export": ("segdet.commands.export", "write a ckpt for other tools", "segdet export ckpt=PATH format=onnx "
+               "output=DIR"),
 }
 ALIASES = {"evaluate": "eval"}
+TASK_FROM_CHECKPOINT = ("export",)  # commands whose task is the checkpoint's, not given as task=

@@ -1,19 +1,26 @@
-"""segdet predict: run a checkpoint on an image or a folder of images and write what it sees."""
+"""segdet predict: run a checkpoint on an image or a folder of images and write what it sees.
+
+The output folder is claimed for this process (one writer) and opened for the predict's settings: a new folder,
+``overwrite=true``, or ``resume=true`` to continue an interrupted predict into it (``data.predictions``).
+"""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from segdet.data.io import IMAGE_SUFFIXES, list_images
+from segdet.data.predictions import open_output
 from segdet.engine import checkpoint as ckpt_io
 from segdet.engine.runtime import prepare
-from segdet.engine.session import start
+from segdet.engine.session import claim, start
 from segdet.errors import SegdetError
 from segdet.tasks import get_task_class
 
 log = logging.getLogger(__name__)
+# keys that do not change what is predicted: a resumed predict may give them differently
+NOT_SETTINGS = ("output", "overwrite", "resume", "hydra")
 
 
 def _inputs(path: Path) -> list[Path]:
@@ -27,23 +34,43 @@ def _inputs(path: Path) -> list[Path]:
     raise SegdetError(f"{path}: input not found")
 
 
-def _output_dir(cfg: DictConfig, run_dir: Path) -> Path:
-    out = Path(cfg.output) if cfg.output else run_dir / "predictions"
-    if out.exists() and not out.is_dir():
-        raise SegdetError(f"{out}: output= is a file, not a folder")
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        raise SegdetError(f"{out}: output folder exists and is not empty; pass overwrite=true or another output=")
-    out.mkdir(parents=True, exist_ok=True)
+def settings(cfg: DictConfig, task_class) -> dict:
+    """What makes this predict's outputs what they are: a resumed predict must match it. The checkpoint (or each
+    part of a task made of parts) counts by its path, size and time; the device and the progress bar do not count,
+    the precision does."""
+    given = OmegaConf.to_container(cfg, resolve=True)
+    out = {k: v for k, v in given.items() if k not in NOT_SETTINGS}
+    out["trainer"] = {"precision": str(given["trainer"]["precision"])}
+    for key in task_class.parts() or ("ckpt",):
+        out[key] = _source(str(cfg[key]))
+    out["input"] = str(Path(str(cfg.input)).expanduser().resolve())
     return out
+
+
+def _source(value: str):
+    """A checkpoint file or model folder by its path, size and time (a folder: of its newest file); anything else
+    (a hub id) as given."""
+    path = Path(value).expanduser()
+    if not path.exists():
+        return value
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    stats = [p.stat() for p in files]
+    return {"path": str(path.resolve()), "size": sum(st.st_size for st in stats),
+            "mtime_ns": max((st.st_mtime_ns for st in stats), default=0)}
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     device = start(cfg, run_dir, "predict")
     inputs = _inputs(Path(cfg.input))
-    out_dir = _output_dir(cfg, run_dir)
+    out_dir = Path(cfg.output) if cfg.output else run_dir / "predictions"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SegdetError(f"{out_dir}: output= is a file, not a folder")
     task_class = get_task_class(cfg.task.name)
     _, _, task, model = ckpt_io.rebuild(cfg, task_class)
+    claim(out_dir, "output=", "predict")
+    open_output(out_dir, settings=settings(cfg, task_class), resume=bool(cfg.get("resume", False)),
+                overwrite=bool(cfg.overwrite))
     runtime = prepare(model, cfg.trainer, device)
     log.info("predicting %d image(s) with %s on %s (precision %s)", len(inputs), ckpt_io.source_of(cfg, task_class),
              device, runtime.precision)

@@ -12,7 +12,7 @@ from segdet.engine import distributed
 from segdet.engine.hooks import Checkpointer, default_hooks
 from segdet.engine.loader import make_loader
 from segdet.engine.logging import RunLogger
-from segdet.engine.optim import build_optimizer, build_scheduler
+from segdet.engine.optim import build_optimizer, build_scheduler, parameter_counts
 from segdet.engine.runtime import prepare
 from segdet.engine.session import start, write_json
 from segdet.engine.tracking import make_tracker
@@ -78,7 +78,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     val_loader = make_loader(val_ds, int(d.batch_size), train=False, **loader_args) if val_ds else None
 
     plan = StepPlan.from_cfg(cfg.trainer, len(train_loader))
-    optimizer = build_optimizer(task.trainable_parameters(model), cfg.optim)
+    trainable = task.trainable_parameters(model)
+    log.info(parameter_counts(model, trainable))
+    optimizer = build_optimizer(trainable, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.sched, plan.total_steps)
     logger = RunLogger(run_dir, tracker=make_tracker(cfg, run_dir))
 

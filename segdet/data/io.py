@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from segdet.data.atomic import write_text
 from segdet.errors import SegdetError
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ class BadSamples:
             return
         self._file = Path(path)
         if self.items:
-            self._file.write_text("".join(f"{p}\t{r}\n" for p, r in self.items))
+            write_text(self._file, "".join(f"{p}\t{r}\n" for p, r in self.items))
 
 
 def output_names(paths) -> dict[Path, str]:

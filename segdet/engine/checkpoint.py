@@ -14,11 +14,9 @@ A checkpoint is a dict of plain tensors, numbers, strings, lists and dicts, so l
 """
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -27,6 +25,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from segdet import weights
+from segdet.data.atomic import write_atomic
 from segdet.errors import SegdetError
 
 FORMAT = "segdet-checkpoint-v1"
@@ -66,8 +66,9 @@ def unpack(ckpt: dict, *, model: torch.nn.Module, optimizer, scheduler, scaler, 
 
 
 def save_atomic(obj: dict, path: Path) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: a kill mid-save never tears ``path``."""
-    _write_atomic(path, lambda f: torch.save(obj, f))
+    """Write to a temp file in the same folder, fsync, then rename (``data.atomic``): a kill or a full disk mid-save
+    never tears ``path``; a failed save leaves the previous file and ends the run on one line (``WriteFailed``)."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def copy_atomic(src: Path, path: Path) -> None:
@@ -76,43 +77,21 @@ def copy_atomic(src: Path, path: Path) -> None:
         with open(src, "rb") as source:
             shutil.copyfileobj(source, f, 1 << 24)
 
-    _write_atomic(path, write)
+    write_atomic(path, write)
 
 
-def _write_atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def load(path, expected_task: str | None = None) -> dict:
-    """Load a segdet checkpoint safely, or end with a one-line error saying what is wrong with the file."""
+def load(path, expected_task: str | None = None, mmap: bool = False) -> dict:
+    """Load a segdet checkpoint safely, or end with a one-line error saying what is wrong with the file.
+    ``mmap``: map the tensors instead of reading them (a cheap look at the checkpoint's keys)."""
     path = Path(path)
     if not path.is_file():
         raise SegdetError(f"{path}: checkpoint not found")
     if not zipfile.is_zipfile(path):
         raise SegdetError(f"{path}: not a segdet checkpoint (not a file written by torch.save)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        first = next((ln for ln in lines if ln.startswith("Unsupported global")), lines[0] if lines else "unsafe")
-        raise SegdetError(f"{path}: refused to load: the file holds objects other than weights ({first})") from None
+        raise weights.refusal(path, e) from None
     except Exception as e:  # zip/torch errors for files that are not checkpoints at all
         raise SegdetError(f"{path}: not a segdet checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

@@ -50,6 +50,23 @@ def broadcast_object(obj):
     return box[0]
 
 
+def on_main(fn):
+    """``fn()`` on rank 0 only, then every rank goes on together; a SegdetError there (a checkpoint that cannot be
+    written) is raised on every rank, so none waits forever for rank 0 at the next collective."""
+    from segdet.errors import SegdetError
+
+    result, error = None, None
+    if is_main():
+        try:
+            result = fn()
+        except SegdetError as e:
+            error = e
+    error = broadcast_object(error)  # also the barrier
+    if error is not None:
+        raise error
+    return result
+
+
 def gather_lists(items: list) -> list:
     """Concatenate every rank's list (rank order), on every rank."""
     if world_size() == 1:

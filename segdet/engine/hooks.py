@@ -161,9 +161,8 @@ class Checkpointer(HookBase):
             self.best = value
         t.save("last.pt")
         if better:
-            if distributed.is_main():  # the state is the one last.pt holds: copy it rather than serialise twice
-                ckpt_io.copy_atomic(t.ckpt_dir / "last.pt", t.ckpt_dir / "best.pt")
-            distributed.barrier()
+            # the state is the one last.pt holds: copy it rather than serialise twice
+            distributed.on_main(lambda: ckpt_io.copy_atomic(t.ckpt_dir / "last.pt", t.ckpt_dir / "best.pt"))
             log.info("best %s=%.4f: saved best.pt", self.monitor, value)
 
     def state_dict(self) -> dict:

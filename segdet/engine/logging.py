@@ -2,18 +2,74 @@
 same scalars and files in an experiment tracker when one is chosen (``logger=mlflow``: engine/tracking.py).
 
 Only rank 0 writes; other ranks get a logger that prints warnings and nothing else.
+
+metrics.json is a result: it is written atomically, and a failed write ends the run on one line (``WriteFailed``).
+The log file, TensorBoard and the figures are by-products: one that cannot be written (a full disk) is turned off
+with one warning and the run goes on; the checkpoint that follows decides whether it can.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
+import threading
 from pathlib import Path
 
+from segdet.data.atomic import write_json
 from segdet.engine import distributed as dist_utils
 
 log = logging.getLogger(__name__)
+
+
+class _LogFile(logging.FileHandler):
+    """``<command>.log``. A write that fails (a full disk) turns the file off with one warning on the console,
+    where logging would print a traceback for every record."""
+
+    failed = False
+
+    def emit(self, record) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record) -> None:
+        error = sys.exc_info()[1]
+        self.failed = True
+        try:
+            self.close()
+        except OSError:
+            pass
+        log.warning("%s: cannot write (%s); the log goes on on the console only", self.baseFilename, error)
+
+
+def _thread_died(args) -> None:
+    """A background writer that dies of an OSError (TensorBoard's on a full disk) is one warning, not a traceback;
+    the writer's owner reports what it means (``_Quiet``)."""
+    if isinstance(args.exc_value, OSError):
+        log.warning("%s stopped: %s", args.thread.name if args.thread else "a writer thread", args.exc_value)
+    else:
+        threading.__excepthook__(args)
+
+
+class _Quiet:
+    """TensorBoard's writer, turned off with one warning at its first failure to write."""
+
+    def __init__(self, writer, where: Path):
+        self._writer, self._where, self._off = writer, where, False
+
+    def __getattr__(self, name):
+        method = getattr(self._writer, name)
+
+        def call(*args, **kwargs):
+            if self._off:
+                return None
+            try:
+                return method(*args, **kwargs)
+            except OSError as e:
+                self._off = True
+                log.warning("%s: cannot write TensorBoard events (%s); TensorBoard logging is off for the rest of "
+                            "the run", self._where, e)
+                return None
+        return call
 
 
 def setup_logging(run_dir: Path | None, command: str) -> None:
@@ -31,12 +87,13 @@ def setup_logging(run_dir: Path | None, command: str) -> None:
     handlers = [console]
     if run_dir is not None and dist_utils.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
-        file = logging.FileHandler(run_dir / f"{command}.log")
+        file = _LogFile(run_dir / f"{command}.log")
         file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handlers.append(file)
     for h in handlers:
         h._segdet = True
         root.addHandler(h)
+    threading.excepthook = _thread_died
     # libraries that log their own set-up at INFO (alembic: imported by MONAI through optuna when installed)
     for noisy in ("PIL", "matplotlib", "h5py", "urllib3", "httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -57,7 +114,11 @@ class RunLogger:
         if self.enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.run_dir / "tb"))
+            try:
+                self.tb = _Quiet(SummaryWriter(str(self.run_dir / "tb")), self.run_dir / "tb")
+            except OSError as e:
+                log.warning("%s: cannot write TensorBoard events (%s); the run goes on without them",
+                            self.run_dir / "tb", e)
         self.tracker = tracker if self.enabled else None
         self.history: list[dict] = []
 
@@ -65,7 +126,10 @@ class RunLogger:
     def plots_dir(self) -> Path:
         d = self.run_dir / "plots"
         if self.enabled:
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                pass  # each figure then says, in one warning, that it cannot be written
         return d
 
     def scalars(self, prefix: str, values: dict, step: int) -> None:
@@ -91,9 +155,7 @@ class RunLogger:
             out = {k: v for k, v in final.items() if _finite_number(v) or isinstance(v, int)}
             out.update(extra or {})
             out["history"] = self.history
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(out, indent=2))
-            tmp.replace(path)
+            write_json(path, out)
         return path
 
     def close(self, ok: bool = True) -> None:

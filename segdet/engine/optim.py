@@ -12,6 +12,13 @@ OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("schedule")
 
 
+def parameter_counts(model: torch.nn.Module, trained) -> str:
+    """One line for the run's log: how many of the model's parameters the optimizer updates."""
+    total = sum(p.numel() for p in model.parameters())
+    n = sum(p.numel() for p in {id(p): p for p in trained}.values())
+    return f"parameters: {n:,} trainable / {total:,} total ({100 * n / max(total, 1):.2f} %)"
+
+
 def _fused(params, cfg: DictConfig) -> dict:
     """``optim.fused=auto``: one kernel for the whole update where torch has one for the parameters' device (CPU
     and CUDA). Otherwise torch updates tensor by tensor, which for a decoder of a hundred small tensors is a

@@ -1,17 +1,19 @@
-"""What every command does first: join the process group, set up logging, write config.yaml, seed, pick the device
-and the number of CPU threads.
+"""What every command does first: join the process group, claim the run dir, set up logging, write config.yaml,
+seed, pick the device and the number of CPU threads; and what it does last (``finish``).
 
-The device is decided here, once per run, from ``trainer.device``; everything after receives it.
+The device is decided here, once per run, from ``trainer.device``; everything after receives it. The run dir is
+claimed before anything is written into it (``engine.lock``): a second process given the same ``hydra.run.dir``
+stops with one line naming the first. Under DDP rank 0 claims it for the whole run.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from segdet.engine import distributed
+from segdet.data import atomic
+from segdet.engine import distributed, lock
 from segdet.engine.logging import setup_logging
 from segdet.engine.runtime import resolve_device, seed_everything
 
@@ -21,19 +23,29 @@ def start(cfg: DictConfig, run_dir: Path, command: str) -> torch.device:
     run_dir = Path(run_dir)
     device = resolve_device(cfg.trainer.device)
     distributed.init_from_env(device)
+    if distributed.is_main():
+        claim(run_dir, "hydra.run.dir", command)
     setup_logging(run_dir, command)
     OmegaConf.resolve(cfg)
     if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        atomic.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     seed_everything(int(cfg.seed) + distributed.rank(), bool(cfg.trainer.get("deterministic", False)))
     if cfg.trainer.get("num_threads"):  # per job: a process of a parallel launcher may run several jobs
         torch.set_num_threads(int(cfg.trainer.num_threads))
     return device
 
 
+def claim(folder: Path, what: str, command: str) -> None:
+    """This process is the only segdet writing into ``folder`` until ``finish`` (``engine.lock``)."""
+    lock.claim(folder, what, f"segdet {command}")
+
+
+def finish() -> None:
+    """The run is over: its folders are free for the next one."""
+    lock.release_all()
+
+
 def write_json(path: Path, obj) -> None:
-    """``obj`` as JSON at ``path``, written by rank 0 only."""
+    """``obj`` as JSON at ``path``, written atomically by rank 0 only."""
     if distributed.is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(obj, indent=2))
+        atomic.write_json(path, obj)

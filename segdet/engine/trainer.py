@@ -100,9 +100,7 @@ class Trainer:
 
     def save(self, name: str = "last.pt") -> Path:
         path = self.ckpt_dir / name
-        if distributed.is_main():
-            ckpt_io.save_atomic(self.state_dict(), path)
-        distributed.barrier()
+        distributed.on_main(lambda: ckpt_io.save_atomic(self.state_dict(), path))
         return path
 
     def save_position(self) -> Path:

@@ -15,7 +15,7 @@ from segdet.errors import SegdetError
 @dataclass(frozen=True)
 class TaskInfo:
     what: str                                            # one line for --help
-    commands: tuple[str, ...] = ("train", "eval", "predict")
+    commands: tuple[str, ...] = ("train", "eval", "predict", "export")
     instead: str = ""                                    # what to run for a command the task does not have
 
 
@@ -24,7 +24,7 @@ TASKS = {
     "frcnn": TaskInfo("Faster R-CNN object detection (VGG16, the paper's way)"),
     "detseg": TaskInfo("detect -> segment: a frcnn detector's boxes prompt SAM (classed instance masks)",
                        ("eval", "predict"),
-                       "task=detseg joins two trained models and is not trained itself: train its detector with "
+                       "task=detseg joins two models trained (and exported) on their own: train its detector with "
                        "'segdet train task=frcnn ...' and its segmenter with 'segdet train task=sam ...' (both take "
                        "data=coco), then pass detector=PATH segmenter=PATH"),
 }

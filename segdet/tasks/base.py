@@ -5,11 +5,12 @@ A task is built from the run's config. The engine only ever sees:
   * a model whose ``forward(batch)`` returns a dict of named loss tensors in train mode (the engine sums them)
     and predictions in eval mode;
   * an ``Evaluator`` turning those predictions into flat metrics;
-  * figures of samples, and ``predict``.
+  * figures of samples, ``predict``, and ``export`` in the formats the task names.
 Methods past the data are called with named arguments only, so the two sides can grow without breaking each other.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,23 @@ class Evaluator:
         """Optional per-image detail (e.g. a CSV) written by ``eval``."""
 
 
+@dataclass
+class Exported:
+    """What a task's exporter wrote and how a plain client uses it; ``segdet export`` writes export.json and the
+    README.md from it."""
+
+    input: dict          # what the model takes: size, dtype, layout, normalisation, resize
+    outputs: dict        # name -> what it is
+    client: str          # a short Python program that runs the export without segdet (the README's snippet)
+    client_args: str     # what that program takes on its command line, after the export folder
+    client_needs: list[str]  # the pip packages it imports
+    classes: list[str]   # what the model's labels name
+    check: dict = field(default_factory=dict)  # the export run beside the PyTorch model: what was compared, how close
+
+
 class Task:
     name: str = ""
+    export_formats: dict[str, str] = {}  # ``segdet export format=`` -> what it writes
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
@@ -105,4 +121,9 @@ class Task:
     def predict(self, *, runtime, inputs: list[Path], out_dir: Path) -> dict:
         """Write predictions for ``inputs`` under ``out_dir`` with ``runtime.raw_model`` (on ``runtime.device``,
         under ``runtime.autocast()``); return a short summary for the log."""
+        raise NotImplementedError
+
+    def export(self, *, model: nn.Module, fmt: str, out_dir: Path, settings) -> Exported:
+        """Write ``model`` (on the CPU, eval mode) in format ``fmt`` (one of ``export_formats``) into the empty
+        folder ``out_dir``; ``settings``: the export command's keys (``opset``, ``input_size``)."""
         raise NotImplementedError

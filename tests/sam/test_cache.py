@@ -73,7 +73,7 @@ def test_a_cached_training_sample_skips_the_image_and_equals_the_full_load(tmp_p
         assert quick["key"] == full["key"] and ds.store is model.store
         assert (model.store.root / model.store.fingerprint / quick["key"][:2] / f"{quick['key']}.emb").is_file()
         with torch.no_grad():
-            assert torch.allclose(quick["embedding"].float(), model._encode([full["image"]])[0], atol=1e-5)
+            assert torch.allclose(quick["embedding"][0].float(), model._encode([full["image"]])[0][0], atol=1e-5)
     # the next epoch decodes no mask either: the memo gives the same samples
     first = [ds[(i, 7)] for i in range(len(ds))]
     load_mask, ds.source.load_mask = ds.source.load_mask, None
@@ -139,7 +139,7 @@ def test_workers_read_the_entries_once_the_model_has_written_them(tmp_path):
         for batch in loader:
             if epoch == 1:
                 assert all(im is None for im in batch["images"])
-                assert isinstance(batch["embeddings"], torch.Tensor) and len(batch["embeddings"]) == 3
+                assert isinstance(batch["embeddings"], tuple) and len(batch["embeddings"][0]) == 3
             with torch.no_grad():
                 model(batch)
         assert len(calls) == (2 if epoch == 0 else 0)
@@ -156,18 +156,19 @@ def test_entries_round_trip_and_a_torn_or_foreign_one_is_recomputed(tmp_path, dt
     assert len(entries) == 2
     sample = ds[(0, 1)]
     with torch.no_grad():
-        fresh = model._encode([ds.get((0, 1), image=True)["image"]])[0]
-    assert sample["embedding"].dtype == getattr(torch, dtype) and sample["embedding"].shape == fresh.shape
+        fresh = model._encode([ds.get((0, 1), image=True)["image"]])[0][0]
+    assert sample["embedding"][0].dtype == getattr(torch, dtype) and sample["embedding"][0].shape == fresh.shape
     path = next(p for p in entries if p.stem == sample["key"])
     data = path.read_bytes()
     atol = 1e-5 if dtype == "float32" else 2e-2
-    assert torch.allclose(sample["embedding"].float(), fresh, atol=atol)
+    assert torch.allclose(sample["embedding"][0].float(), fresh, atol=atol)
     magic = data.split(b"\n", 1)[0] + b"\n"
-    for broken in (data[:-7], b"not an entry\n" + data, magic + b'{"dtype": "int128", "shape": [2]}\n' + data[-8:],
-                   magic + b'["not", "a", "dict"]\n' + data[-8:]):
+    for broken in (data[:-7], data + b"\0", b"not an entry\n" + data,
+                   magic + b'[{"dtype": "int128", "shape": [2]}]\n' + data[-8:],
+                   magic + b'{"dtype": "float32", "shape": [2]}\n' + data[-8:], magic + b'["not", "a", "dict"]\n' + data[-8:]):
         path.write_bytes(broken)
         assert ds[(0, 1)]["image"] is not None  # a miss: the image is loaded for the encoder
         with torch.no_grad():
             model(task.collate([ds[(0, 1)]]))  # recomputed and overwritten
         again = ds[(0, 1)]
-        assert again["image"] is None and torch.allclose(again["embedding"].float(), fresh, atol=atol)
+        assert again["image"] is None and torch.allclose(again["embedding"][0].float(), fresh, atol=atol)

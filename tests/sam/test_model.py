@@ -139,10 +139,13 @@ def count_calls(module):
     return calls
 
 
-def test_embedding_cache_hit_is_identical_and_skips_the_encoder(tmp_path):
+@pytest.mark.parametrize("model_name, parts", [("sam_tiny", 1), ("sam_hq_tiny", 2), ("sam2_tiny", 3)])
+def test_embedding_cache_hit_is_identical_and_skips_the_encoder(tmp_path, model_name, parts):
+    """Every tensor the decoder reads from the encoder is cached (SAM-HQ's first global block, SAM 2's three
+    levels), a hit gives the same masks as encoding, and the entries belong to that encoder's weights."""
     over = ["model.train_parts=[mask_decoder]", "model.cache_embeddings=true", f"model.cache_dir={tmp_path}"]
     torch.manual_seed(0)
-    task = TASK(compose_cfg("train", ["task=sam", "model=sam_tiny", *SMALL, *over]))
+    task = TASK(compose_cfg("train", ["task=sam", f"model={model_name}", *SMALL, *over]))
     ds = task.build_eval_dataset("all", None)
     model = task.build_model().eval()
     task.bind(model=model, precision="32")
@@ -150,22 +153,27 @@ def test_embedding_cache_hit_is_identical_and_skips_the_encoder(tmp_path):
     def batch():  # the loader's view: entries are read by the dataset, in the worker
         return task.collate([ds[i] for i in range(3)])
 
+    def same(a, b):
+        return len(a.tensors) == len(b.tensors) and all(torch.equal(x, y) for x, y in zip(a.tensors, b.tensors))
+
     first_batch = batch()
     assert first_batch["keys"] and len(set(first_batch["keys"])) == 3
     calls = count_calls(model.sam.vision_encoder)
     with torch.no_grad():
-        reference = model._encode(first_batch["images"])
-        assert len(calls) == 1
+        reference = model.encode(first_batch["images"])
+        assert len(calls) == 1 and len(reference.tensors) == parts
         first = model.embeddings(first_batch)   # miss: encoder runs, entries written
         assert len(calls) == 2 and model.cache_misses == 3
         cached = batch()
-        assert isinstance(cached["embeddings"], torch.Tensor)
+        assert isinstance(cached["embeddings"], tuple) and len(cached["embeddings"]) == parts
         second = model.embeddings(cached)       # hit: no encoder
         assert len(calls) == 2 and model.cache_hits == 3
         out_a, out_b = model(cached), model(batch())
-    assert len(calls) == 2
-    assert torch.equal(first, reference) and torch.equal(second, reference)
-    assert torch.equal(out_a["logits"], out_b["logits"])
+        encoded = dict(batch(), keys=None)      # no cache at all: the encoder's own embeddings
+        out_c = model(encoded)
+    assert len(calls) == 3
+    assert same(first, reference) and same(second, reference)
+    assert torch.equal(out_a["logits"], out_b["logits"]) and torch.equal(out_a["logits"], out_c["logits"])
     assert len(list(tmp_path.rglob("*.emb"))) == 3
 
     # another model with other encoder weights gets its own entries; the same weights reuse them
@@ -173,15 +181,47 @@ def test_embedding_cache_hit_is_identical_and_skips_the_encoder(tmp_path):
     other = task.build_model().eval()
     task.bind(model=other, precision="32")
     with torch.no_grad():
-        assert not torch.equal(other.embeddings(batch()), reference)
+        assert not same(other.embeddings(batch()), reference)
     assert (other.cache_hits, other.cache_misses) == (0, 3)
     assert len(list(tmp_path.rglob("*.emb"))) == 6
-    same = task.build_model()
-    same.load_state_dict(model.state_dict())
-    task.bind(model=same, precision="32")
-    same.train()  # training with a frozen encoder reads the cache too
-    same(batch())
-    assert (same.cache_hits, same.cache_misses) == (3, 0)
+    same_model = task.build_model()
+    same_model.load_state_dict(model.state_dict())
+    task.bind(model=same_model, precision="32")
+    same_model.train()  # training with a frozen encoder reads the cache too
+    same_model(batch())
+    assert (same_model.cache_hits, same_model.cache_misses) == (3, 0)
+
+
+def test_sam2_cache_entries_belong_to_the_decoder_convs_they_went_through(tmp_path):
+    """SAM 2's cached stride-4/8 features have been through the decoder's conv_s0/conv_s1 and the no-memory
+    embedding: those are frozen with the encoder, and other weights for them name other entries."""
+    torch.manual_seed(0)
+    task = TASK(compose_cfg("train", ["task=sam", "model=sam2_tiny", *SMALL, "model.train_parts=[mask_decoder]"]))
+    model = task.build_model()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("sam.mask_decoder.") for n in trainable)
+    assert not any("conv_s0" in n or "conv_s1" in n or "no_memory" in n for n in trainable)
+    before = model.cache_fingerprint("32")
+    with torch.no_grad():
+        model.sam.mask_decoder.conv_s1.bias.add_(1.0)
+    assert model.cache_fingerprint("32") != before
+    with torch.no_grad():
+        model.sam.mask_decoder.conv_s1.bias.sub_(1.0)
+        model.sam.no_memory_embedding.add_(1.0)
+    assert model.cache_fingerprint("32") != before
+    with pytest.raises(SegdetError, match="frozen vision encoder"):
+        full = TASK(compose_cfg("train", ["task=sam", "model=sam2_tiny", *SMALL, "model.cache_embeddings=true",
+                                          f"model.cache_dir={tmp_path}"]))
+        full.bind(model=full.build_model(), precision="32")
+
+
+def test_sam_and_sam_hq_with_the_same_encoder_weights_keep_separate_entries():
+    """SAM-HQ's encoder has SAM's state dict; its entries hold one more tensor, so the family is in the name."""
+    torch.manual_seed(0)
+    sam = TASK(compose_cfg("train", ["task=sam", "model=sam_tiny", *SMALL])).build_model()
+    hq = TASK(compose_cfg("train", ["task=sam", "model=sam_hq_tiny", *SMALL])).build_model()
+    hq.sam.vision_encoder.load_state_dict(sam.sam.vision_encoder.state_dict())
+    assert sam.cache_fingerprint("32") != hq.cache_fingerprint("32")
 
 
 def test_checkpoint_state_rebuilds_the_architecture_without_download(monkeypatch):
@@ -223,7 +263,7 @@ def test_compiled_encoder_matches_eager():
     model.eval()
     with torch.no_grad():
         eager = model.sam.get_image_embeddings(preprocess_images(batch["images"], model.size, model.pixel_mean, model.pixel_std)[0])
-        compiled = model._encode(batch["images"])
+        compiled = model._encode(batch["images"])[0]
     assert model.compile_encoder and "encoder" in model.__dict__["_compiled_fns"]
     assert torch.allclose(compiled, eager, atol=1e-4)
     assert set(model.state_dict()) == keys  # the compiled wrapper is not part of the checkpoint

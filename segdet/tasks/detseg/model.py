@@ -113,9 +113,9 @@ class DetSeg(nn.Module):
         used = [i for i, b in enumerate(boxes) if len(b)]
         if not used:
             return out
-        embeddings = sam.encode([images[i] for i in used])  # once per image
+        embeddings = sam.encode([images[i] for i in used])  # once per image (segdet.tasks.sam.model.Embeddings)
         sizes = torch.tensor([tuple(images[i].shape[-2:]) for i in used])
-        scale = coord_scale(sizes, sam.size).to(embeddings.device)
+        scale = coord_scale(sizes, sam.size, sam.square).to(embeddings.device)
         rows = torch.cat([torch.full((len(boxes[i]),), j, dtype=torch.long) for j, i in enumerate(used)])
         index = torch.cat([torch.arange(len(boxes[i])) for i in used])  # each row's place among its image's boxes
         prompts = torch.cat([self.prompts(boxes[i], *images[i].shape[-2:]) for i in used])
@@ -129,8 +129,8 @@ class DetSeg(nn.Module):
             for j in rows[part].unique().tolist():
                 mine = rows[part] == j
                 h, w = sizes[j].tolist()
-                full = logits_to_original(logits[mine.to(logits.device)], resized_shape(h, w, sam.size), (h, w),
-                                          sam.size)
+                full = logits_to_original(logits[mine.to(logits.device)], resized_shape(h, w, sam.size, sam.square),
+                                          (h, w), sam.size, sam.square)
                 out[used[j]][index[part][mine].to(full.device)] = full > 0
         return out
 

@@ -49,14 +49,13 @@ class FasterRCNN(nn.Module):
             return {**rpn_losses, **self.roi_head(features, proposals, sizes, targets)}
         proposals, _, _ = self.rpn(features, sizes)
         detections = self.roi_head(features, proposals, sizes)
-        return [to_original(d, scale, orig) for d, scale, orig in zip(detections, batch["scales"], batch["orig_sizes"])]
+        return [{**d, "boxes": boxes_to_original(d["boxes"], scale, orig)}
+                for d, scale, orig in zip(detections, batch["scales"], batch["orig_sizes"])]
 
 
-def to_original(det: dict, scale: torch.Tensor, orig_size: torch.Tensor) -> dict:
+def boxes_to_original(boxes: torch.Tensor, scale: torch.Tensor, orig_size: torch.Tensor) -> torch.Tensor:
     """Undo the resize: ``scale`` is (sy, sx) = resized / original; clip to the original (h, w). Tensor ops only,
-    so inference never waits on the device."""
-    boxes = det["boxes"]
+    so inference never waits on the device; scriptable, so the exported detector maps its boxes back with it."""
     xyxy_scale = scale.to(boxes).flip(0).repeat(2)        # (sx, sy, sx, sy)
     xyxy_limit = orig_size.to(boxes).flip(0).repeat(2)    # (w, h, w, h)
-    boxes = torch.minimum((boxes / xyxy_scale).clamp(min=0), xyxy_limit)
-    return {**det, "boxes": boxes}
+    return torch.minimum((boxes / xyxy_scale).clamp(min=0), xyxy_limit)

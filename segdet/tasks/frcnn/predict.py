@@ -1,15 +1,15 @@
-"""``segdet predict task=frcnn``: COCO-format detections, the category list, and images with drawn boxes."""
+"""``segdet predict task=frcnn``: COCO-format detections, the category list, and images with drawn boxes, each
+file written atomically; an interrupted predict resumes where it stopped (``data.predictions``)."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
 
-from segdet.data.io import BadSample, load_rgb, output_names
-from segdet.errors import SegdetError
+from segdet.data.io import BadSample, load_rgb
+from segdet.data.predictions import PredictionOutputs
 
 from .datasets import collate, inference_sample
 from .figures import COLORS
@@ -35,23 +35,21 @@ def draw(image, det: dict, classes: list[str]) -> Image.Image:
 @torch.no_grad()
 def predict(runtime, *, transform, classes: list[str], inputs: list[Path], out_dir: Path,
             score_threshold: float | None = None, batch_size: int = 1, draw_threshold: float = 0.0) -> dict:
-    """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout."""
-    out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout.
+    Each image's detections are journaled with it (``data.predictions``); the JSON files are built from every
+    complete input at the end, so a resumed predict writes what an uninterrupted one would."""
+    out = PredictionOutputs(out_dir, inputs)
     model = runtime.raw_model.eval()
-    names = output_names(inputs)  # safe, distinct file names: a.jpg and a.png do not overwrite each other
-    results, images, skipped = [], [], []
-    for start in range(0, len(inputs), batch_size):
-        chunk, pixels, samples = [], [], []
-        for path in inputs[start: start + batch_size]:
+    for chunk in out.batches(batch_size):  # by input position: a resumed run pads its batches the same way
+        paths, pixels, samples = [], [], []
+        for path in chunk:
             try:
                 image = load_rgb(path)
             except BadSample as e:
-                skipped.append(str(e))
-                log.warning("skipped %s", e)
+                out.skip(path, str(e))
                 continue
             samples.append(inference_sample(image, transform, path.stem))
-            chunk.append(path)
+            paths.append(path)
             pixels.append(image)
         if not samples:
             continue
@@ -59,26 +57,24 @@ def predict(runtime, *, transform, classes: list[str], inputs: list[Path], out_d
         batch = runtime.to_device(batch)
         with runtime.autocast():
             detections = model(batch)
-        for path, image, det in zip(chunk, pixels, detections):
+        for path, image, det in zip(paths, pixels, detections):
             det = {k: v.float().cpu() if k != "labels" else v.cpu() for k, v in det.items()}
             if score_threshold is not None:
                 keep = det["scores"] >= score_threshold
                 det = {k: v[keep] for k, v in det.items()}
-            image_id = len(images) + 1
-            images.append({"id": image_id, "file_name": path.name, "width": image.shape[1], "height": image.shape[0]})
-            for box, label, score in zip(det["boxes"].tolist(), det["labels"].tolist(), det["scores"].tolist()):
-                x1, y1, x2, y2 = box
-                results.append({"image_id": image_id, "category_id": int(label),
-                                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                                "score": round(float(score), 5)})
+            # the model's numbers unrounded, so that an exported model can be held to them
+            found = [{"category_id": int(label), "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
+                     for (x1, y1, x2, y2), label, score in zip(det["boxes"].tolist(), det["labels"].tolist(),
+                                                               det["scores"].tolist())]
             shown = det["scores"] >= draw_threshold  # pictures are for people: the JSON keeps the rest
-            draw(image, {k: v[shown] for k, v in det.items()}, classes).save(out_dir / "images" / f"{names[path]}.png")
-    if skipped:
-        (out_dir / "skipped.txt").write_text("".join(f"{s}\n" for s in skipped))
-    if not images:
-        raise SegdetError(skipped[0] if len(skipped) == 1 else
-                          f"none of the {len(inputs)} inputs could be read (e.g. {skipped[0]})")
-    (out_dir / "detections.json").write_text(json.dumps(results))
-    (out_dir / "categories.json").write_text(json.dumps([{"id": k, "name": c} for k, c in enumerate(classes, 1)], indent=1))
-    (out_dir / "images.json").write_text(json.dumps(images, indent=1))  # image_id → file name, size
-    return {"images": len(images), "detections": len(results), "skipped": len(skipped)}
+            out.save_image(f"images/{out.name(path)}.png", draw(image, {k: v[shown] for k, v in det.items()}, classes))
+            out.done(path, {"width": image.shape[1], "height": image.shape[0], "detections": found})
+    summary = out.finish()
+    images, results = [], []
+    for image_id, (path, record) in enumerate(out.records().items(), 1):  # ids by input order
+        images.append({"id": image_id, "file_name": path.name, "width": record["width"], "height": record["height"]})
+        results += [{"image_id": image_id, **d} for d in record["detections"]]
+    out.write_json("detections.json", results, indent=None)
+    out.write_json("categories.json", [{"id": k, "name": c} for k, c in enumerate(classes, 1)])
+    out.write_json("images.json", images)  # image_id → file name, size
+    return {**summary, "detections": len(results)}

@@ -16,6 +16,8 @@ from segdet.tasks.base import Task
 from . import figures
 from .datasets import DATASETS, DetectionDataset, collate
 from .detector import FasterRCNN
+from .export import FORMATS
+from .export import export as export_detector
 from .metrics import DetectionEvaluator
 from .predict import predict as write_predictions
 from .transforms import DetectionTransform
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 class FrcnnTask(Task):
     name = "frcnn"
+    export_formats = FORMATS
 
     def __init__(self, cfg: DictConfig):
         super().__init__(cfg)
@@ -120,3 +123,7 @@ class FrcnnTask(Task):
                                  out_dir=out_dir, score_threshold=None if threshold is None else float(threshold),
                                  batch_size=int(self.cfg.data.get("batch_size", 1) or 1),
                                  draw_threshold=float(self.cfg.get("draw_threshold") or 0.0))
+
+    def export(self, *, model: nn.Module, fmt: str, out_dir: Path, settings):
+        return export_detector(model, self.cfg.model, self.classes, fmt, out_dir, opset=int(settings.opset),
+                               input_size=settings.get("input_size"))

@@ -28,8 +28,9 @@ and box head are copied whole.
 from __future__ import annotations
 
 import copy
+from typing import Dict, List, Tuple
 
-from torch import nn
+from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
@@ -47,8 +48,8 @@ class RoIPoolAsMultiScale(MultiScaleRoIAlign):
         super().__init__(["0"], size, sampling_ratio=0)
         self.scale = scale
 
-    def forward(self, x, boxes, image_shapes):
-        # in float32, as torchvision's CUDA autocast runs it (its CPU kernel has no bfloat16), as segdet's does
+    def forward(self, x: Dict[str, Tensor], boxes: List[Tensor], image_shapes: List[Tuple[int, int]]) -> Tensor:
+        # annotated: the exported detector (TorchScript) runs this module; in float32, as torchvision's CUDA autocast runs it (its CPU kernel has no bfloat16), as segdet's does
         return roi_pool(x["0"].float(), [b.float() for b in boxes], self.output_size, self.scale)
 
 

@@ -8,17 +8,15 @@ checks the result equals torchvision's normalisation.
 """
 from __future__ import annotations
 
+from typing import List
+
 import albumentations as A
 import cv2
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torchvision.transforms.v2 import functional as tvF
 
-
-
-def resize_scale(h: int, w: int, min_size: float, max_size: float) -> float:
-    return min(min_size / min(h, w), max_size / max(h, w))
+from .resize import resized_size
 
 
 def build_augment(cfg: DictConfig | None) -> A.Compose | None:
@@ -52,21 +50,26 @@ class DetectionTransform:
         if self.train_sizes is not None and rng is not None:  # multi-scale training
             min_size = self.train_sizes[int(rng.integers(len(self.train_sizes)))]
         h, w = image.shape[:2]
-        s = resize_scale(h, w, min_size, self.max_size)
-        nh, nw = max(1, round(h * s)), max(1, round(w * s))
-        if (nh, nw) != (h, w):
-            image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        nh, nw = resized_size(h, w, min_size, self.max_size)
+        if (nh, nw) != (h, w):  # the bit-exact bilinear, which an exported model reproduces (resize.py)
+            image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR_EXACT)
         sy, sx = nh / h, nw / w
         boxes = boxes.astype(np.float32) * np.array([sx, sy, sx, sy], dtype=np.float32)
+        # A box of a fraction of a pixel stays a target (a 1-px box in a 10000 px side shrinks to 0.02 px); one
+        # whose side the float product rounds to nothing would give log(0) in the box coder: it is dropped.
+        real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if not real.all():
+            boxes, index = boxes[real], index[real]
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # a writable copy, channels first
         return tensor, torch.from_numpy(boxes).reshape(-1, 4), torch.from_numpy(index), (sy, sx)
 
 
-def pad_batch(images: list[torch.Tensor], divisible: int = 32) -> torch.Tensor:
-    """Zero-pad to the largest size, rounded up to ``divisible`` (``normalise_batch`` keeps the padding 0)."""
-    h = max(im.shape[1] for im in images)
-    w = max(im.shape[2] for im in images)
-    h, w = -(-h // divisible) * divisible, -(-w // divisible) * divisible
+def pad_batch(images: List[torch.Tensor], divisible: int = 32) -> torch.Tensor:
+    """Zero-pad to the largest size, rounded up to ``divisible`` (``normalise_batch`` keeps the padding 0).
+    Scriptable: the exported detector pads with it."""
+    h = max([im.shape[1] for im in images])
+    w = max([im.shape[2] for im in images])
+    h, w = (h + divisible - 1) // divisible * divisible, (w + divisible - 1) // divisible * divisible
     out = images[0].new_zeros(len(images), 3, h, w)
     for i, im in enumerate(images):
         out[i, :, : im.shape[1], : im.shape[2]] = im
@@ -78,11 +81,11 @@ def normalise_batch(images: torch.Tensor, image_sizes: torch.Tensor, mean: torch
     """uint8 B×3×H×W zero-padded batch → float32 normalised, in the batch's memory layout (the trainer's
     channels_last choice). ``mean``, ``std``: (3,) in 0..255 units on the batch's device
     (segdet.data.pixels.imagenet_stats_255). The padding stays 0, as torchvision pads after normalising;
-    ``image_sizes`` (B×2, h w) says where each image ends."""
+    ``image_sizes`` (B×2, h w) says where each image ends. Scriptable: the exported detector normalises with it
+    (``tvF.normalize``'s arithmetic, which takes no tensor statistics under TorchScript)."""
     device = images.device
-    x = images.to(torch.float32)
-    x = tvF.normalize(x, mean, std, inplace=True)
-    h, w = x.shape[-2:]
+    x = images.to(torch.float32).sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
+    h, w = x.shape[-2], x.shape[-1]
     rows = torch.arange(h, device=device).view(1, 1, h, 1) < image_sizes[:, 0].view(-1, 1, 1, 1)
     cols = torch.arange(w, device=device).view(1, 1, 1, w) < image_sizes[:, 1].view(-1, 1, 1, 1)
     return x.mul_(rows & cols)

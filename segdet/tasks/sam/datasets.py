@@ -301,6 +301,9 @@ class SamDataset(Dataset):
         p = make_prompts(mask, self.prompt, rng, point_rng)
         if hasattr(self.source, "instance_classes"):
             p["classes"] = self.source.instance_classes(i)[p["target_ids"]]
+        corrections = self.prompt.rounds(self.train) - 1
+        if corrections > 0:  # where the corrective points of iterative prompting fall (iterative.py), drawn last
+            p["draws"] = point_rng.random((len(p["boxes"]), corrections, 2), dtype=np.float32)
         return pack_sample(picture, p, self.source.ids[i] + (f"#aug{copy}" if copy else ""),
                            box_prompt=self.prompt.mode != "points", size=hw, key=key, embedding=entry)
 
@@ -316,7 +319,8 @@ def pack_sample(image: np.ndarray | None, p: dict, sample_id: str, *, box_prompt
     """``image`` may be None when ``embedding`` (read from the cache) stands in for it; ``size`` is then the
     image's (H, W)."""
     return {
-        "image": None if image is None else torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+        # a copy unless already contiguous and writable (a 1×1 image's transpose is both contiguous and read-only)
+        "image": None if image is None else torch.from_numpy(np.require(image.transpose(2, 0, 1), requirements="CW")),
         "size": tuple(size if size is not None else image.shape[:2]),
         "labels": torch.from_numpy(np.ascontiguousarray(p["labels"])) if "labels" in p else None,
         "boxes": torch.from_numpy(p["boxes"]),
@@ -329,6 +333,7 @@ def pack_sample(image: np.ndarray | None, p: dict, sample_id: str, *, box_prompt
         "key": key,
         "embedding": embedding,
         "classes": torch.from_numpy(p["classes"]) if "classes" in p else None,  # per prompt (COCO instances)
+        "draws": torch.from_numpy(p["draws"]) if "draws" in p else None,
     }
 
 
@@ -357,17 +362,19 @@ def collate(samples: list[dict]) -> dict:
         "box_prompt": all(s["box_prompt"] for s in samples),
         "ids": [s["id"] for s in samples],
         "keys": [s["key"] for s in samples] if all(s["key"] for s in samples) else None,
-        # cached embeddings read by the workers: one tensor (stacked here, in the worker, and moved to the device
-        # in one copy) when every sample has one, else a list with None for the misses
+        # cached embeddings read by the workers: a tuple of tensors (stacked here, in the worker, and moved to the
+        # device in one copy each) when every sample has its entry, else a list with None for the misses
         "embeddings": _stack_embeddings([s.get("embedding") for s in samples]),
         "prompt_classes": (torch.cat([s["classes"] for s in samples])
                            if all(s.get("classes") is not None for s in samples) else None),
+        "click_draws": (torch.cat([s["draws"] for s in samples])
+                        if all(s.get("draws") is not None for s in samples) else None),
     }
 
 
 def _stack_embeddings(entries: list):
     if all(e is not None for e in entries):
-        return torch.stack(entries)
+        return tuple(torch.stack(parts) for parts in zip(*entries))
     return entries
 
 

@@ -65,11 +65,13 @@ def log_samples(batch: dict, outputs: dict, tb, plots_dir: Path, step: int) -> N
     for i in range(n):
         image = _hwc(batch["images"][i])
         h, w = image.shape[:2]
-        prob = torch.sigmoid(logits[i]).cpu().numpy() if logits[i] is not None else np.zeros((h, w), np.float32)
+        lg = logits[i].cpu() if logits[i] is not None else torch.full((h, w), -torch.inf)
+        prob = torch.sigmoid(lg).numpy()
         gt = (batch["labels"][i] > 0).cpu().numpy() if batch.get("labels") is not None else np.zeros((h, w), bool)
         boxes, pts, labs = _prompts_of(batch, i)
         panels = [(overlay(image, np.zeros((h, w), bool), boxes, pts, labs), "input + prompts", None),
-                  (prob > 0.5, "predicted mask", "gray"), (prob, "probability", "magma"), (gt, "ground truth", "gray")]
+                  ((lg > 0).numpy(), "predicted mask", "gray"), (prob, "probability", "magma"),
+                  (gt, "ground truth", "gray")]
         for ax, (img, title, cmap) in zip(axes[i], panels):
             ax.imshow(img, cmap=cmap, vmin=0 if cmap else None, vmax=1 if cmap else None)
             ax.set_title(f"{title}" + (f"  [{batch['ids'][i]}]" if title == "input + prompts" else ""), fontsize=8)

@@ -3,8 +3,10 @@ beside the box-fill baseline (the prompt boxes filled in: what a user gets witho
 
 Conventions (those of MONAI's DiceMetric/MeanIoU with ``ignore_empty=False``): an empty prediction of an empty
 truth scores 1; anything else against an empty truth scores 0. Crowd regions of COCO data count as neither
-foreground nor background (COCO's rule: neither right nor wrong). The prompts of one image are merged by taking
-the maximum of their low-resolution logits (the union of the objects) before upsampling.
+foreground nor background (COCO's rule: neither right nor wrong). Each prompt's low-resolution logits are mapped
+back to the image on their own (``SamProcessor.post_process_masks``), and an image's prompts are then merged by
+their maximum: ``> 0`` of it is the union of the prompts' masks, what a transformers user gets by OR-ing the
+processor's masks.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from segdet.plotting import plt, save_figure
 from segdet.tasks.base import Evaluator
 from segdet.tasks.sam.preprocess import logits_to_original
 
@@ -37,16 +40,17 @@ def box_fill(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def full_res_masks(outputs: dict, batch: dict) -> list[torch.Tensor | None]:
-    """Per image: (H, W) logits at its original size (prompts merged), or None if it had no prompt."""
+    """Per image: (H, W) logits at its original size, or None if it had no prompt. The prompts are upsampled one
+    by one and merged after: the maximum of low-resolution logits, upsampled, is a superset of the union."""
     out = []
     for i, (h, w) in enumerate(batch["sizes"].tolist()):
         sel = outputs["prompt_image"] == i
         if not bool(sel.any()):
             out.append(None)
             continue
-        merged = outputs["logits"][sel].float().amax(0, keepdim=True)
-        out.append(logits_to_original(merged, tuple(outputs["resized"][i].tolist()), (h, w),
-                                      int(outputs["input_size"]))[0])
+        per_prompt = logits_to_original(outputs["logits"][sel], tuple(outputs["resized"][i].tolist()), (h, w),
+                                        int(outputs["input_size"]), bool(outputs.get("square", False)))
+        out.append(per_prompt.amax(0))
     return out
 
 
@@ -58,17 +62,24 @@ def instance_overlaps(outputs: dict, batch: dict, i: int, scored: torch.Tensor) 
         return []
     h, w = batch["sizes"][i].tolist()
     masks = logits_to_original(outputs["logits"][sel].float(), tuple(outputs["resized"][i].tolist()), (h, w),
-                               int(outputs["input_size"])) > 0
+                               int(outputs["input_size"]), bool(outputs.get("square", False))) > 0
     labels = batch["labels"][i]
     return [(int(c), overlap(m & scored, labels == t))
             for m, t, c in zip(masks, batch["target_ids"][sel].tolist(), batch["prompt_classes"][sel].tolist())
             if t > 0 and c > 0]
 
 
+def round_keys(records: list[dict]) -> list[int]:
+    """The rounds of iterative prompting the records were scored after (``dice@1`` ...), in order."""
+    return sorted({int(k.split("@")[1]) for r in records[:1] for k in r if k.startswith("dice@")})
+
+
 class SamEvaluator(Evaluator):
     """``classes``: class names of COCO instance data (per-class ``dice/<class>``, ``iou/<class>``: each
     instance's own prompt against it, averaged over the class's instances); None otherwise. Crowd regions
-    (label -1) are left out of every score."""
+    (label -1) are left out of every score. With iterative prompting (``outputs["rounds"]``) each image is also
+    scored after every round: ``dice@k``, ``iou@k`` (round 1 is the prompt itself, what ``dice`` and ``iou``
+    score)."""
 
     def __init__(self, skip_empty: bool = False, classes: list[str] | None = None):
         super().__init__()
@@ -78,6 +89,7 @@ class SamEvaluator(Evaluator):
     def update(self, outputs: dict, batch: dict) -> None:
         logits = full_res_masks(outputs, batch)
         per_class = self.classes is not None and batch.get("prompt_classes") is not None
+        rounds = [full_res_masks({**outputs, "logits": r}, batch) for r in outputs.get("rounds", [])]
         for i, (h, w) in enumerate(batch["sizes"].tolist()):
             gt = batch["labels"][i] > 0
             scored = batch["labels"][i] >= 0  # crowd regions (-1) count as neither
@@ -89,6 +101,10 @@ class SamEvaluator(Evaluator):
             rec.update({f"box_{k}": v for k, v in overlap(box_fill(boxes, h, w) & scored, gt).items()})
             if per_class:
                 rec["instances"] = [(c, o["dice"], o["iou"]) for c, o in instance_overlaps(outputs, batch, i, scored)]
+            for k, round_logits in enumerate(rounds, 1):
+                found = (round_logits[i] > 0) & scored if round_logits[i] is not None else torch.zeros_like(gt)
+                scores = overlap(found, gt)
+                rec[f"dice@{k}"], rec[f"iou@{k}"] = scores["dice"], scores["iou"]
             self.records.append(rec)
 
     def per_class(self, records: list[dict]) -> dict[str, float]:
@@ -125,10 +141,15 @@ class SamEvaluator(Evaluator):
             "box_baseline_iou_global": box_iou_g, "box_baseline_dice_global": box_dice_g,
             "num_images": float(len(scored)), "empty_skipped": float(len(records) - len(scored)),
             **self.per_class(records),
+            **{f"{m}@{k}": mean(f"{m}@{k}") for k in round_keys(scored) for m in ("dice", "iou")},
         }
 
     def write_report(self, records: list[dict], run_dir: Path) -> None:
-        """``per_image.csv``: one row per image, worst Dice first."""
+        """``per_image.csv``: one row per image, worst Dice first; with iterative prompting also
+        ``plots/iterative.png``, Dice and IoU after each round."""
+        rounds = round_keys(records)
+        if rounds:
+            plot_rounds(self.compute(records), rounds, Path(run_dir) / "plots" / "iterative.png")
         cols = ["id", "dice", "iou", "box_dice", "box_iou", "gt_px", "pred_px", "height", "width", "skipped"]
         rows = sorted(records, key=lambda r: (r["skipped"], r["dice"], r["iou"]))
         with open(Path(run_dir) / CSV_NAME, "w", newline="") as f:
@@ -136,3 +157,17 @@ class SamEvaluator(Evaluator):
             writer.writerow(cols[:3] + ["box_baseline_dice", "box_baseline_iou"] + cols[5:])
             for r in rows:
                 writer.writerow([r[c] if not isinstance(r[c], float) else f"{r[c]:.6f}" for c in cols])
+
+
+def plot_rounds(metrics: dict, rounds: list[int], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for m in ("dice", "iou"):
+        ax.plot(rounds, [metrics[f"{m}@{k}"] for k in rounds], marker="o", label=m)
+    ax.set_xlabel("prompting round (1: the box or point; then one corrective point pair each)")
+    ax.set_ylabel("mean over images")
+    ax.set_xticks(rounds)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)

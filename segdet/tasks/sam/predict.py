@@ -3,9 +3,11 @@ probability map.
 
 Prompts per image, first that applies: ``prompts=FILE.json`` (``{"<file name>": {"boxes": [[x1,y1,x2,y2]],
 "points": [[x,y,label]]}}``; the file name, its stem or its path may be the key), else a mask of the same stem
-in ``masks=DIR`` (prompts made as in eval), else the whole image as one box.
+in ``masks=DIR`` (prompts made as in eval; the mask is also given as the dense mask prompt, a previous answer to
+refine, when the model takes mask prompts: ``prompt.mask_input``), else the whole image as one box.
 
-Files are named after the input (``io.output_names``: safe characters, ``_2`` for a stem met twice). The
+Files are named after the input (``io.output_names``: safe characters, ``_2`` for a stem met twice) and written
+atomically; inputs an earlier, interrupted run completed are not predicted again (``data.predictions``). The
 prompts file is checked before anything runs; an input that cannot be read is skipped, warned about and
 listed in ``skipped.txt``; nothing readable at all is an error.
 """
@@ -17,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from segdet.data.io import BadSample, list_images, load_mask, load_rgb, output_names
+from segdet.data.io import BadSample, list_images, load_mask, load_rgb
+from segdet.data.predictions import PredictionOutputs
 from segdet.errors import SegdetError
 from segdet.tasks.sam.datasets import collate, pack_sample
 from segdet.tasks.sam.figures import overlay
@@ -69,7 +71,8 @@ def match_prompts(table: dict, inputs: list[Path], source) -> dict[Path, str]:
 
 @torch.no_grad()
 def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
-    """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout."""
+    """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout.
+    Inputs an earlier run into ``out_dir`` completed are not predicted again (``data.predictions``)."""
     prompt_cfg = PromptConfig.from_cfg(cfg.get("prompt"))
     table = load_prompt_file(cfg.prompts) if cfg.get("prompts") else {}
     keys = match_prompts(table, inputs, cfg.get("prompts"))
@@ -81,21 +84,19 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
         masks = {p.stem: p for p in list_images(mask_dir)}
         if not masks:
             raise SegdetError(f"masks={mask_dir}: no mask images in this folder")
-    names = output_names(inputs)
     save_prob = bool(cfg.get("save_probabilities", False))
     threshold = int((cfg.get("data") or {}).get("mask_threshold", 127))
-    dirs = {name: Path(out_dir) / name for name in ("masks", "overlays") + (("probabilities",) if save_prob else ())}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
+    out = PredictionOutputs(out_dir, inputs)
 
     model = runtime.raw_model.eval()
+    model.eval_rounds = 1  # no ground truth to draw corrective points from: each prompt is answered once
     used = {"json": 0, "mask": 0, "whole_image": 0}
-    done, failed = 0, []
-    for path in inputs:
+    mask_prompts = 0
+    for path in out.todo():
         try:
             image = load_rgb(path)
         except BadSample as e:
-            failed.append(str(e))
+            out.skip(path, str(e))
             continue
         h, w = image.shape[:2]
         key = keys.get(path)
@@ -108,40 +109,35 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
             try:
                 mask = load_mask(masks[path.stem], threshold)
             except BadSample as e:
-                failed.append(str(e))
+                out.skip(path, str(e))
                 continue
             if mask.shape != (h, w):
-                failed.append(f"{masks[path.stem]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
-                              f"{path.name} is {w}x{h}")
+                out.skip(path, f"{masks[path.stem]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+                               f"{path.name} is {w}x{h}")
                 continue
             p = make_prompts(mask, prompt_cfg, None, np.random.default_rng(0))
             source = "mask"
         else:
             p, source = user_prompts({}, path.name, w, h), "whole_image"
         used[source] += 1
-        name = names[path]
+        name = out.name(path)
         batch = runtime.to_device(collate([pack_sample(image, p, name, box_prompt=prompt_cfg.mode != "points")]))
+        if source == "mask" and model.mask_input and len(batch["boxes"]):
+            batch["mask_inputs"] = model.mask_prompts(batch)
+            mask_prompts += 1
         with runtime.autocast():
             outputs = model(batch)
         logits = full_res_masks(outputs, batch)[0]
-        prob = torch.sigmoid(logits).cpu().numpy() if logits is not None else np.zeros((h, w), np.float32)
-        pred = prob > 0.5
-        Image.fromarray((pred * 255).astype(np.uint8)).save(dirs["masks"] / f"{name}.png")
+        if logits is None:
+            logits = torch.full((h, w), -torch.inf)
+        pred = (logits > 0).cpu().numpy()  # SamProcessor's threshold (float32 sigmoid rounds tiny logits to 0.5)
+        out.save_image(f"masks/{name}.png", (pred * 255).astype(np.uint8))
         boxes = p["boxes"] if p.get("box_prompt", prompt_cfg.mode != "points") else None
         pts = p["points"] if p["points"].shape[1] else None
-        Image.fromarray(overlay(image, pred, boxes, pts, p["point_labels"])).save(dirs["overlays"] / f"{name}.png")
+        out.save_image(f"overlays/{name}.png", overlay(image, pred, boxes, pts, p["point_labels"]))
         if save_prob:
-            Image.fromarray((prob * 255).round().astype(np.uint8)).save(dirs["probabilities"] / f"{name}.png")
-        done += 1
-    if failed:
-        log.warning("skipped %d input(s) that could not be read: %s%s", len(failed), "; ".join(failed[:10]),
-                    " ..." if len(failed) > 10 else "")
-        (Path(out_dir) / "skipped.txt").write_text("".join(f"{line}\n" for line in failed))
-        if not done:
-            raise SegdetError(failed[0] if len(failed) == 1 else
-                              f"none of the {len(failed)} inputs could be read (e.g. {failed[0]})")
-    renamed = {p.name: n for p, n in names.items() if n != p.stem}
-    if renamed:
-        log.info("wrote %d prediction(s) under another name (unsafe or repeated stem): %s", len(renamed),
-                 ", ".join(f"{k} -> {v}" for k, v in list(renamed.items())[:10]))
-    return {"images": done, "failed": len(failed), "prompts": used}
+            prob = torch.sigmoid(logits.float()).cpu().numpy()
+            out.save_image(f"probabilities/{name}.png", (prob * 255).round().astype(np.uint8))
+        out.done(path)
+    summary = out.finish()
+    return {**summary, "prompts": used, "mask_prompts": mask_prompts}

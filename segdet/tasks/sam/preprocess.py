@@ -1,8 +1,11 @@
-"""SamProcessor's preprocessing as tensor ops on the model's device, batched over images of one shape.
+"""The SAM family's preprocessing as tensor ops on the model's device, batched over images of one shape.
 
-Images: longest side to the model's input size (bilinear, antialiased, on uint8 like SamImageProcessor), ImageNet
-normalisation, zero padding at the bottom/right to a square. Prompt coordinates: scaled by the same factors.
-Masks: the reverse of ``post_process_masks`` (upsample to the padded square, crop, upsample to the original).
+Two geometries (``square``), each equal to its transformers processor:
+* SAM, SAM-HQ (``SamImageProcessor``): longest side to the model's input size, zero padding at the bottom/right
+  to a square; masks back: upsample to the padded square, crop, upsample to the original (``post_process_masks``).
+* SAM 2 (``Sam2ImageProcessor``, ``square=True``): resized to the square itself, the aspect ratio not kept, no
+  padding; masks back: one bilinear upsample from the low-resolution logits to the original size.
+Both: bilinear, antialiased, on uint8; ImageNet normalisation; prompt coordinates scaled by the resize factors.
 """
 from __future__ import annotations
 
@@ -13,14 +16,18 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as tvF
 
 
-def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    """SamImageProcessor._get_preprocess_shape: longest side -> ``size``, rounded half up."""
+def resized_shape(height: int, width: int, size: int, square: bool = False) -> tuple[int, int]:
+    """SamImageProcessor._get_preprocess_shape: longest side -> ``size``, rounded half up (``square``: the square);
+    a side that would round to 0 (a strip like 4×600 at a small size) keeps 1 pixel, where the processor would ask
+    for an empty image."""
+    if square:
+        return size, size
     scale = size * 1.0 / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
-def preprocess_images(images: list[torch.Tensor], size: int, mean: torch.Tensor,
-                      std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def preprocess_images(images: list[torch.Tensor], size: int, mean: torch.Tensor, std: torch.Tensor,
+                      square: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (3, H, W) images of any sizes -> (B, 3, size, size) float pixel values and (B, 2) resized (h, w).
     ``mean``, ``std``: (3,) in 0..255 units on the images' device (segdet.data.pixels.imagenet_stats_255)."""
     device = images[0].device
@@ -30,7 +37,7 @@ def preprocess_images(images: list[torch.Tensor], size: int, mean: torch.Tensor,
     for i, img in enumerate(images):
         groups[tuple(img.shape[-2:])].append(i)
     for (h, w), idx in groups.items():
-        nh, nw = resized_shape(h, w, size)
+        nh, nw = resized_shape(h, w, size, square)
         stack = torch.stack([images[i] for i in idx])
         if (nh, nw) != (h, w):
             stack = tvF.resize(stack, [nh, nw], interpolation=tvF.InterpolationMode.BILINEAR, antialias=True)
@@ -40,11 +47,11 @@ def preprocess_images(images: list[torch.Tensor], size: int, mean: torch.Tensor,
     return out, resized
 
 
-def coord_scale(sizes: torch.Tensor, size: int) -> torch.Tensor:
+def coord_scale(sizes: torch.Tensor, size: int, square: bool = False) -> torch.Tensor:
     """(B, 2) original (h, w) -> (B, 2) factors (sx, sy) = (new_w / w, new_h / h) for prompt coordinates."""
     scales = []
     for h, w in sizes.tolist():
-        nh, nw = resized_shape(h, w, size)
+        nh, nw = resized_shape(h, w, size, square)
         scales.append((nw / w, nh / h))
     return torch.tensor(scales, dtype=torch.float32, device=sizes.device)
 
@@ -59,11 +66,11 @@ def scale_points(points: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return points * scale[:, None, :]
 
 
-def masks_to_input(masks: torch.Tensor, size: int) -> torch.Tensor:
+def masks_to_input(masks: torch.Tensor, size: int, square: bool = False) -> torch.Tensor:
     """(K, H, W) binary masks of one image -> (K, size, size) binary targets laid out like the model's input
     (resized like the image, padded with background)."""
     k, h, w = masks.shape
-    nh, nw = resized_shape(h, w, size)
+    nh, nw = resized_shape(h, w, size, square)
     m = masks.float()[:, None]
     if (nh, nw) != (h, w):
         m = F.interpolate(m, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
@@ -73,8 +80,12 @@ def masks_to_input(masks: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def logits_to_original(logits: torch.Tensor, resized: tuple[int, int], original: tuple[int, int],
-                       size: int) -> torch.Tensor:
-    """(K, h, w) low-res logits -> (K, H, W) at the original image size (SamImageProcessor.post_process_masks)."""
+                       size: int, square: bool = False) -> torch.Tensor:
+    """(K, h, w) low-res logits -> (K, H, W) at the original image size (SamImageProcessor.post_process_masks;
+    ``square``: Sam2ImageProcessor's, one upsample straight to the original size: going through the input size
+    first gives other values)."""
+    if square:
+        return F.interpolate(logits[:, None].float(), tuple(original), mode="bilinear", align_corners=False)[:, 0]
     x = F.interpolate(logits[:, None].float(), (size, size), mode="bilinear", align_corners=False)
     x = x[..., : resized[0], : resized[1]]
     x = F.interpolate(x, tuple(original), mode="bilinear", align_corners=False)

@@ -37,6 +37,9 @@ class PromptConfig:
     min_component_area: float = 0.001  # fraction of the image; smaller components get no prompt of their own
     num_points: int = 1              # k positive + k negative points per prompt (points modes)
     empty_masks: str = "whole_image"
+    iterations: int = 1              # training: answers per prompt, each after a corrective point pair (iterative.py)
+    iterative: int = 0               # eval: answers per prompt, scored after each (dice@1 ... dice@K); 0/1: off
+    mask_input: str = "auto"         # the previous answer / predict's masks=DIR as the dense mask prompt
 
     @classmethod
     def from_cfg(cls, cfg) -> "PromptConfig":
@@ -49,7 +52,17 @@ class PromptConfig:
             raise SegdetError(f"prompt.jitter_units must be 'fraction' or 'pixels', not '{pc.jitter_units}'")
         if pc.max_objects < 1:
             raise SegdetError("prompt.max_objects must be at least 1")
+        if int(pc.iterations) < 1 or int(pc.iterative) < 0:
+            raise SegdetError("prompt.iterations must be at least 1 and prompt.iterative at least 0")
+        pc.iterations, pc.iterative = int(pc.iterations), int(pc.iterative)
+        pc.mask_input = str(pc.mask_input).lower()
+        if pc.mask_input not in ("auto", "true", "false"):
+            raise SegdetError(f"prompt.mask_input must be auto, true or false, not '{pc.mask_input}'")
         return pc
+
+    def rounds(self, train: bool) -> int:
+        """How many answers each prompt gets: ``iterations`` in training, ``iterative`` in evaluation."""
+        return self.iterations if train else max(1, self.iterative)
 
     @property
     def uses_points(self) -> bool:

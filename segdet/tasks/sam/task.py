@@ -9,10 +9,13 @@ from omegaconf import DictConfig, OmegaConf
 from segdet.errors import SegdetError
 from segdet.registry import Registry
 from segdet.tasks.base import Task
-from segdet.tasks.sam import figures
+from segdet.tasks.sam import figures, lora
 from segdet.tasks.sam.augment import build_augment
 from segdet.tasks.sam.cache import DTYPES, EmbeddingStore
 from segdet.tasks.sam.datasets import SamDataset, build_eval_split, build_splits, collate
+from segdet.tasks.sam.export import FORMATS
+from segdet.tasks.sam.export import export as export_sam
+from segdet.tasks.sam.family import get_family
 from segdet.tasks.sam.losses import build_loss
 from segdet.tasks.sam.metrics import SamEvaluator
 from segdet.tasks.sam.model import OFFLINE_FIX, SamSegmenter, build_sam
@@ -25,11 +28,12 @@ MODELS.register("sam")(SamSegmenter)
 
 class SamTask(Task):
     name = "sam"
+    export_formats = FORMATS
 
     def __init__(self, cfg: DictConfig):
         super().__init__(cfg)
         self.prompt = PromptConfig.from_cfg(cfg.get("prompt"))
-        self._sam_config: str | None = None  # SamConfig JSON, kept in the checkpoint
+        self._sam_config: str | None = None  # the model's transformers config (JSON), kept in the checkpoint
         self._data_seed: int | None = None   # the seed the training data was made with (synthetic scenes)
         self._datasets: list[SamDataset] = []  # what bind() connects to the embedding cache
         self._classes: list[str] | None = None  # COCO data: category names (per-class metrics)
@@ -50,9 +54,6 @@ class SamTask(Task):
     def _check_cache(self, transform, copies: int) -> None:
         if not self._cache_on():
             return
-        if "vision_encoder" in list(self.cfg.model.get("train_parts", [])):
-            raise SegdetError("model.cache_embeddings=true needs a frozen vision encoder: remove vision_encoder "
-                              "from model.train_parts or set model.cache_embeddings=false")
         if transform is not None and copies == 0:
             raise SegdetError("model.cache_embeddings=true needs the image the encoder sees to be fixed, but "
                               f"augment={self.cfg.augment.get('name')} changes it every epoch: use augment=none, "
@@ -94,18 +95,37 @@ class SamTask(Task):
     # --- model ----------------------------------------------------------------------------------------------
     def build_model(self) -> SamSegmenter:
         m = self.cfg.model
+        family = get_family(m.get("family"))
         sam = build_sam(m, self._sam_config)
         self._sam_config = sam.config.to_json_string()
         if m.get("gradient_checkpointing", False):
+            if not sam.supports_gradient_checkpointing:
+                raise SegdetError(f"model.gradient_checkpointing=true: transformers' {type(sam).__name__} does not "
+                                  "support it; set it to false (and freeze the encoder or use model.peft=lora)")
             sam.gradient_checkpointing_enable()
+        peft = str(m.get("peft") or "none")
+        if peft not in lora.PEFT_CHOICES:
+            raise SegdetError(f"model.peft must be one of {', '.join(lora.PEFT_CHOICES)}, not '{peft}'")
+        if peft == "lora":
+            lora.inject(sam, family, m.get("lora"))
         loss_cfg = self.cfg.get("loss") or {"name": "dice_ce"}
-        return MODELS.build(str(m.get("name", "sam")), sam, build_loss(loss_cfg),
+        return MODELS.build(str(m.get("name", "sam")), sam, build_loss(loss_cfg), family=family.name,
                             train_parts=list(m.get("train_parts", ["mask_decoder"])),
                             multimask_output=bool(m.get("multimask_output", False)),
                             multimask_select=str(m.get("multimask_select", "iou")),
                             loss_resolution=str(loss_cfg.get("resolution", "low")),
                             compile_encoder=bool(m.get("compile_encoder", False)),
-                            compile_decoder=bool(m.get("compile_decoder", False)))
+                            compile_decoder=bool(m.get("compile_decoder", False)),
+                            rounds=(self.prompt.rounds(True), self.prompt.rounds(False)),
+                            mask_input=self._mask_input())
+
+    def _mask_input(self) -> bool:
+        """prompt.mask_input=auto: mask prompts are given to a model that has learnt them, from pretrained weights
+        or by training with prompt.iterations > 1 (a random model's mask encoder that never trained would only add
+        noise)."""
+        if self.prompt.mask_input != "auto":
+            return self.prompt.mask_input == "true"
+        return bool(self.cfg.model.get("pretrained")) or self.prompt.iterations > 1
 
     @classmethod
     def from_pretrained(cls, source: str) -> tuple["SamTask", SamSegmenter]:
@@ -121,8 +141,12 @@ class SamTask(Task):
     def bind(self, *, model: SamSegmenter, precision: str) -> None:
         """With model.cache_embeddings: one store for this encoder's embeddings, read by the datasets (in the
         loader's workers) and written by the model for what it had to encode."""
-        if not self._cache_on() or model.encoder_trained:
+        if not self._cache_on():
             return
+        if model.encoder_trained:
+            raise SegdetError("model.cache_embeddings=true needs a frozen vision encoder: remove vision_encoder "
+                              "from model.train_parts (and from model.lora.target_modules with model.peft=lora) "
+                              "or set model.cache_embeddings=false")
         store = EmbeddingStore(self.cfg.model.get("cache_dir"), model.cache_fingerprint(precision),
                                self._cache_dtype())
         model.store = store
@@ -149,3 +173,6 @@ class SamTask(Task):
 
     def predict(self, *, runtime, inputs: list[Path], out_dir: Path) -> dict:
         return predict(runtime, self.cfg, inputs, out_dir)
+
+    def export(self, *, model: SamSegmenter, fmt: str, out_dir: Path, settings):
+        return export_sam(model.sam, fmt, out_dir, multimask_output=model.multimask, opset=int(settings.opset))

@@ -1,0 +1,122 @@
+"""Writing a file so that no reader and no kill ever sees it half-written, and failing on one line.
+
+``write_atomic(path, write)``: ``write(f)`` fills a temp file in the same folder (a rename within one file system
+is atomic), which is flushed, fsynced and renamed over ``path``; the folder is then fsynced so the rename survives
+a power cut. On any failure the temp file is removed and ``path`` is left as it was. An OSError (a full disk, no
+permission, an I/O error) becomes ``WriteFailed``: one line naming the path and the OS error. Checkpoints,
+metrics.json, predictions and the SAM embedding cache are all written through here.
+
+A SIGKILL mid-write cannot run the clean-up: it leaves a hidden ``.<name>.<random>.tmp`` beside ``path``, never a
+torn ``path``. ``remove_stale_temps`` clears those from a folder only this process writes into.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from segdet.errors import WriteFailed
+
+TEMP_SUFFIX = ".tmp"
+
+
+class _Tracked:
+    """The temp file as ``write`` sees it, remembering the first OSError of a write: torch.save reports a failed
+    write as its own RuntimeError ("enforce fail ... unexpected pos"), with the OS error only in its context."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def _os_error(e: BaseException, tracked: _Tracked | None) -> OSError | None:
+    if isinstance(e, OSError):
+        return e
+    if tracked is not None and tracked.error is not None:
+        return tracked.error
+    while e is not None:  # an OSError wrapped by the library that was writing
+        if isinstance(e, OSError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def write_atomic(path, write: Callable[[io.BufferedWriter], object]) -> Path:
+    """``path`` replaced by what ``write(f)`` writes into a binary file, all at once or not at all."""
+    path = Path(path)
+    tmp, tracked = None, None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            tracked = _Tracked(f)
+            write(tracked)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        error = _os_error(e, tracked)
+        if error is not None and not isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise WriteFailed.of(path, error) from None
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable. Some file systems cannot fsync a folder: the file itself is already written."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_bytes(path, data: bytes) -> Path:
+    return write_atomic(path, lambda f: f.write(data))
+
+
+def write_text(path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj, indent: int | None = 2) -> Path:
+    return write_text(path, json.dumps(obj, indent=indent))
+
+
+def save_image(path, image, **params) -> Path:
+    """A PIL image (or an H×W[×3] uint8 array) in the format its suffix names (``.png``, ``.jpg`` ...)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    return write_atomic(path, lambda f: image.save(f, format=fmt, **params))
+
+
+def remove_stale_temps(folder) -> int:
+    """Remove the temp files a killed writer left under ``folder`` (hidden ``.*.tmp``); returns how many."""
+    removed = 0
+    for p in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed += 1
+    return removed

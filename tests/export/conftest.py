@@ -1,0 +1,74 @@
+"""Checkpoints to export (tiny models, a few training steps) and the plain client: the README's snippet run in a
+fresh Python that never imports segdet."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from segdet.commands import export as export_cmd
+from segdet.commands import train as train_cmd
+from segdet.engine.checkpoint import load, save_atomic
+from tests.conftest import compose_cfg
+
+
+def _train(tmp_path_factory, task: str, *extra: str) -> Path:
+    run = tmp_path_factory.mktemp(f"{task}_run")
+    train_cmd.run(compose_cfg("train", [f"task={task}", "experiment=smoke", "trainer.max_steps=2",
+                                        "trainer.max_epochs=1", "trainer.samples_every_n_epochs=0", *extra]), run)
+    return run / "checkpoints" / "last.pt"
+
+
+@pytest.fixture(scope="session")
+def sam_ckpt(tmp_path_factory) -> Path:
+    """A trained SAM's mask logits run to tens; after two steps they are hundredths, where onnxruntime's rounding
+    (1e-7) would decide edge pixels. The output layer of the mask's hypernetwork is scaled (logits scale with it)
+    to give the checkpoint a trained model's range."""
+    path = _train(tmp_path_factory, "sam")
+    ckpt = load(path)
+    for name in ("weight", "bias"):
+        ckpt["model"][f"sam.mask_decoder.output_hypernetworks_mlps.0.proj_out.{name}"] *= 400
+    save_atomic(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def frcnn_ckpt(tmp_path_factory) -> Path:
+    return _train(tmp_path_factory, "frcnn")
+
+
+def export(ckpt: Path, fmt: str, out: Path, *extra: str) -> dict:
+    """``segdet export`` in this process (the CLI's own rules are tested through a subprocess)."""
+    task = load(ckpt, mmap=True)["task"]
+    return export_cmd.run(compose_cfg("export", [f"task={task}", f"ckpt={ckpt}", f"format={fmt}", f"output={out}",
+                                                 *extra]), out.parent / f"{out.name}_run")
+
+
+def snippet(export_dir: Path) -> str:
+    """The Python code block of the export's README.md."""
+    text = (Path(export_dir) / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 1, text
+    return blocks[0]
+
+
+def run_client(export_dir: Path, argvs: list[list[str]], workdir: Path) -> None:
+    """Run the README's snippet as ``python client.py <export_dir> *argv`` for each argv, in one fresh isolated
+    Python (no PYTHONPATH, outside the checkout), which must not import segdet."""
+    code = snippet(export_dir)
+    assert len(code.strip("\n").splitlines()) <= 15
+    client = workdir / "client.py"
+    client.write_text(code)
+    harness = (f"import runpy, sys\n"
+               f"for args in {argvs!r}:\n"
+               f"    sys.argv = ['client.py', {str(export_dir)!r}, *args]\n"
+               f"    runpy.run_path({str(client)!r}, run_name='__main__')\n"
+               f"assert not [m for m in sys.modules if m.split('.')[0] == 'segdet'], 'the client imported segdet'\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-I", "-c", harness], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
