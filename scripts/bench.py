@@ -6,6 +6,7 @@ Rows (docs/benchmarks.md has the latest figures and what each comparison is):
   frcnn_train   segdet's Faster R-CNN vs torchvision's identical FasterRCNN         images/s   segdet / other
   frcnn_infer   the same pair in eval mode                                          images/s   segdet / other
   frcnn_memory  peak memory while training (RSS on CPU, max_memory_allocated on CUDA) MiB      other / segdet
+  detseg_predict  detect → segment vs the detector per image + transformers' SAM per box   images/s   segdet / other
   sam_lora      SAM fine-tuning with LoRA on the encoder vs the whole encoder trained MiB      full / LoRA
                 (peak memory of the training run; images/s of both in the row's note)
 
@@ -40,12 +41,15 @@ import torch  # noqa: E402
 
 from segdet.malloc import keep_freed_memory  # noqa: E402
 
-ROWS = ("sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "sam_lora")
+ROWS = ("sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict", "sam_lora")
 OTHER = {"sam_train": "transformers tutorial loop", "sam_cache": "cache off",
          "frcnn_train": "torchvision FasterRCNN", "frcnn_infer": "torchvision FasterRCNN",
-         "frcnn_memory": "torchvision FasterRCNN", "sam_lora": "full fine-tuning of the same model"}
+         "frcnn_memory": "torchvision FasterRCNN",
+         "detseg_predict": "torchvision twin per image + transformers SAM per box",
+         "sam_lora": "full fine-tuning of the same model"}
 # The targets (ratio, higher is better for segdet); the GPU ones also name absolute figures.
-TARGETS = {"cpu": {"sam_train": 2.0, "sam_cache": 5.0, "frcnn_train": 1.3, "frcnn_infer": 1.0, "frcnn_memory": 1.0},
+TARGETS = {"cpu": {"sam_train": 2.0, "sam_cache": 5.0, "frcnn_train": 1.3, "frcnn_infer": 1.0, "frcnn_memory": 1.0,
+                   "detseg_predict": 3.0},
            "cuda": {"sam_train": 30.0}}
 ABSOLUTE_TARGETS = {"cuda": {"sam_train": 150.0, "frcnn_train": 50.0, "frcnn_infer": 120.0}}
 
@@ -89,6 +93,11 @@ class Settings:
     frcnn_image_px: int = 128
     frcnn_batch: int = 4
     memory_steps: int = 4
+    # detseg_predict: the first detseg_images of the detector's images, its model and sam_model's SAM; each image's
+    # best detseg_boxes boxes
+    detseg_images: int = 32
+    detseg_boxes: int = 8
+    scratch: str = ""              # a folder both sides of a row read (set by main)
 
     @classmethod
     def for_device(cls, device: str, quick: bool, repeats: int | None) -> "Settings":
@@ -98,11 +107,13 @@ class Settings:
                     sam_cache_model=[], sam_lora_model=[], sam_lora_images=64, sam_lora_batch=8,
                     sam_images=128, sam_image_px=256, sam_batch=16,
                     frcnn_model=["model=frcnn_default", "model.backbone.weights=none"],
-                    frcnn_images=64, frcnn_image_px=600, frcnn_batch=8, memory_steps=4)
+                    frcnn_images=64, frcnn_image_px=600, frcnn_batch=8, memory_steps=4,
+                    detseg_images=16)  # the other side runs SAM ViT-B once per box
         else:
             s = cls(device=device)
         if quick:  # seconds: for the test of this script
             s.repeats, s.sam_images, s.sam_batch, s.frcnn_images, s.frcnn_batch, s.memory_steps = 1, 8, 4, 4, 2, 1
+            s.detseg_images = 4
             s.sam_cache_model, s.sam_lora_model, s.sam_lora_images, s.sam_lora_batch = [], [], 8, 4
             s.sam_compile = False  # compiling takes tens of seconds; tests/sam/test_model.py covers it
             if s.device.startswith("cuda"):
@@ -205,12 +216,14 @@ def main(argv=None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+    import bench_detseg
     import bench_frcnn
     import bench_sam
 
     measure = {"sam_train": bench_sam.sam_train, "sam_cache": bench_sam.sam_cache,
                "frcnn_train": bench_frcnn.frcnn_train, "frcnn_infer": bench_frcnn.frcnn_infer,
-               "frcnn_memory": bench_frcnn.frcnn_memory, "sam_lora": bench_sam.sam_lora}
+               "frcnn_memory": bench_frcnn.frcnn_memory, "detseg_predict": bench_detseg.detseg_predict,
+               "sam_lora": bench_sam.sam_lora}
     kind = "cuda" if a.device.startswith("cuda") else "cpu"
     device = describe_device(a.device)
     print(f"segdet bench on {device}; {s.repeats} timed epoch(s) per side after 1 warm-up", flush=True)
@@ -218,7 +231,8 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, failed = [], []
     with tempfile.TemporaryDirectory(prefix="segdet-bench-") as scratch:
-        if any(r.startswith("sam") for r in only) and s.sam_model == ["model=sam_vit_base"]:
+        s.scratch = scratch
+        if any(r.startswith(("sam", "detseg")) for r in only) and s.sam_model == ["model=sam_vit_base"]:
             s.sam_model = s.sam_model + [f"model.pretrained={random_sam_vit_b(Path(scratch) / 'sam_vit_b')}"]
         for name in ROWS:
             if name not in only:

@@ -9,6 +9,7 @@ import json
 
 from bench import Settings  # first: it puts a checkout's segdet on the path
 
+import bench_detseg
 import bench_frcnn
 import bench_sam
 from segdet.malloc import keep_freed_memory
@@ -18,6 +19,7 @@ SIDES = {("sam_train", "tutorial"): bench_sam.tutorial_side,
          ("frcnn_infer", "torchvision"): bench_frcnn.tv_infer_side,
          ("frcnn_memory", "segdet"): lambda s: bench_frcnn.measure_memory("segdet", s),
          ("frcnn_memory", "torchvision"): lambda s: bench_frcnn.measure_memory("torchvision", s),
+         ("detseg_predict", "composition"): bench_detseg.composition_side,
          ("sam_lora", "lora"): lambda s: bench_sam.lora_side("lora", s),
          ("sam_lora", "full"): lambda s: bench_sam.lora_side("full", s)}
 

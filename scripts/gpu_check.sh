@@ -7,9 +7,11 @@
 #      bench_sam.json;
 #   5. profiles the VGG16 detector's inference step (data pipeline alone, model alone, top kernels and host ops),
 #      the GPU target it misses (120 images/s);
-#   6. trains SAM, SAM-HQ (ViT-B) and SAM 2 (Hiera-T) at 1024 with random weights, decoder alone and with LoRA
+#   6. the detect -> segment row (VGG16 detector + SAM ViT-B geometry against the detector per image and
+#      transformers' SAM per box) -> bench_detseg.json;
+#   7. trains SAM, SAM-HQ (ViT-B) and SAM 2 (Hiera-T) at 1024 with random weights, decoder alone and with LoRA
 #      on the encoder: images/s and peak memory of each (scripts/bench_family.py -> bench_family.json);
-#   7. with what is left (up to 2 more minutes), times SAM's encoder with the folded attention experiment
+#   8. with what is left (up to 2 more minutes), times SAM's encoder with the folded attention experiment
 #      (experiments/ab_vision_attention.py).
 # Everything goes under $OUT (default outputs/gpu_check) and is tee'd to $OUT/gpu_check.log. Each stage has its
 # own time limit and the benchmark gets what is left of 7 minutes (it writes its JSON after every row, so a cut
@@ -74,6 +76,9 @@ stage bench_frcnn "$LEFT" python3 scripts/bench.py --device cuda --repeats 2 \
 LEFT=$((BUDGET - (SECONDS - START)))
 stage profile_frcnn_eval $((LEFT < 60 ? LEFT : 60)) python3 scripts/profile_step.py --device cuda --task frcnn --eval \
   --steps 5
+LEFT=$((BUDGET - (SECONDS - START)))
+stage bench_detseg $((LEFT < 120 ? LEFT : 120)) python3 scripts/bench.py --device cuda --repeats 2 \
+  --only detseg_predict --out "$OUT/bench_detseg.json"
 LEFT=$((BUDGET - (SECONDS - START)))
 stage bench_sam "$LEFT" python3 scripts/bench.py --device cuda --repeats 2 --only sam_train,sam_cache \
   --out "$OUT/bench_sam.json"

@@ -13,14 +13,15 @@ from datetime import datetime
 from segdet.commands import ALIASES, COMMANDS, TASK_FROM_CHECKPOINT
 from segdet.config import task_config_dir, task_of
 from segdet.engine.cluster import env_rank, launched_distributed
+from segdet.errors import SegdetError
 from segdet.malloc import keep_freed_memory
 from segdet.sweeps import missing_extra, plugin_missing, with_sweeper_settings
-from segdet.tasks import TASKS
+from segdet.tasks import TASKS, check_command
 
 
 def usage() -> str:
     commands = "\n".join(f"  {name:<9} {what:<31} {example}" for name, (_, what, example) in COMMANDS.items())
-    tasks = "\n".join(f"  {name:<9} {what}" for name, what in TASKS.items())
+    tasks = "\n".join(f"  {name:<9} {info.what}" for name, info in TASKS.items())
     return (f"usage: segdet <command> task=<task> [group=option ...] [key=value ...] [hydra flags]\n"
             f"       ({', '.join(TASK_FROM_CHECKPOINT)}: no task=, the checkpoint names it)\n\n"
             f"commands:\n{commands}\n\ntasks:\n{tasks}\n\n"
@@ -77,7 +78,6 @@ def _compose(command: str, args: list[str]):
 def _checkpoint_task(args: list[str]) -> str:
     """export takes no task=: the checkpoint names it (read without loading its tensors)."""
     from segdet.engine.checkpoint import load
-    from segdet.errors import SegdetError
 
     path = next((a.split("=", 1)[1] for a in args if a.startswith("ckpt=")), None)
     if not path:
@@ -116,8 +116,6 @@ def _claim_given_run_dir(command: str, args: list[str]) -> None:
     if not given or env_rank() != 0:  # under DDP rank 0 holds the run dir for all ranks
         return
     from segdet.engine import session
-    from segdet.errors import SegdetError
-
     try:
         session.claim(given[-1], "hydra.run.dir", command)
     except SegdetError as e:
@@ -136,6 +134,11 @@ def main(argv: list[str] | None = None) -> None:
     asks_help = any(a in ("--help", "-h", "--hydra-help", "--info") for a in args)
     if command in TASK_FROM_CHECKPOINT and task_of(args) is None and not asks_help:
         args = [f"task={_checkpoint_task(args)}"] + args
+    if task_of(args) in TASKS:
+        try:
+            check_command(task_of(args), command)
+        except SegdetError as e:
+            fail(str(e))
     if asks_help and task_of(args) is None:
         args = [f"task={next(iter(TASKS))}"] + args  # Hydra's help composes a config, so it needs a task
     args = _stored_settings(command, args)

@@ -14,7 +14,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 EXPERIMENTS = ROOT / "experiments"
-ROWS = ["sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "sam_lora"]
+ROWS = ["sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict", "sam_lora"]
 # rows whose figures are costs (seconds, MiB): the ratio is other / segdet so that higher is better for segdet
 COSTS = {"sam_cache", "frcnn_memory", "sam_lora"}
 
@@ -23,7 +23,7 @@ COSTS = {"sam_cache", "frcnn_memory", "sam_lora"}
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     proc = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--quick", "--threads", "2", "--out", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout
 
@@ -39,7 +39,8 @@ def test_quick_bench_writes_every_row_with_oriented_ratios(quick_run):
         assert r["ratio"] == pytest.approx(expected, rel=1e-3), r
     units = {r["name"]: r["unit"] for r in data["rows"]}
     assert units == {"sam_train": "images/s", "sam_cache": "s/epoch", "frcnn_train": "images/s",
-                     "frcnn_infer": "images/s", "frcnn_memory": "MiB", "sam_lora": "MiB"}
+                     "frcnn_infer": "images/s", "frcnn_memory": "MiB", "detseg_predict": "images/s",
+                     "sam_lora": "MiB"}
 
 
 def test_quick_bench_prints_a_markdown_table(quick_run):

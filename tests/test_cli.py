@@ -79,7 +79,7 @@ def test_the_task_list_has_one_source():
     assert sorted(p.stem for p in (config_dir() / "task").glob("*.yaml")) == sorted(TASKS)
     assert all(task_config_dir(name).is_dir() for name in TASKS)
     out = segdet("--help").stdout
-    assert all(f"  {name}" in out and what in out for name, what in TASKS.items())
+    assert all(f"  {name}" in out and info.what in out for name, info in TASKS.items())
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "predict", "export"])

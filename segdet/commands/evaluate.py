@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     device = start(cfg, run_dir, "eval")
-    ckpt, run_cfg, task, model = ckpt_io.rebuild(cfg, get_task_class(cfg.task.name))
+    task_class = get_task_class(cfg.task.name)
+    ckpt, run_cfg, task, model = ckpt_io.rebuild(cfg, task_class)
+    source = ckpt_io.source_of(cfg, task_class)
     split = run_cfg.data.get("split") or ("all" if cfg.data.get("root") else "val")
     if split not in ("val", "all"):
         raise SegdetError(f"data.split must be 'val' or 'all', not '{split}'")
@@ -40,7 +42,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                          num_workers=int(run_cfg.data.num_workers), rank=distributed.rank(),
                          world=distributed.world_size(), pin_memory=device.type == "cuda")
     logger = RunLogger(run_dir)
-    log.info("evaluating %s on %d samples (%s split) on %s", cfg.ckpt, len(dataset), split, device)
+    log.info("evaluating %s on %d samples (%s split) on %s", source, len(dataset), split, device)
 
     def samples(batch, outputs):
         task.log_samples(model=model, batch=batch, outputs=outputs, tb=logger.tb, plots_dir=logger.plots_dir, step=0)
@@ -51,7 +53,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                                     progress=bool(cfg.trainer.progress))
         if distributed.is_main():
             evaluator.write_report(records, run_dir)
-        logger.write_metrics(metrics, {"split": split, "num_samples": len(records), "ckpt": str(cfg.ckpt)})
+        logger.write_metrics(metrics, {"split": split, "num_samples": len(records), "ckpt": source})
     finally:
         logger.close()
     log.info("  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))

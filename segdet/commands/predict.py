@@ -34,17 +34,29 @@ def _inputs(path: Path) -> list[Path]:
     raise SegdetError(f"{path}: input not found")
 
 
-def settings(cfg: DictConfig) -> dict:
-    """What makes this predict's outputs what they are: a resumed predict must match it. The checkpoint counts by
-    its path, size and time; the device and the progress bar do not count, the precision does."""
+def settings(cfg: DictConfig, task_class) -> dict:
+    """What makes this predict's outputs what they are: a resumed predict must match it. The checkpoint (or each
+    part of a task made of parts) counts by its path, size and time; the device and the progress bar do not count,
+    the precision does."""
     given = OmegaConf.to_container(cfg, resolve=True)
     out = {k: v for k, v in given.items() if k not in NOT_SETTINGS}
     out["trainer"] = {"precision": str(given["trainer"]["precision"])}
-    ckpt = Path(str(cfg.ckpt)).expanduser().resolve()
-    st = ckpt.stat()
-    out["ckpt"] = {"path": str(ckpt), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    for key in task_class.parts() or ("ckpt",):
+        out[key] = _source(str(cfg[key]))
     out["input"] = str(Path(str(cfg.input)).expanduser().resolve())
     return out
+
+
+def _source(value: str):
+    """A checkpoint file or model folder by its path, size and time (a folder: of its newest file); anything else
+    (a hub id) as given."""
+    path = Path(value).expanduser()
+    if not path.exists():
+        return value
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    stats = [p.stat() for p in files]
+    return {"path": str(path.resolve()), "size": sum(st.st_size for st in stats),
+            "mtime_ns": max((st.st_mtime_ns for st in stats), default=0)}
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -54,13 +66,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     out_dir = Path(cfg.output) if cfg.output else run_dir / "predictions"
     if out_dir.exists() and not out_dir.is_dir():
         raise SegdetError(f"{out_dir}: output= is a file, not a folder")
-    _, _, task, model = ckpt_io.rebuild(cfg, get_task_class(cfg.task.name))
+    task_class = get_task_class(cfg.task.name)
+    _, _, task, model = ckpt_io.rebuild(cfg, task_class)
     claim(out_dir, "output=", "predict")
-    open_output(out_dir, settings=settings(cfg), resume=bool(cfg.get("resume", False)),
+    open_output(out_dir, settings=settings(cfg, task_class), resume=bool(cfg.get("resume", False)),
                 overwrite=bool(cfg.overwrite))
     runtime = prepare(model, cfg.trainer, device)
-    log.info("predicting %d image(s) with %s on %s (precision %s)", len(inputs), cfg.ckpt, device,
-             runtime.precision)
+    log.info("predicting %d image(s) with %s on %s (precision %s)", len(inputs), ckpt_io.source_of(cfg, task_class),
+             device, runtime.precision)
     summary = task.predict(runtime=runtime, inputs=inputs, out_dir=out_dir) or {}
     log.info("wrote predictions to %s %s", out_dir, summary if summary else "")
     return summary

@@ -58,6 +58,24 @@ class Task:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
 
+    # --- a task made of other tasks' trained models -------------------------------------------------------------
+    @classmethod
+    def parts(cls) -> dict[str, type]:
+        """``{config key: task class}`` of a task that joins other tasks' trained models (detseg: ``detector``, a
+        frcnn checkpoint, and ``segmenter``, a sam one). The engine rebuilds each part from what its key names
+        (``engine.checkpoint.rebuild``) and hands them to ``assemble``; such a task has no training of its own."""
+        return {}
+
+    def assemble(self, *, parts: dict[str, tuple["Task", nn.Module]]) -> nn.Module:
+        """The model of a task with ``parts``, from each part's (task, model with its weights)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_pretrained(cls, source: str) -> tuple["Task", nn.Module] | None:
+        """(task, model) from weights that are not a segdet checkpoint, when this task can read them (sam: a
+        transformers folder or a hub id); None when it cannot."""
+        return None
+
     # --- data -----------------------------------------------------------------------------------------------
     def build_datasets(self) -> dict[str, Dataset]:
         """``{"train": ds, "val": ds}`` for training (val may be empty). Each dataset has ``ids`` (names of

@@ -7,7 +7,6 @@ naming the file.
 """
 from __future__ import annotations
 
-import json
 import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
+from segdet.data.coco import CocoFile, resolve_ann_file, rle_bbox, to_rle
 from segdet.data.io import BadSample, BadSampleError, BadSamples, image_size, list_images, load_rgb
 from segdet.data.items import unpack
 from segdet.errors import SegdetError
@@ -155,55 +155,24 @@ def voc(cfg: DictConfig, bad: BadSamples, seed: int, split: str) -> tuple[list[R
 def coco(cfg: DictConfig, bad: BadSamples, seed: int, split: str) -> tuple[list[Record], list[str]]:
     if not cfg.get("root") or not cfg.get("ann_file"):
         raise SegdetError("data=coco needs data.root=DIR (images) and data.ann_file=FILE (COCO JSON)")
-    root = Path(cfg.root).expanduser()
-    ann_file = Path(cfg.ann_file if split != "val" else cfg.val_ann_file).expanduser()
-    if not ann_file.is_absolute() and not ann_file.is_file():
-        ann_file = root / ann_file
-    try:
-        data = json.loads(ann_file.read_text())
-        cats = {c["id"]: c["name"] for c in data["categories"]}
-        images = data["images"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SegdetError(f"{ann_file}: not a readable COCO annotation file ({type(e).__name__}: {e})") from None
-    anns: dict[int, list] = {}
-    for a in data.get("annotations", []):
-        anns.setdefault(a["image_id"], []).append(a)
-    images_dir = Path(cfg.images_dir).expanduser() if cfg.get("images_dir") else root
+    ann_file = resolve_ann_file(cfg.ann_file if split != "val" else cfg.val_ann_file, cfg.root)
+    coco_file = CocoFile(ann_file, cfg.get("images_dir") or cfg.root, bad)
     records = []
-    for i, im in enumerate(images):
-        if not isinstance(im, dict) or "file_name" not in im or "id" not in im:
-            raise SegdetError(f"{ann_file}: image entry #{i} has no 'file_name' or 'id'")
-        path = images_dir / im["file_name"]
-        if not path.is_file() and (images_dir / "images" / im["file_name"]).is_file():
-            path = images_dir / "images" / im["file_name"]
-        if not path.is_file():
-            bad.add(BadSample(path, f"image of COCO image id {im['id']} not found"))
-            continue
-        w, h = int(im.get("width") or 0), int(im.get("height") or 0)
-        if not (w and h):
-            try:
-                w, h = image_size(path)
-            except BadSample as e:
-                bad.add(e)
-                continue
-        objs = [a for a in anns.get(im["id"], []) if a.get("category_id") in cats]
-        bad_bbox = next((a for a in objs if not _is_xywh(a.get("bbox"))), None)
-        if bad_bbox is not None:
-            raise SegdetError(f"{ann_file}: annotation {bad_bbox.get('id', '?')} of image {im['file_name']} has "
-                              f"bbox {bad_bbox.get('bbox')!r}; COCO boxes are [x, y, width, height]")
-        boxes = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in (a["bbox"] for a in objs)],
-                         dtype=np.float32).reshape(-1, 4)
-        ok = clean_boxes(boxes, w, h, f"{ann_file} (image {im['file_name']})")
+    for im in coco_file.images:
+        boxes = np.array([_xyxy(a, im) for a in im.anns], dtype=np.float32).reshape(-1, 4)
+        ok = clean_boxes(boxes, im.width, im.height, f"{ann_file} (image {im.file_name})")
         # crowd regions are kept like VOC's difficult objects: ignored by the metrics, not trained on
-        records.append(Record(str(Path(im["file_name"]).with_suffix("")), path, w, h, boxes[ok],
-                              [cats[a["category_id"]] for a, k in zip(objs, ok) if k],
-                              np.array([bool(a.get("iscrowd", 0)) for a in objs], dtype=bool)[ok]))
-    return records, [cats[k] for k in sorted(cats)]  # label k is the k-th category id
+        records.append(Record(im.stem, im.path, im.width, im.height, boxes[ok],
+                              [coco_file.categories[a["category_id"]] for a, k in zip(im.anns, ok) if k],
+                              np.array([bool(a.get("iscrowd", 0)) for a in im.anns], dtype=bool)[ok]))
+    return records, coco_file.class_names  # label k is the k-th category id
 
 
-def _is_xywh(bbox) -> bool:
-    return (isinstance(bbox, (list, tuple)) and len(bbox) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox))
+def _xyxy(ann: dict, image) -> list[float]:
+    """The annotation's bbox, or its mask's when it has only a mask."""
+    x, y, w, h = ann["bbox"] if ann.get("bbox") is not None else rle_bbox(to_rle(ann["segmentation"], image.height,
+                                                                                 image.width))
+    return [x, y, x + w, y + h]
 
 
 # --- synthetic ----------------------------------------------------------------------------------------------------
@@ -280,6 +249,15 @@ class DetectionDataset(Dataset):
             "scale": scale,
             "id": r.id,
         }
+
+
+def inference_sample(image: np.ndarray, transform: DetectionTransform, sample_id: str) -> dict:
+    """An image without annotations, as ``collate`` takes it (predict)."""
+    tensor, _, _, scale = transform(image, np.zeros((0, 4), np.float32))
+    return {"image": tensor, "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+            "gt_boxes": torch.zeros(0, 4), "gt_labels": torch.zeros(0, dtype=torch.long),
+            "gt_difficult": torch.zeros(0, dtype=torch.bool), "orig_size": image.shape[:2], "scale": scale,
+            "id": sample_id}
 
 
 def collate(samples: list[dict], divisible: int = 32) -> dict:

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from segdet.data.io import BadSample, load_rgb
 from segdet.data.predictions import PredictionOutputs
 
-from .datasets import collate
+from .datasets import collate, inference_sample
 from .figures import COLORS
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def draw(image, det: dict, classes: list[str]) -> Image.Image:
 
 @torch.no_grad()
 def predict(runtime, *, transform, classes: list[str], inputs: list[Path], out_dir: Path,
-            score_threshold: float | None = None, batch_size: int = 1) -> dict:
+            score_threshold: float | None = None, batch_size: int = 1, draw_threshold: float = 0.0) -> dict:
     """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout.
     Each image's detections are journaled with it (``data.predictions``); the JSON files are built from every
     complete input at the end, so a resumed predict writes what an uninterrupted one would."""
@@ -48,11 +48,7 @@ def predict(runtime, *, transform, classes: list[str], inputs: list[Path], out_d
             except BadSample as e:
                 out.skip(path, str(e))
                 continue
-            tensor, _, _, scale = transform(image, torch.zeros(0, 4).numpy())
-            samples.append({"image": tensor, "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
-                            "gt_boxes": torch.zeros(0, 4), "gt_labels": torch.zeros(0, dtype=torch.long),
-                            "gt_difficult": torch.zeros(0, dtype=torch.bool), "orig_size": image.shape[:2],
-                            "scale": scale, "id": path.stem})
+            samples.append(inference_sample(image, transform, path.stem))
             paths.append(path)
             pixels.append(image)
         if not samples:
@@ -70,7 +66,8 @@ def predict(runtime, *, transform, classes: list[str], inputs: list[Path], out_d
             found = [{"category_id": int(label), "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
                      for (x1, y1, x2, y2), label, score in zip(det["boxes"].tolist(), det["labels"].tolist(),
                                                                det["scores"].tolist())]
-            out.save_image(f"images/{out.name(path)}.png", draw(image, det, classes))
+            shown = det["scores"] >= draw_threshold  # pictures are for people: the JSON keeps the rest
+            out.save_image(f"images/{out.name(path)}.png", draw(image, {k: v[shown] for k, v in det.items()}, classes))
             out.done(path, {"width": image.shape[1], "height": image.shape[0], "detections": found})
     summary = out.finish()
     images, results = [], []

@@ -121,7 +121,8 @@ class FrcnnTask(Task):
         threshold = self.cfg.get("score_threshold")
         return write_predictions(runtime, transform=self.transform(False), classes=self.classes, inputs=inputs,
                                  out_dir=out_dir, score_threshold=None if threshold is None else float(threshold),
-                                 batch_size=int(self.cfg.data.get("batch_size", 1) or 1))
+                                 batch_size=int(self.cfg.data.get("batch_size", 1) or 1),
+                                 draw_threshold=float(self.cfg.get("draw_threshold") or 0.0))
 
     def export(self, *, model: nn.Module, fmt: str, out_dir: Path, settings):
         return export_detector(model, self.cfg.model, self.classes, fmt, out_dir, opset=int(settings.opset),

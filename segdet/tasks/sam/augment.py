@@ -47,7 +47,9 @@ def build_augment(cfg, image_size: int) -> A.Compose | None:
 
 def apply_augment(transform: A.Compose, image: np.ndarray, mask: np.ndarray,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One draw of ``transform``, decided entirely by ``rng`` (so a sample looks the same in any worker)."""
+    """One draw of ``transform``, decided entirely by ``rng`` (so a sample looks the same in any worker). ``mask``:
+    H×W bool, or a uint16 instance map (its ids kept: masks are resampled nearest)."""
     transform.set_random_seed(int(rng.integers(2**31)))
-    out = transform(image=image, mask=mask.astype(np.uint8))
-    return np.ascontiguousarray(out["image"]), out["mask"].astype(bool)
+    binary = mask.dtype == bool
+    out = transform(image=image, mask=mask.astype(np.uint8) if binary else mask)
+    return np.ascontiguousarray(out["image"]), out["mask"].astype(bool) if binary else out["mask"].astype(mask.dtype)

@@ -14,8 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
+from segdet.data.coco import CocoFile, instance_map, instances_of, resolve_ann_file
 from segdet.data.io import BadSample, BadSampleError, BadSamples, image_size, list_images, load_mask, load_rgb
 from segdet.data.items import unpack
 from segdet.data.split import checkpoint_val_indices, split_indices
@@ -29,6 +31,18 @@ from segdet.tasks.sam.synthetic import scene, scene_mask
 log = logging.getLogger(__name__)
 
 SOURCES = Registry("dataset")
+
+
+def file_key(memo: dict, i: int, path: Path) -> str:
+    """An image's identity for the embedding cache: a hash of its file's bytes (reading them costs a small part of
+    decoding them), remembered in ``memo`` while the file's size and modification time stay the same."""
+    st = path.stat()
+    stamp = (st.st_size, st.st_mtime_ns)
+    known = memo.get(i)
+    if known is None or known[0] != stamp:
+        known = (stamp, hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest())
+        memo[i] = known
+    return known[1]
 
 
 @SOURCES.register("folder")
@@ -120,16 +134,52 @@ class FolderSource:
         return mask
 
     def key(self, i: int) -> str:
-        """The image's identity for the embedding cache: a hash of its file's bytes (reading them costs a small
-        part of decoding them), remembered while the file's size and modification time stay the same."""
-        path = self.pairs[i][0]
-        st = path.stat()
-        stamp = (st.st_size, st.st_mtime_ns)
-        known = self._keys.get(i)
-        if known is None or known[0] != stamp:
-            known = (stamp, hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest())
-            self._keys[i] = known
-        return known[1]
+        return file_key(self._keys, i, self.pairs[i][0])
+
+
+@SOURCES.register("coco")
+class CocoSource:
+    """COCO instance masks (``data.ann_file``, images under ``data.root`` or ``data.root/images``): a sample's
+    mask is a uint16 instance map (0 background, k the image's k-th instance, ``CROWD`` crowd regions), so each
+    instance becomes its own prompt (``prompts.make_prompts``). Where instances overlap, the smaller one is on
+    top. Annotations without a mask (box only) get no prompt, with one summary warning; a file with no mask at
+    all is an error."""
+
+    def __init__(self, root, data_cfg, seed: int, bad: BadSamples):
+        if not root or not data_cfg.get("ann_file"):
+            raise SegdetError("data=coco needs data.root=DIR (images) and data.ann_file=FILE (COCO instances)")
+        self.coco = CocoFile(resolve_ann_file(data_cfg.ann_file, root), data_cfg.get("images_dir") or root, bad)
+        if not self.coco.has_masks:
+            raise SegdetError(f"{self.coco.path}: no annotation has a mask ('segmentation' polygons or RLE); "
+                              "task=sam learns from instance masks (a box-only file trains task=frcnn)")
+        if self.coco.box_only:
+            ann, image = self.coco.box_only[0]
+            log.warning("%s: skipped %d annotation(s) without a mask (box only; e.g. %s): they get no prompt",
+                        self.coco.path, len(self.coco.box_only), self.coco.where(ann, image))
+        self.images = self.coco.images
+        self.ids = [im.stem for im in self.images]
+        self.classes = self.coco.class_names
+        self._keys: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def instance_classes(self, i: int) -> np.ndarray:
+        """Label (1-based, in category id order) of each instance id of ``load_mask(i)``; index 0: none."""
+        return np.array([0] + [self.coco.label_of(a["category_id"]) for a in instances_of(self.images[i])], np.int64)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.images[i].load(), self.load_mask(i)
+
+    def load_mask(self, i: int) -> np.ndarray:
+        return instance_map(self.images[i])[0]
+
+    def key(self, i: int) -> str:
+        return file_key(self._keys, i, self.images[i].path)
+
+    def mask_stamp(self, i: int) -> tuple[int, int]:
+        st = self.coco.path.stat()
+        return st.st_size, st.st_mtime_ns
 
 
 @SOURCES.register("synthetic")
@@ -249,6 +299,8 @@ class SamDataset(Dataset):
             entry = self.store.read(key) if (self.store is not None and key is not None) else None
         point_rng = rng if rng is not None else np.random.default_rng([self.seed, i, copy])
         p = make_prompts(mask, self.prompt, rng, point_rng)
+        if hasattr(self.source, "instance_classes"):
+            p["classes"] = self.source.instance_classes(i)[p["target_ids"]]
         corrections = self.prompt.rounds(self.train) - 1
         if corrections > 0:  # where the corrective points of iterative prompting fall (iterative.py), drawn last
             p["draws"] = point_rng.random((len(p["boxes"]), corrections, 2), dtype=np.float32)
@@ -280,6 +332,7 @@ def pack_sample(image: np.ndarray | None, p: dict, sample_id: str, *, box_prompt
         "id": sample_id,
         "key": key,
         "embedding": embedding,
+        "classes": torch.from_numpy(p["classes"]) if "classes" in p else None,  # per prompt (COCO instances)
         "draws": torch.from_numpy(p["draws"]) if "draws" in p else None,
     }
 
@@ -312,6 +365,8 @@ def collate(samples: list[dict]) -> dict:
         # cached embeddings read by the workers: a tuple of tensors (stacked here, in the worker, and moved to the
         # device in one copy each) when every sample has its entry, else a list with None for the misses
         "embeddings": _stack_embeddings([s.get("embedding") for s in samples]),
+        "prompt_classes": (torch.cat([s["classes"] for s in samples])
+                           if all(s.get("classes") is not None for s in samples) else None),
         "click_draws": (torch.cat([s["draws"] for s in samples])
                         if all(s.get("draws") is not None for s in samples) else None),
     }
@@ -327,16 +382,27 @@ def _source(data_cfg, seed: int, root, bad: BadSamples):
     return SOURCES.build(str(data_cfg.name), root, data_cfg, seed, bad)
 
 
+def _separate_val(data_cfg):
+    """(data settings, root) of a separate validation set, if one is given: ``data.val_root`` (a folder of the same
+    layout) or ``data.val_ann_file`` (coco: another annotation file over the same images folder)."""
+    if data_cfg.get("val_root"):
+        return data_cfg, data_cfg.val_root
+    if data_cfg.get("val_ann_file"):
+        return OmegaConf.merge(data_cfg, {"ann_file": data_cfg.val_ann_file}), data_cfg.get("root")
+    return None
+
+
 def build_splits(data_cfg, seed: int, make) -> dict[str, SamDataset]:
-    """Seeded train/val split of ``data.root`` (``data.val_fraction``), or all of it + ``data.val_root``.
+    """Seeded train/val split of ``data.root`` (``data.val_fraction``), or all of it + a separate validation set
+    (``data.val_root``, ``data.val_ann_file``).
     ``make(source, indices, train, bad)`` wraps a source into a ``SamDataset``."""
     policy = str(data_cfg.get("on_bad_sample", "skip"))
     bad = BadSamples(policy)
     source = _source(data_cfg, seed, data_cfg.get("root"), bad)
-    val_root = data_cfg.get("val_root")
-    if val_root:
+    separate = _separate_val(data_cfg)
+    if separate is not None:
         val_bad = BadSamples(policy)
-        val_source = _source(data_cfg, seed, val_root, val_bad)
+        val_source = _source(separate[0], seed, separate[1], val_bad)
         return {"train": make(source, range(len(source)), True, bad),
                 "val": make(val_source, range(len(val_source)), False, val_bad)}
     tr, va = split_indices(len(source), float(data_cfg.get("val_fraction", 0.1)), seed)
@@ -346,8 +412,9 @@ def build_splits(data_cfg, seed: int, make) -> dict[str, SamDataset]:
 def build_eval_split(data_cfg, seed: int, split: str, split_ids: dict | None, make) -> SamDataset:
     """``all``: every sample under ``data.root``; ``val``: the checkpoint's own validation samples."""
     bad = BadSamples(str(data_cfg.get("on_bad_sample", "skip")))
-    if split == "val" and data_cfg.get("val_root"):
-        source = _source(data_cfg, seed, data_cfg.val_root, bad)
+    separate = _separate_val(data_cfg)
+    if split == "val" and separate is not None:
+        source = _source(separate[0], seed, separate[1], bad)
         return make(source, range(len(source)), False, bad)
     source = _source(data_cfg, seed, data_cfg.get("root"), bad)
     if split == "all":

@@ -21,17 +21,19 @@ class MaskMemo:
         self.items: dict[int, tuple[Hashable, tuple[int, int], np.ndarray]] = {}
 
     def get(self, i: int, stamp: Hashable, load: Callable[[], np.ndarray]) -> np.ndarray:
-        """The H×W bool mask of sample ``i``: remembered if ``stamp`` (what the mask is made from: the image's
+        """The H×W bool mask (or uint16 instance map) of sample ``i``: remembered if ``stamp`` (what the mask is made from: the image's
         key, the mask file's size and time) is the one it was remembered with, else ``load()``-ed."""
         hit = self.items.get(i)
         if hit is not None:
             if hit[0] == stamp:
                 shape, packed = hit[1], hit[2]
+                if packed.dtype != np.uint8:  # an instance map, kept as it is
+                    return packed
                 return np.unpackbits(packed, count=math.prod(shape)).reshape(shape).view(bool)
             del self.items[i]  # the file changed: forget the old mask
             self.used -= hit[2].nbytes
         mask = load()
-        packed = np.packbits(mask)
+        packed = np.packbits(mask) if mask.dtype == bool else mask
         if self.used + packed.nbytes <= self.budget:
             self.items[i] = (stamp, mask.shape, packed)
             self.used += packed.nbytes

@@ -2,7 +2,8 @@
 beside the box-fill baseline (the prompt boxes filled in: what a user gets without SAM).
 
 Conventions (those of MONAI's DiceMetric/MeanIoU with ``ignore_empty=False``): an empty prediction of an empty
-truth scores 1; anything else against an empty truth scores 0. Each prompt's low-resolution logits are mapped
+truth scores 1; anything else against an empty truth scores 0. Crowd regions of COCO data count as neither
+foreground nor background (COCO's rule: neither right nor wrong). Each prompt's low-resolution logits are mapped
 back to the image on their own (``SamProcessor.post_process_masks``), and an image's prompts are then merged by
 their maximum: ``> 0`` of it is the union of the prompts' masks, what a transformers user gets by OR-ing the
 processor's masks.
@@ -53,35 +54,70 @@ def full_res_masks(outputs: dict, batch: dict) -> list[torch.Tensor | None]:
     return out
 
 
+def instance_overlaps(outputs: dict, batch: dict, i: int, scored: torch.Tensor) -> list[tuple[int, dict]]:
+    """(class, ``overlap``) of each prompt of image ``i`` that targets one instance (COCO data): the prompt's own
+    mask at full resolution against its instance, over the ``scored`` pixels."""
+    sel = outputs["prompt_image"] == i
+    if not bool(sel.any()):
+        return []
+    h, w = batch["sizes"][i].tolist()
+    masks = logits_to_original(outputs["logits"][sel].float(), tuple(outputs["resized"][i].tolist()), (h, w),
+                               int(outputs["input_size"]), bool(outputs.get("square", False))) > 0
+    labels = batch["labels"][i]
+    return [(int(c), overlap(m & scored, labels == t))
+            for m, t, c in zip(masks, batch["target_ids"][sel].tolist(), batch["prompt_classes"][sel].tolist())
+            if t > 0 and c > 0]
+
+
 def round_keys(records: list[dict]) -> list[int]:
     """The rounds of iterative prompting the records were scored after (``dice@1`` ...), in order."""
     return sorted({int(k.split("@")[1]) for r in records[:1] for k in r if k.startswith("dice@")})
 
 
 class SamEvaluator(Evaluator):
-    """With iterative prompting (``outputs["rounds"]``) each image is also scored after every round:
-    ``dice@k``, ``iou@k`` (round 1 is the prompt itself, what ``dice`` and ``iou`` score)."""
+    """``classes``: class names of COCO instance data (per-class ``dice/<class>``, ``iou/<class>``: each
+    instance's own prompt against it, averaged over the class's instances); None otherwise. Crowd regions
+    (label -1) are left out of every score. With iterative prompting (``outputs["rounds"]``) each image is also
+    scored after every round: ``dice@k``, ``iou@k`` (round 1 is the prompt itself, what ``dice`` and ``iou``
+    score)."""
 
-    def __init__(self, skip_empty: bool = False):
+    def __init__(self, skip_empty: bool = False, classes: list[str] | None = None):
         super().__init__()
         self.skip_empty = skip_empty
+        self.classes = list(classes) if classes else None
 
     def update(self, outputs: dict, batch: dict) -> None:
         logits = full_res_masks(outputs, batch)
+        per_class = self.classes is not None and batch.get("prompt_classes") is not None
         rounds = [full_res_masks({**outputs, "logits": r}, batch) for r in outputs.get("rounds", [])]
         for i, (h, w) in enumerate(batch["sizes"].tolist()):
             gt = batch["labels"][i] > 0
-            pred = logits[i] > 0 if logits[i] is not None else torch.zeros_like(gt)
+            scored = batch["labels"][i] >= 0  # crowd regions (-1) count as neither
+            pred = (logits[i] > 0) & scored if logits[i] is not None else torch.zeros_like(gt)
             boxes = batch["boxes"][batch["prompt_image"] == i]
             rec = {"id": batch["ids"][i], "height": h, "width": w,
                    "skipped": bool(self.skip_empty and batch["empty"][i])}
             rec.update(overlap(pred, gt))
-            rec.update({f"box_{k}": v for k, v in overlap(box_fill(boxes, h, w), gt).items()})
+            rec.update({f"box_{k}": v for k, v in overlap(box_fill(boxes, h, w) & scored, gt).items()})
+            if per_class:
+                rec["instances"] = [(c, o["dice"], o["iou"]) for c, o in instance_overlaps(outputs, batch, i, scored)]
             for k, round_logits in enumerate(rounds, 1):
-                found = round_logits[i] > 0 if round_logits[i] is not None else torch.zeros_like(gt)
+                found = (round_logits[i] > 0) & scored if round_logits[i] is not None else torch.zeros_like(gt)
                 scores = overlap(found, gt)
                 rec[f"dice@{k}"], rec[f"iou@{k}"] = scores["dice"], scores["iou"]
             self.records.append(rec)
+
+    def per_class(self, records: list[dict]) -> dict[str, float]:
+        """``dice/<class>``, ``iou/<class>`` over the instances of each class that has any."""
+        if self.classes is None:
+            return {}
+        out = {}
+        for k, name in enumerate(self.classes, start=1):
+            scores = [(d, j) for r in records if not r["skipped"] for c, d, j in r.get("instances", []) if c == k]
+            if scores:
+                out[f"dice/{name}"] = sum(d for d, _ in scores) / len(scores)
+                out[f"iou/{name}"] = sum(j for _, j in scores) / len(scores)
+        return out
 
     def compute(self, records: list[dict]) -> dict[str, float]:
         scored = [r for r in records if not r["skipped"]]
@@ -104,6 +140,7 @@ class SamEvaluator(Evaluator):
             "iou_global": iou_g, "dice_global": dice_g,
             "box_baseline_iou_global": box_iou_g, "box_baseline_dice_global": box_dice_g,
             "num_images": float(len(scored)), "empty_skipped": float(len(records) - len(scored)),
+            **self.per_class(records),
             **{f"{m}@{k}": mean(f"{m}@{k}") for k in round_keys(scored) for m in ("dice", "iou")},
         }
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from segdet.data.coco import CROWD
 from segdet.errors import SegdetError
 
 MODES = ("box", "points", "box+points")
@@ -112,29 +113,49 @@ def components(mask: np.ndarray, pc: PromptConfig) -> tuple[np.ndarray, list[int
     return labels.astype(np.int32), keep
 
 
+def instances(instance_map: np.ndarray, pc: PromptConfig,
+              rng: np.random.Generator | None) -> tuple[np.ndarray, list[int]]:
+    """(label map with crowd regions as -1, ids of the instances that get a prompt) of a uint16 instance map:
+    every instance at eval, a draw of at most ``max_objects`` of them in training (``rng``), so that each step
+    stays bounded and every instance is seen over the epochs."""
+    labels = instance_map.astype(np.int32)
+    labels[instance_map == CROWD] = -1
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    if rng is not None and len(ids) > pc.max_objects:
+        ids = np.sort(rng.choice(ids, pc.max_objects, replace=False))
+    return labels, [int(i) for i in ids]
+
+
 def make_prompts(mask: np.ndarray, pc: PromptConfig, rng: np.random.Generator | None,
                  point_rng: np.random.Generator) -> dict:
-    """Prompts for one H×W bool mask.
+    """Prompts for one H×W bool mask, or for one H×W uint16 instance map (COCO instances: 0 background, k
+    instance k, ``CROWD`` a crowd region), which gets one prompt per instance (``instances``).
 
-    ``rng``: training randomness (box jitter); None at eval. ``point_rng``: where points fall (seeded per sample
-    at eval too, so eval is repeatable).
-    Returns ``labels`` (H×W int32, >0 = foreground), ``boxes`` (K×4 xyxy), ``target_ids`` (K), ``points``
-    (K×N×2 xy) and ``point_labels`` (K×N; 1 positive, 0 negative, -10 padding), ``empty`` (bool).
+    ``rng``: training randomness (box jitter, the instances drawn); None at eval. ``point_rng``: where points
+    fall (seeded per sample at eval too, so eval is repeatable).
+    Returns ``labels`` (H×W int32, >0 = foreground, -1 = crowd: neither foreground nor background), ``boxes``
+    (K×4 xyxy), ``target_ids`` (K), ``points`` (K×N×2 xy) and ``point_labels`` (K×N; 1 positive, 0 negative,
+    -10 padding), ``empty`` (bool).
     """
     h, w = mask.shape
-    empty = not mask.any()
-    if pc.per_component and not empty:
-        labels, ids = components(mask, pc)
+    if mask.dtype == bool:
+        foreground, background = mask, ~mask
+        if pc.per_component and mask.any():
+            labels, ids = components(mask, pc)
+        else:
+            labels, ids = mask.astype(np.int32), [0]
     else:
-        labels, ids = mask.astype(np.int32), [0]
-    if empty and pc.empty_masks == "skip":
-        ids = []
+        labels, ids = instances(mask, pc, rng)
+        foreground, background = labels > 0, labels == 0
+    empty = not foreground.any()
+    if empty:
+        ids = [] if pc.empty_masks == "skip" else [0]
 
     boxes, points, point_labels = [], [], []
     n_pts = pc.points_per_prompt
-    background = ~mask
     for tid in ids:
-        region = mask if tid == 0 else labels == tid
+        region = foreground if tid == 0 else labels == tid
         found = region.any()
         box = mask_box(region) if found else [0.0, 0.0, float(w - 1), float(h - 1)]
         if rng is not None and pc.jitter > 0 and found:  # the whole-image box of an empty mask stays exact

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from segdet.errors import SegdetError
 from segdet.registry import Registry
@@ -18,7 +18,7 @@ from segdet.tasks.sam.export import export as export_sam
 from segdet.tasks.sam.family import get_family
 from segdet.tasks.sam.losses import build_loss
 from segdet.tasks.sam.metrics import SamEvaluator
-from segdet.tasks.sam.model import SamSegmenter, build_sam
+from segdet.tasks.sam.model import OFFLINE_FIX, SamSegmenter, build_sam
 from segdet.tasks.sam.predict import predict
 from segdet.tasks.sam.prompts import PromptConfig
 
@@ -36,6 +36,7 @@ class SamTask(Task):
         self._sam_config: str | None = None  # the model's transformers config (JSON), kept in the checkpoint
         self._data_seed: int | None = None   # the seed the training data was made with (synthetic scenes)
         self._datasets: list[SamDataset] = []  # what bind() connects to the embedding cache
+        self._classes: list[str] | None = None  # COCO data: category names (per-class metrics)
 
     # --- data -----------------------------------------------------------------------------------------------
     @property
@@ -70,6 +71,7 @@ class SamTask(Task):
             self._cache_dtype()  # a bad dtype fails before any work
 
         def make(source, indices, train: bool, bad):
+            self._classes = getattr(source, "classes", self._classes)
             ds = SamDataset(source, list(indices), self.prompt, transform=transform if train else None,
                             train=train, offline_copies=copies, seed=seed, with_keys=keys, bad=bad)
             self._datasets.append(ds)
@@ -125,6 +127,17 @@ class SamTask(Task):
             return self.prompt.mask_input == "true"
         return bool(self.cfg.model.get("pretrained")) or self.prompt.iterations > 1
 
+    @classmethod
+    def from_pretrained(cls, source: str) -> tuple["SamTask", SamSegmenter]:
+        """A transformers SAM folder (``save_pretrained``) or hub id, as ``model.pretrained`` loads it."""
+        task = cls(OmegaConf.create({"task": {"name": cls.name}, "model": {"name": "sam", "pretrained": source},
+                                     "loss": {"name": "dice_ce"}}))  # no loss is computed; the model holds one
+        try:
+            return task, task.build_model()
+        except SegdetError as e:  # its advice names this task's key; here the weights came from another
+            raise SegdetError(str(e).replace(OFFLINE_FIX, f"pass a folder saved by SamModel.save_pretrained or a "
+                                                          "segdet sam checkpoint instead")) from None
+
     def bind(self, *, model: SamSegmenter, precision: str) -> None:
         """With model.cache_embeddings: one store for this encoder's embeddings, read by the datasets (in the
         loader's workers) and written by the model for what it had to encode."""
@@ -150,7 +163,7 @@ class SamTask(Task):
 
     # --- evaluation, figures, prediction -------------------------------------------------------------------
     def make_evaluator(self) -> SamEvaluator:
-        return SamEvaluator(skip_empty=self.prompt.empty_masks == "skip")
+        return SamEvaluator(skip_empty=self.prompt.empty_masks == "skip", classes=self._classes)
 
     def log_samples(self, *, model, batch, outputs, tb, plots_dir: Path, step: int) -> None:
         figures.log_samples(batch, outputs, tb, plots_dir, step)

@@ -1,0 +1,1 @@
+"""Small commands around segdet's data: ``python -m segdet.tools.<name> --help``."""

@@ -1,0 +1,88 @@
+"""What goes wrong in a user's hands: a checkpoint in the wrong slot, a missing file, a hub id offline, training a
+task that has none, a COCO file with masks on some annotations only: each one line, exit 2."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from segdet.engine import checkpoint as ckpt_io
+from segdet.errors import SegdetError
+from segdet.tasks.detseg import TASK
+from tests.conftest import compose_cfg
+from tests.detseg.parts import coco_folder
+from tests.reliability.cli import segdet, user_error
+
+
+def rebuild(detector, segmenter):
+    cfg = compose_cfg("predict", ["task=detseg", f"detector={detector}", f"segmenter={segmenter}", "input=x",
+                                  "trainer.device=cpu"])
+    return ckpt_io.rebuild(cfg, TASK)
+
+
+def test_each_part_is_refused_in_the_other_slot(parts):
+    det, sam = parts
+    with pytest.raises(SegdetError, match=re.escape(f"detector={sam}: this is a 'sam' checkpoint; detector= takes a "
+                                                    "'frcnn' one")):
+        rebuild(sam, sam)
+    with pytest.raises(SegdetError, match=re.escape(f"segmenter={det}: this is a 'frcnn' checkpoint; segmenter= "
+                                                    "takes a 'sam' one")):
+        rebuild(det, det)
+    _, _, task, model = rebuild(det, sam)  # the right way round
+    assert task.classes == ["lake", "river"] and model.detector is not None and model.segmenter is not None
+
+
+def test_missing_and_wrong_files_are_named(parts, tmp_path):
+    det, sam = parts
+    with pytest.raises(SegdetError, match=re.escape(f"detector={tmp_path}/none.pt: no such file or folder")):
+        rebuild(tmp_path / "none.pt", sam)
+    with pytest.raises(SegdetError, match=re.escape(f"segmenter={tmp_path}/none: no such file or folder")):
+        rebuild(det, tmp_path / "none")
+    with pytest.raises(SegdetError, match=re.escape(f"detector={tmp_path}: a folder; detector= takes a segdet frcnn "
+                                                    "checkpoint")):
+        rebuild(tmp_path, sam)
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    with pytest.raises(SegdetError, match=re.escape(f"segmenter={tmp_path / 'notes.pt'}: not a segdet checkpoint")):
+        rebuild(det, tmp_path / "notes.pt")
+
+
+def test_a_transformers_sam_folder_is_a_segmenter(parts, tmp_path):
+    """segmenter= also takes what SamModel.save_pretrained writes (an off-the-shelf SAM, here a tiny random one)."""
+    import torch
+
+    from segdet.engine.checkpoint import load
+
+    det, sam = parts
+    _, _, _, model = rebuild(det, sam)
+    model.segmenter.sam.save_pretrained(tmp_path / "hf")
+    _, _, _, from_folder = rebuild(det, tmp_path / "hf")
+    stored = load(sam)["model"]
+    assert all(torch.equal(v, stored[f"sam.{k}"]) for k, v in from_folder.segmenter.sam.state_dict().items())
+
+
+def test_a_hub_id_while_offline_is_one_line(parts, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what an offline machine sets; without it the hub client retries
+    coco_folder(tmp_path / "in")
+    proc = segdet("predict", "task=detseg", f"detector={parts[0]}", "segmenter=facebook/sam-vit-base",
+                  f"input={tmp_path / 'in' / 'images'}", f"hydra.run.dir={tmp_path / 'run'}", "trainer.device=cpu")
+    msg = user_error(proc, "segmenter=facebook/sam-vit-base", "cannot load SAM weights", alone=False)
+    assert "model.pretrained" not in msg  # the advice names this command's keys
+
+
+def test_training_detseg_says_how_to_train_its_parts(tmp_path):
+    msg = user_error(segdet("train", "task=detseg", f"hydra.run.dir={tmp_path / 'run'}"))
+    assert "task=detseg has no 'train' command" in msg and "segdet train task=frcnn" in msg
+    assert "segdet train task=sam" in msg and not (tmp_path / "run").exists()
+
+
+def test_eval_of_a_file_with_masks_on_some_annotations_names_one(tmp_path):
+    import json
+
+    ann = coco_folder(tmp_path, n=2)
+    coco = json.loads(ann.read_text())
+    del coco["annotations"][1]["segmentation"]
+    ann.write_text(json.dumps(coco))
+    cfg = compose_cfg("eval", ["task=detseg", "detector=a", "segmenter=b", "data=coco", f"data.root={tmp_path}",
+                               "data.ann_file=ann.json"])
+    with pytest.raises(SegdetError, match="annotation 2 of image img1.png has no mask while others do"):
+        TASK(cfg).build_eval_dataset("all", None)
