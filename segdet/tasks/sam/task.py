@@ -135,7 +135,7 @@ class SamTask(Task):
         try:
             return task, task.build_model()
         except SegdetError as e:  # its advice names this task's key; here the weights came from another
-            raise SegdetError(str(e).replace(OFFLINE_FIX, f"pass a folder saved by SamModel.save_pretrained or a "
+            raise SegdetError(str(e).replace(OFFLINE_FIX, "pass a folder saved by SamModel.save_pretrained or a "
                                                           "segdet sam checkpoint instead")) from None
 
     def bind(self, *, model: SamSegmenter, precision: str) -> None:
