@@ -2,16 +2,21 @@
 fresh Python that never imports segdet."""
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from segdet.commands import export as export_cmd
+from segdet.commands import predict as predict_cmd
 from segdet.commands import train as train_cmd
+from segdet.data.io import list_images
 from segdet.engine.checkpoint import load, save_atomic
 from tests.conftest import compose_cfg
 
@@ -46,6 +51,25 @@ def export(ckpt: Path, fmt: str, out: Path, *extra: str) -> dict:
     task = load(ckpt, mmap=True)["task"]
     return export_cmd.run(compose_cfg("export", [f"task={task}", f"ckpt={ckpt}", f"format={fmt}", f"output={out}",
                                                  *extra]), out.parent / f"{out.name}_run")
+
+
+def predict_water(shared_data: Path, ckpt: Path, root: Path, every: int, count: int) -> dict:
+    """``count`` real water images (every ``every``-th) copied to ``root/images``, two box prompts each
+    (``root/prompts.json``), and segdet predict's masks for them in ``root/pred``. Returns the prompts."""
+    images = root / "images"
+    images.mkdir(parents=True)
+    for path in list_images(shared_data / "water_bodies" / "images")[::every][:count]:
+        shutil.copy(path, images)
+    prompts = {}
+    for path in sorted(images.iterdir()):
+        w, h = Image.open(path).size
+        prompts[path.name] = {"boxes": [[round(w * 0.1), round(h * 0.1), round(w * 0.6), round(h * 0.7)],
+                                        [round(w * 0.4), round(h * 0.3), w - 3, h - 2]]}
+    (root / "prompts.json").write_text(json.dumps(prompts))
+    predict_cmd.run(compose_cfg("predict", ["task=sam", f"ckpt={ckpt}", f"input={images}",
+                                            f"output={root / 'pred'}", f"prompts={root / 'prompts.json'}"]),
+                    root / "predict_run")
+    return prompts
 
 
 def snippet(export_dir: Path) -> str:

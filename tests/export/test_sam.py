@@ -3,7 +3,6 @@ segdet) on real water images with box prompts, against the masks segdet predict 
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -11,13 +10,11 @@ import torch
 from PIL import Image
 from transformers import SamModel, SamProcessor
 
-from segdet.commands import predict as predict_cmd
 from segdet.commands import train as train_cmd
-from segdet.data.io import list_images
 from segdet.engine.checkpoint import load
 from segdet.tasks.sam.export import ImageEncoder, PromptDecoder, meta_prompts
 from tests.conftest import compose_cfg
-from tests.export.conftest import export, run_client
+from tests.export.conftest import export, predict_water, run_client
 
 # Logits of one mask computed two ways (onnxruntime and PyTorch; one decoder call per image or one per prompt)
 # differ by float rounding: at most 1e-5 of their size, which runs to tens. A pixel whose logit is closer to 0
@@ -29,19 +26,7 @@ TOLERANCE = 1e-3
 def water_predictions(shared_data, sam_ckpt, tmp_path_factory):
     """Six real water images of different sizes, two box prompts each, and segdet predict's masks for them."""
     root = tmp_path_factory.mktemp("water")
-    images = root / "images"
-    images.mkdir()
-    for path in list_images(shared_data / "water_bodies" / "images")[::67][:6]:
-        shutil.copy(path, images)
-    prompts = {}
-    for path in sorted(images.iterdir()):
-        w, h = Image.open(path).size
-        prompts[path.name] = {"boxes": [[round(w * 0.1), round(h * 0.1), round(w * 0.6), round(h * 0.7)],
-                                        [round(w * 0.4), round(h * 0.3), w - 3, h - 2]]}
-    (root / "prompts.json").write_text(json.dumps(prompts))
-    predict_cmd.run(compose_cfg("predict", ["task=sam", f"ckpt={sam_ckpt}", f"input={images}",
-                                            f"output={root / 'pred'}", f"prompts={root / 'prompts.json'}"]),
-                    root / "predict_run")
+    prompts = predict_water(shared_data, sam_ckpt, root, every=67, count=6)
     return root, prompts
 
 

@@ -4,7 +4,6 @@ or peft) on real water images, against the masks segdet predict writes for the s
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -12,12 +11,9 @@ import torch
 from PIL import Image
 from transformers import Sam2Model, Sam2Processor, SamHQModel, SamHQProcessor
 
-from segdet.commands import predict as predict_cmd
-from segdet.data.io import list_images
 from segdet.engine.checkpoint import load, save_atomic
 from segdet.errors import SegdetError
-from tests.conftest import compose_cfg
-from tests.export.conftest import _train, export, run_client
+from tests.export.conftest import _train, export, predict_water, run_client
 
 TOLERANCE = 1e-3  # as in test_sam.py: a pixel whose logit is closer to 0 is decided by float rounding
 CLASSES = {"sam_hq_tiny": (SamHQModel, SamHQProcessor), "sam2_tiny": (Sam2Model, Sam2Processor)}
@@ -44,18 +40,7 @@ def test_lora_checkpoint_exports_as_a_plain_model_that_gives_predicts_masks(lora
     name, ckpt = lora_ckpt
     model_class, processor_class = CLASSES[name]
     root = tmp_path / "water"
-    (root / "images").mkdir(parents=True)
-    for path in list_images(shared_data / "water_bodies" / "images")[::101][:3]:
-        shutil.copy(path, root / "images")
-    prompts = {}
-    for path in sorted((root / "images").iterdir()):
-        w, h = Image.open(path).size
-        prompts[path.name] = {"boxes": [[round(w * 0.1), round(h * 0.1), round(w * 0.6), round(h * 0.7)],
-                                        [round(w * 0.4), round(h * 0.3), w - 3, h - 2]]}
-    (root / "prompts.json").write_text(json.dumps(prompts))
-    predict_cmd.run(compose_cfg("predict", ["task=sam", f"ckpt={ckpt}", f"input={root / 'images'}",
-                                            f"output={root / 'pred'}", f"prompts={root / 'prompts.json'}"]),
-                    root / "predict_run")
+    prompts = predict_water(shared_data, ckpt, root, every=101, count=3)
 
     out = tmp_path / "hf"
     result = export(ckpt, "hf", out)
