@@ -68,7 +68,7 @@ def test_instances_json_rle_decodes_to_the_png_instances(parts, data, tmp_path):
 def test_an_image_with_no_detections_gives_an_empty_map_and_no_instances(parts, data, tmp_path):
     out = tmp_path / "out"
     summary = run_predict(parts, data / "images" / "img0.png", out, "score_threshold=1.01")
-    assert summary == {"images": 1, "instances": 0, "skipped": 0}
+    assert summary == {"images": 1, "new": 1, "resumed": 0, "instances": 0, "skipped": 0}
     assert json.loads((out / "instances.json").read_text()) == []
     ids = np.asarray(Image.open(out / "masks" / "img0.png"))
     assert ids.shape == (48, 64) and not ids.any()
@@ -152,7 +152,6 @@ def test_eval_writes_metrics_per_image_csv_and_figures(parts, data, tmp_path):
 def test_messy_inputs_follow_the_predict_rules(parts, tmp_path):
     """Unreadable inputs skipped and listed, safe distinct names, EXIF-upright sizes, nothing written outside the
     output and run dirs, an existing output kept unless overwrite=true."""
-    from segdet.tasks.detseg import predict as detseg_predict
     from tests.reliability import files
 
     made = files.predict_inputs(tmp_path / "in")
@@ -173,6 +172,34 @@ def test_messy_inputs_follow_the_predict_rules(parts, tmp_path):
                                                                           images[file]["height"])
     new = {p for p in tmp_path.rglob("*") if p.is_file()} - before
     assert all(out in p.parents or tmp_path / "out_run" in p.parents for p in new)
-    with pytest.raises(SegdetError, match="output folder exists and is not empty; pass overwrite=true"):
+    with pytest.raises(SegdetError, match="output folder exists and is not empty; pass resume=true"):
         run_predict(parts, tmp_path / "in", out)
-    assert detseg_predict.write_json.__module__ == detseg_predict.__name__  # one writer per kind of output
+
+
+def test_an_interrupted_predict_resumes_to_what_an_uninterrupted_one_writes(parts, data, tmp_path, monkeypatch):
+    """Killed after two images (here: the third image's outputs raise), then ``resume=true``: the finished images
+    are not predicted again and the folder ends byte for byte as an uninterrupted run's."""
+    from segdet.tasks.detseg import predict as detseg_predict
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+                if p.is_file() and not p.name.startswith(".")}
+
+    run_predict(parts, data / "images", tmp_path / "full", "data.batch_size=1")
+    real, calls = detseg_predict.image_outputs, []
+
+    def dies_on_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(detseg_predict, "image_outputs", dies_on_the_third)
+    out = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        run_predict(parts, data / "images", out, "data.batch_size=1")
+    assert len(list((out / "masks").iterdir())) == 2 and not (out / "instances.json").exists()
+    monkeypatch.setattr(detseg_predict, "image_outputs", real)
+    summary = run_predict(parts, data / "images", out, "data.batch_size=1", "resume=true")
+    assert summary["resumed"] == 2 and summary["new"] == summary["images"] - 2
+    assert files(out) == files(tmp_path / "full")

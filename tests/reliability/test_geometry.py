@@ -1,4 +1,4 @@
-"""Images of extreme shapes through train, eval and predict of both tasks, in the real loader path: 1×1, 2×2, strips
+"""Images of extreme shapes through train, eval and predict of both tasks (and detect → segment's predict), in the real loader path: 1×1, 2×2, strips
 of 4×600 and 600×4, and 10000×30 / 30×10000, each with a mask (sam) or a box (frcnn) of its own size. Each is
 processed: masks come back at the input's own size, boxes inside it, nothing is skipped, no traceback."""
 from __future__ import annotations
@@ -104,13 +104,19 @@ SAM = ["task=sam", "experiment=smoke", "data=folder", "data.num_workers=0", "dat
        "trainer.max_epochs=1", "trainer.progress=false"]
 
 
-def test_sam_trains_evaluates_and_predicts_every_shape(folder, tmp_path):
+@pytest.fixture(scope="module")
+def sam_run(folder, tmp_path_factory):
     # validation on the same folder: every shape goes through the loss (train) and the evaluator (val)
-    run("train", tmp_path / "train", *SAM, f"data.root={folder}", f"data.val_root={folder}",
+    train = tmp_path_factory.mktemp("sam_train")
+    run("train", train, *SAM, f"data.root={folder}", f"data.val_root={folder}",
         "augment=sam_strong", "prompt.mode=box+points", "prompt.per_component=true")
-    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
-    assert metrics["num_images"] == len(SHAPES) + 1 and not list((tmp_path / "train").glob("skipped_*.txt"))
-    ckpt = tmp_path / "train" / "checkpoints" / "last.pt"
+    return train
+
+
+def test_sam_trains_evaluates_and_predicts_every_shape(folder, sam_run, tmp_path):
+    metrics = json.loads((sam_run / "metrics.json").read_text())
+    assert metrics["num_images"] == len(SHAPES) + 1 and not list(sam_run.glob("skipped_*.txt"))
+    ckpt = sam_run / "checkpoints" / "last.pt"
     scores = run("eval", tmp_path / "eval", "task=sam", f"ckpt={ckpt}", "data=folder", f"data.root={folder}",
                  "data.num_workers=0", "trainer.progress=false")
     assert scores["num_images"] == len(SHAPES) + 1 and np.isfinite(scores["dice"])
@@ -128,11 +134,17 @@ FRCNN = ["task=frcnn", "experiment=smoke", "data=voc", "data.num_workers=0", "da
          "trainer.max_epochs=1", "trainer.progress=false"]
 
 
-def test_frcnn_trains_evaluates_and_predicts_every_shape(folder, tmp_path):
-    run("train", tmp_path / "train", *FRCNN, f"data.root={folder}", "data.val_fraction=0.25")
-    history = json.loads((tmp_path / "train" / "metrics.json").read_text())["history"]
+@pytest.fixture(scope="module")
+def frcnn_run(folder, tmp_path_factory):
+    train = tmp_path_factory.mktemp("frcnn_train")
+    run("train", train, *FRCNN, f"data.root={folder}", "data.val_fraction=0.25")
+    return train
+
+
+def test_frcnn_trains_evaluates_and_predicts_every_shape(folder, frcnn_run, tmp_path):
+    history = json.loads((frcnn_run / "metrics.json").read_text())["history"]
     assert all(np.isfinite(v) for k, v in history[-1].items() if k.startswith("train/"))
-    ckpt = tmp_path / "train" / "checkpoints" / "last.pt"
+    ckpt = frcnn_run / "checkpoints" / "last.pt"
     scores = run("eval", tmp_path / "eval", "task=frcnn", f"ckpt={ckpt}", "data=voc", f"data.root={folder}",
                  "data.num_workers=0", "trainer.progress=false")
     assert 0 <= scores["map50"] <= 1
@@ -149,3 +161,20 @@ def test_frcnn_trains_evaluates_and_predicts_every_shape(folder, tmp_path):
         assert 0 <= x and 0 <= y and x + w <= im["width"] + 0.01 and y + h <= im["height"] + 0.01, (d, im)
     for stem, size in sizes.items():
         assert Image.open(out / "images" / f"{stem}.png").size == size, stem
+
+
+def test_detseg_predicts_every_shape(folder, sam_run, frcnn_run, tmp_path):
+    """The two parts joined: the detector's boxes on every shape prompt SAM; id maps and overlays at the input's
+    own size, every instance's mask inside its image."""
+    out = tmp_path / "pred"
+    summary = run("predict", tmp_path / "predict", "task=detseg", f"detector={frcnn_run / 'checkpoints/last.pt'}",
+                  f"segmenter={sam_run / 'checkpoints/last.pt'}", f"input={folder / 'images'}", f"output={out}",
+                  "score_threshold=0.0", "trainer.progress=false")
+    assert summary["images"] == len(SHAPES) + 1 and summary["skipped"] == 0 and summary["instances"] > 0
+    sizes = sizes_of(folder)
+    for stem, size in sizes.items():
+        assert Image.open(out / "masks" / f"{stem}.png").size == size, stem
+        assert Image.open(out / "overlays" / f"{stem}.jpg").size == size, stem
+    images = {im["id"]: (im["width"], im["height"]) for im in json.loads((out / "images.json").read_text())}
+    for inst in json.loads((out / "instances.json").read_text()):
+        assert inst["segmentation"]["size"] == list(images[inst["image_id"]][::-1]), inst

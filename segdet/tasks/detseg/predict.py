@@ -7,46 +7,28 @@ h], ``score``, ``segmentation`` as COCO RLE), ``images.json`` (image id → file
 higher score) and ``overlays/<stem>.jpg`` (masks, boxes and class names of the instances scoring at least
 ``draw_threshold``). Unreadable inputs are skipped and listed in ``skipped.txt``.
 
-Images go through the model ``data.batch_size`` at a time (``infer``); what follows is per image
-(``image_outputs``), and every file is written by one function per kind of output (``write_*``).
+Every file is written atomically and each input is journaled once its files are (``data.predictions``), so an
+interrupted predict continues with ``resume=true``. Images go through the model ``data.batch_size`` at a time
+(``infer``); what follows is per image (``image_outputs``); the JSON files are built from every complete input at
+the end, image ids by input order.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from segdet.data.coco import encode_many
-from segdet.data.io import BadSample, load_rgb, output_names
-from segdet.errors import SegdetError
+from segdet.data.io import BadSample, load_rgb
+from segdet.data.predictions import PredictionOutputs
 from segdet.tasks.detseg.data import collate, sample
 from segdet.tasks.detseg.figures import overlay
 from segdet.tasks.detseg.metrics import xywh
 from segdet.tasks.detseg.model import id_map
 
 log = logging.getLogger(__name__)
-
-
-# --- one function per kind of output file ---------------------------------------------------------------------
-def write_json(path: Path, obj) -> None:
-    Path(path).write_text(json.dumps(obj))
-
-
-def write_id_map(path: Path, ids: np.ndarray) -> None:
-    """H×W instance ids as a 16-bit greyscale PNG."""
-    Image.fromarray(ids.astype(np.uint16)).save(path)
-
-
-def write_overlay(path: Path, image: Image.Image) -> None:
-    image.convert("RGB").save(path, quality=90)
-
-
-def write_lines(path: Path, lines: list[str]) -> None:
-    Path(path).write_text("".join(f"{line}\n" for line in lines))
 
 
 # --- the work ----------------------------------------------------------------------------------------------------
@@ -60,49 +42,44 @@ def infer(runtime, samples: list[dict], divisible: int) -> list[dict]:
              "masks": o["masks"], "ids": id_map(o["masks"]).cpu().numpy()} for o in outputs]
 
 
-def image_outputs(out_dir: Path, name: str, image_id: int, pixels: np.ndarray, found: dict, classes: list[str],
-                  draw_threshold: float) -> list[dict]:
-    """One image's mask PNG and overlay; returns its entries of instances.json."""
-    write_id_map(out_dir / "masks" / f"{name}.png", found["ids"])
-    write_overlay(out_dir / "overlays" / f"{name}.jpg", overlay(pixels, found, classes, draw_threshold))
+def image_outputs(out: PredictionOutputs, path: Path, pixels: np.ndarray, found: dict, classes: list[str],
+                  draw_threshold: float) -> None:
+    """One image's mask PNG (16-bit ids) and overlay, and its record: its size and its entries of instances.json
+    (without the image id, given at the end)."""
+    name = out.name(path)
+    out.save_image(f"masks/{name}.png", found["ids"].astype(np.uint16))
+    out.save_image(f"overlays/{name}.jpg", overlay(pixels, found, classes, draw_threshold).convert("RGB"),
+                   quality=90)
     rles = encode_many(found["masks"].cpu().numpy())
-    return [{"image_id": image_id, "category_id": int(label), "bbox": xywh(box), "score": round(float(score), 5),
-             "segmentation": rle}
-            for box, label, score, rle in zip(found["boxes"].tolist(), found["labels"].tolist(),
-                                              found["scores"].tolist(), rles)]
+    entries = [{"category_id": int(label), "bbox": xywh(box), "score": round(float(score), 5), "segmentation": rle}
+               for box, label, score, rle in zip(found["boxes"].tolist(), found["labels"].tolist(),
+                                                 found["scores"].tolist(), rles)]
+    out.done(path, {"width": pixels.shape[1], "height": pixels.shape[0], "instances": entries})
 
 
 def predict(runtime, *, inputs: list[Path], out_dir: Path, transform, divisible: int, classes: list[str],
             batch_size: int, draw_threshold: float) -> dict:
     """``runtime``: the DetSeg model placed for the run (``engine.runtime.prepare``)."""
-    out_dir = Path(out_dir)
-    for sub in ("masks", "overlays"):
-        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    out = PredictionOutputs(out_dir, inputs)
     runtime.raw_model.eval()
-    names = output_names(inputs)  # safe, distinct file names: a.jpg and a.png do not overwrite each other
-    instances, images, skipped = [], [], []
-    for start in range(0, len(inputs), batch_size):
+    for chunk in out.batches(batch_size):  # by input position: a resumed run batches as an uninterrupted one
         loaded = []
-        for path in inputs[start: start + batch_size]:
+        for path in chunk:
             try:
                 loaded.append((path, load_rgb(path)))
             except BadSample as e:
-                skipped.append(str(e))
-                log.warning("skipped %s", e)
+                out.skip(path, str(e))
         if not loaded:
             continue
-        found = infer(runtime, [sample(pixels, transform, names[path]) for path, pixels in loaded], divisible)
+        found = infer(runtime, [sample(pixels, transform, out.name(path)) for path, pixels in loaded], divisible)
         for (path, pixels), f in zip(loaded, found):
-            image_id = len(images) + 1
-            images.append({"id": image_id, "file_name": path.name, "width": pixels.shape[1],
-                           "height": pixels.shape[0]})
-            instances += image_outputs(out_dir, names[path], image_id, pixels, f, classes, draw_threshold)
-    if skipped:
-        write_lines(out_dir / "skipped.txt", skipped)
-    if not images:
-        raise SegdetError(skipped[0] if len(skipped) == 1 else
-                          f"none of the {len(inputs)} inputs could be read (e.g. {skipped[0]})")
-    write_json(out_dir / "instances.json", instances)
-    write_json(out_dir / "images.json", images)
-    write_json(out_dir / "categories.json", [{"id": k, "name": c} for k, c in enumerate(classes, 1)])
-    return {"images": len(images), "instances": len(instances), "skipped": len(skipped)}
+            image_outputs(out, path, pixels, f, classes, draw_threshold)
+    summary = out.finish()
+    images, instances = [], []
+    for image_id, (path, record) in enumerate(out.records().items(), 1):
+        images.append({"id": image_id, "file_name": path.name, "width": record["width"], "height": record["height"]})
+        instances += [{"image_id": image_id, **entry} for entry in record["instances"]]
+    out.write_json("instances.json", instances, indent=None)
+    out.write_json("images.json", images)
+    out.write_json("categories.json", [{"id": k, "name": c} for k, c in enumerate(classes, 1)])
+    return {**summary, "instances": len(instances)}
