@@ -1,6 +1,7 @@
-"""Images of extreme shapes through train, eval and predict of both tasks (and detect → segment's predict), in the real loader path: 1×1, 2×2, strips
-of 4×600 and 600×4, and 10000×30 / 30×10000, each with a mask (sam) or a box (frcnn) of its own size. Each is
-processed: masks come back at the input's own size, boxes inside it, nothing is skipped, no traceback."""
+"""Images of extreme shapes through train, eval and predict of both tasks (and detect → segment's predict), in the
+real loader path: 1×1, 2×2, strips of 4×600 and 600×4, and 10000×30 / 30×10000, each with a mask (sam) or a box
+(frcnn) of its own size. Each is processed: masks come back at the input's own size, boxes inside it, nothing is
+skipped, no traceback."""
 from __future__ import annotations
 
 import json
