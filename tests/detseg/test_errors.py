@@ -60,6 +60,37 @@ def test_a_transformers_sam_folder_is_a_segmenter(parts, tmp_path):
     assert all(torch.equal(v, stored[f"sam.{k}"]) for k, v in from_folder.segmenter.sam.state_dict().items())
 
 
+def test_a_sam_hq_folder_is_a_segmenter_and_a_pickled_payload_is_refused(parts, tmp_path):
+    """segmenter= loads by the folder's own family (SAM-HQ here), weights only: a folder whose pickle carries a
+    payload is refused on one line naming segmenter=, and the payload does not run."""
+    import os
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from segdet.tasks.sam.family import get_family
+    from tests.reliability.cli import ROOT
+
+    det, _ = parts
+    family = get_family("sam_hq")
+    model = family.random(OmegaConf.load(ROOT / "conf/sam/model/sam_tiny.yaml").config)  # sam_hq_tiny: its sizes
+    model.save_pretrained(tmp_path / "hq")
+    _, _, _, built = rebuild(det, tmp_path / "hq")
+    assert type(built.segmenter.sam) is family.model_class
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'PAYLOAD_RAN'}",))
+
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "evil" / "config.json").write_bytes((tmp_path / "hq" / "config.json").read_bytes())
+    torch.save({**model.state_dict(), "extra": Payload()}, tmp_path / "evil" / "pytorch_model.bin")
+    with pytest.raises(SegdetError) as e:
+        rebuild(det, tmp_path / "evil")
+    assert str(e.value).startswith(f"segmenter={tmp_path / 'evil'}: ") and "refused to load" in str(e.value)
+    assert "weights_only" not in str(e.value) and not (tmp_path / "PAYLOAD_RAN").exists()
+
+
 def test_a_hub_id_while_offline_is_one_line(parts, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what an offline machine sets; without it the hub client retries
     coco_folder(tmp_path / "in")

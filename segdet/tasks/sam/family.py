@@ -42,6 +42,7 @@ def reset_linear_and_conv(model: nn.Module) -> None:
 
 class Family:
     name = ""
+    title = ""               # how messages name it
     model_type = ""          # config.json's model_type of a transformers folder of this family
     model_class = SamModel
     config_class = SamConfig
@@ -103,6 +104,7 @@ class Family:
 
 class Sam(Family):
     name = model_type = "sam"
+    title = "SAM"
 
     def tiny_config(self, c) -> SamConfig:
         """A small random SAM from a handful of sizes (conf/sam/model/sam_tiny.yaml)."""
@@ -127,6 +129,7 @@ class SamHQ(Sam):
     encoder's first global-attention block, so that map is part of the embedding (and of its cache entry): without
     it the decoder still runs, silently, and returns other masks."""
     name = model_type = "sam_hq"
+    title = "SAM-HQ"
     model_class, config_class = SamHQModel, SamHQConfig
     # the parts SAM-HQ's own recipe trains (SAM frozen): the HQ token, its MLP and the feature fusion convs
     HQ = ("hq_token.", "hq_mask_mlp.", "compress_vit_", "encoder_conv", "encoder_norm.", "mask_conv", "mask_norm.")
@@ -158,6 +161,7 @@ class Sam2(Family):
     cached is what the decoder takes (4x SAM's entry, where the raw FPN maps would be 21x), and they are frozen and
     trained with the encoder."""
     name = model_type = "sam2"
+    title = "SAM 2"
     model_class, config_class = Sam2Model, Sam2Config
     square = True
     ENCODER_EXTRA = ("mask_decoder.conv_s0.", "mask_decoder.conv_s1.", "no_memory_embedding")

@@ -25,7 +25,7 @@ from segdet import weights
 from segdet.data.pixels import IMAGENET_MEAN, IMAGENET_STD, imagenet_stats_255
 from segdet.errors import SegdetError
 from segdet.tasks.sam.cache import EmbeddingStore, encoder_fingerprint
-from segdet.tasks.sam.family import Family, get_family
+from segdet.tasks.sam.family import FAMILIES, Family, get_family
 from segdet.tasks.sam.iterative import corrective_points, valid_area
 from segdet.tasks.sam.losses import SamLoss, per_item_loss
 from segdet.tasks.sam.preprocess import (coord_scale, masks_to_input, preprocess_images, resized_shape, scale_boxes,
@@ -39,7 +39,6 @@ def offline_fix(family: Family) -> str:
             f"or use model={family.name}_tiny")
 
 
-OFFLINE_FIX = offline_fix(get_family("sam"))
 # a binary mask given as a dense prompt (predict masks=DIR): logits of 1e-3 / 1 - 1e-3, as micro-sam makes them
 MASK_PROMPT_LOGIT = 6.9
 
@@ -55,8 +54,8 @@ def load_pretrained(src: str, family: Family) -> nn.Module:
         return family.finish(weights.from_pretrained(family.model_class, src, f"model.pretrained={src}"))
     except (OSError, ValueError) as e:
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise SegdetError(f"cannot load {family.name} weights '{src}' (offline, or not a {family.name} checkpoint: "
-                          f"{reason}); {offline_fix(family)}") from None
+        raise SegdetError(f"cannot load {family.title} weights '{src}' (offline, or not a {family.title} "
+                          f"checkpoint: {reason}); {offline_fix(family)}") from None
 
 
 def _model_type(folder: Path) -> str | None:
@@ -64,6 +63,13 @@ def _model_type(folder: Path) -> str | None:
         return json.loads((folder / "config.json").read_text()).get("model_type")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def folder_family(src: str) -> str:
+    """The family of a transformers folder, by its config.json's model_type (``sam`` for a hub id, or a folder
+    of no family segdet knows, which loading then refuses)."""
+    found = _model_type(Path(src).expanduser())
+    return next((name for name, family in FAMILIES.items() if family.model_type == found), "sam")
 
 
 def build_sam(model_cfg, config_json: str | None = None) -> nn.Module:

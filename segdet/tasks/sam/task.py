@@ -18,7 +18,7 @@ from segdet.tasks.sam.export import export as export_sam
 from segdet.tasks.sam.family import get_family
 from segdet.tasks.sam.losses import build_loss
 from segdet.tasks.sam.metrics import SamEvaluator
-from segdet.tasks.sam.model import OFFLINE_FIX, SamSegmenter, build_sam
+from segdet.tasks.sam.model import SamSegmenter, build_sam, folder_family, offline_fix
 from segdet.tasks.sam.predict import predict
 from segdet.tasks.sam.prompts import PromptConfig
 
@@ -129,14 +129,18 @@ class SamTask(Task):
 
     @classmethod
     def from_pretrained(cls, source: str) -> tuple["SamTask", SamSegmenter]:
-        """A transformers SAM folder (``save_pretrained``) or hub id, as ``model.pretrained`` loads it."""
-        task = cls(OmegaConf.create({"task": {"name": cls.name}, "model": {"name": "sam", "pretrained": source},
+        """A transformers folder of the SAM family (``save_pretrained``: SAM, SAM-HQ or SAM 2, by its config.json)
+        or a SAM hub id, as ``model.pretrained`` loads it."""
+        family = get_family(folder_family(source))
+        task = cls(OmegaConf.create({"task": {"name": cls.name},
+                                     "model": {"name": "sam", "family": family.name, "pretrained": source},
                                      "loss": {"name": "dice_ce"}}))  # no loss is computed; the model holds one
         try:
             return task, task.build_model()
         except SegdetError as e:  # its advice names this task's key; here the weights came from another
-            raise SegdetError(str(e).replace(OFFLINE_FIX, "pass a folder saved by SamModel.save_pretrained or a "
-                                                          "segdet sam checkpoint instead")) from None
+            raise SegdetError(str(e).replace(offline_fix(family), (
+                f"pass a folder saved by {family.model_class.__name__}.save_pretrained or a segdet sam checkpoint "
+                "instead"))) from None
 
     def bind(self, *, model: SamSegmenter, precision: str) -> None:
         """With model.cache_embeddings: one store for this encoder's embeddings, read by the datasets (in the
