@@ -38,9 +38,10 @@ def random_encoder(tiny: bool) -> torch.nn.Module:
         from omegaconf import OmegaConf
 
         from segdet.config import task_config_dir
-        from segdet.tasks.sam.model import tiny_config
+        from segdet.tasks.sam.family import get_family
 
-        config = tiny_config(OmegaConf.load(task_config_dir("sam") / "model" / "sam_tiny.yaml").config)
+        sizes = OmegaConf.load(task_config_dir("sam") / "model" / "sam_tiny.yaml").config
+        config = get_family("sam").tiny_config(sizes)
     else:
         config = SamConfig()  # ViT-B geometry
     torch.manual_seed(0)
