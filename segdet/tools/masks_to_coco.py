@@ -42,7 +42,7 @@ def instances(mask: np.ndarray, min_area: float) -> list[np.ndarray]:
 def convert(root: Path, category: str, *, min_area: float = 0.001, threshold: int = 127,
             images_dir: str = "images", masks_dir: str = "masks") -> tuple[dict, list[tuple[str, str]]]:
     """(COCO dict, skipped (file, reason)) for the pairs under ``root``."""
-    from segdet.tasks.sam.datasets import FolderSource  # the pairing rules of data=folder
+    from segdet.tasks.sam.sources import FolderSource  # the pairing rules of data=folder
 
     bad = BadSamples("skip")
     source = FolderSource(root, {"images_dir": images_dir, "masks_dir": masks_dir, "mask_threshold": threshold,
