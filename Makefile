@@ -12,7 +12,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,sweep,mlflow,export]'
+	$(PY) -m pip install -q -e '.[dev,sweep,mlflow,export,geo,serve]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install segdet with its test tools and optional extras (idempotent)

@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from segdet.data.atomic import write_atomic  # noqa: E402
+from segdet.files.atomic import write_atomic  # noqa: E402
 from segdet.errors import WriteFailed  # noqa: E402
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """segdet predict: run a checkpoint on an image or a folder of images and write what it sees.
 
 The output folder is claimed for this process (one writer) and opened for the predict's settings: a new folder,
-``overwrite=true``, or ``resume=true`` to continue an interrupted predict into it (``data.predictions``).
+``overwrite=true``, or ``resume=true`` to continue an interrupted predict into it (``files.prediction_outputs``).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from segdet.data.io import IMAGE_SUFFIXES, list_images
-from segdet.data.predictions import open_output
+from segdet.files.prediction_outputs import open_output
 from segdet.engine import checkpoint as ckpt_io
 from segdet.engine.runtime import prepare
 from segdet.engine.session import claim, start

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from segdet.data.atomic import write_text
+from segdet.files.atomic import write_text
 from segdet.errors import SegdetError
 
 log = logging.getLogger(__name__)

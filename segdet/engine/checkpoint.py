@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segdet import weights
-from segdet.data.atomic import write_atomic
+from segdet.files.atomic import write_atomic
 from segdet.errors import SegdetError
 
 FORMAT = "segdet-checkpoint-v1"
@@ -66,7 +66,7 @@ def unpack(ckpt: dict, *, model: torch.nn.Module, optimizer, scheduler, scaler, 
 
 
 def save_atomic(obj: dict, path: Path) -> None:
-    """Write to a temp file in the same folder, fsync, then rename (``data.atomic``): a kill or a full disk mid-save
+    """Write to a temp file in the same folder, fsync, then rename (``files.atomic``): a kill or a full disk mid-save
     never tears ``path``; a failed save leaves the previous file and ends the run on one line (``WriteFailed``)."""
     write_atomic(path, lambda f: torch.save(obj, f))
 

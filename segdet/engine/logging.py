@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from segdet.data.atomic import write_json
+from segdet.files.atomic import write_json
 from segdet.engine import distributed as dist_utils
 
 log = logging.getLogger(__name__)

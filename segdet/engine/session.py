@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from segdet.data import atomic
+from segdet.files import atomic
 from segdet.engine import distributed, lock
 from segdet.engine.logging import setup_logging
 from segdet.engine.runtime import resolve_device, seed_everything

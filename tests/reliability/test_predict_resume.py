@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from segdet.commands import predict as predict_cmd
-from segdet.data.predictions import JOURNAL, PredictionOutputs, open_output
+from segdet.files.prediction_outputs import JOURNAL, PredictionOutputs, open_output
 from segdet.engine import session
 from segdet.engine.lock import LOCK_NAME
 from segdet.errors import SegdetError

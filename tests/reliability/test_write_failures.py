@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from segdet.commands import train as train_cmd
-from segdet.data import atomic
+from segdet.files import atomic
 from segdet.engine import session
 from segdet.engine.logging import RunLogger, setup_logging
 from segdet.errors import WriteFailed

@@ -7,7 +7,7 @@ h], ``score``, ``segmentation`` as COCO RLE), ``images.json`` (image id → file
 higher score) and ``overlays/<stem>.jpg`` (masks, boxes and class names of the instances scoring at least
 ``draw_threshold``). Unreadable inputs are skipped and listed in ``skipped.txt``.
 
-Every file is written atomically and each input is journaled once its files are (``data.predictions``), so an
+Every file is written atomically and each input is journaled once its files are (``files.prediction_outputs``), so an
 interrupted predict continues with ``resume=true``. Images go through the model ``data.batch_size`` at a time
 (``infer``); what follows is per image (``image_outputs``); the JSON files are built from every complete input at
 the end, image ids by input order.
@@ -22,7 +22,7 @@ import torch
 
 from segdet.data.coco import encode_many
 from segdet.data.io import BadSample, load_rgb
-from segdet.data.predictions import PredictionOutputs
+from segdet.files.prediction_outputs import PredictionOutputs
 from segdet.tasks.detseg.data import collate, sample
 from segdet.tasks.detseg.figures import overlay
 from segdet.tasks.detseg.metrics import xywh

@@ -1,5 +1,5 @@
 """``segdet predict task=frcnn``: COCO-format detections, the category list, and images with drawn boxes, each
-file written atomically; an interrupted predict resumes where it stopped (``data.predictions``)."""
+file written atomically; an interrupted predict resumes where it stopped (``files.prediction_outputs``)."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from segdet.data.io import BadSample, load_rgb
-from segdet.data.predictions import PredictionOutputs
+from segdet.files.prediction_outputs import PredictionOutputs
 
 from .datasets import collate, inference_sample
 from .figures import COLORS
@@ -36,7 +36,7 @@ def draw(image, det: dict, classes: list[str]) -> Image.Image:
 def predict(runtime, *, transform, classes: list[str], inputs: list[Path], out_dir: Path,
             score_threshold: float | None = None, batch_size: int = 1, draw_threshold: float = 0.0) -> dict:
     """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout.
-    Each image's detections are journaled with it (``data.predictions``); the JSON files are built from every
+    Each image's detections are journaled with it (``files.prediction_outputs``); the JSON files are built from every
     complete input at the end, so a resumed predict writes what an uninterrupted one would."""
     out = PredictionOutputs(out_dir, inputs)
     model = runtime.raw_model.eval()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segdet.data.atomic import write_atomic
+from segdet.files.atomic import write_atomic
 from segdet.errors import WriteFailed
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def write_entry(path, tensors: tuple[torch.Tensor, ...]) -> None:
-    """Atomically (``data.atomic``): runs and sweep jobs racing on one entry are safe, and a failed write leaves
+    """Atomically (``files.atomic``): runs and sweep jobs racing on one entry are safe, and a failed write leaves
     nothing behind."""
     header = json.dumps([{"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
                          for t in tensors]).encode() + b"\n"

@@ -7,7 +7,7 @@ in ``masks=DIR`` (prompts made as in eval; the mask is also given as the dense m
 refine, when the model takes mask prompts: ``prompt.mask_input``), else the whole image as one box.
 
 Files are named after the input (``io.output_names``: safe characters, ``_2`` for a stem met twice) and written
-atomically; inputs an earlier, interrupted run completed are not predicted again (``data.predictions``). The
+atomically; inputs an earlier, interrupted run completed are not predicted again (``files.prediction_outputs``). The
 prompts file is checked before anything runs; an input that cannot be read is skipped, warned about and
 listed in ``skipped.txt``; nothing readable at all is an error.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from segdet.data.io import BadSample, list_images, load_mask, load_rgb
-from segdet.data.predictions import PredictionOutputs
+from segdet.files.prediction_outputs import PredictionOutputs
 from segdet.errors import SegdetError
 from segdet.tasks.sam.datasets import collate, pack_sample
 from segdet.tasks.sam.figures import overlay
@@ -72,7 +72,7 @@ def match_prompts(table: dict, inputs: list[Path], source) -> dict[Path, str]:
 @torch.no_grad()
 def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
     """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout.
-    Inputs an earlier run into ``out_dir`` completed are not predicted again (``data.predictions``)."""
+    Inputs an earlier run into ``out_dir`` completed are not predicted again (``files.prediction_outputs``)."""
     prompt_cfg = PromptConfig.from_cfg(cfg.get("prompt"))
     table = load_prompt_file(cfg.prompts) if cfg.get("prompts") else {}
     keys = match_prompts(table, inputs, cfg.get("prompts"))

@@ -26,7 +26,7 @@ import logging
 import os
 from pathlib import Path
 
-from segdet.data import atomic
+from segdet.files import atomic
 from segdet.data.io import output_names
 from segdet.errors import SegdetError, WriteFailed
 
