@@ -53,7 +53,7 @@ def folder_of(s) -> Path:
 def segdet_side(s, detector: Path, segmenter: Path, images: list[np.ndarray]) -> list[float]:
     """Images/s of each pass over the images (the first is warm-up) through segdet's predict path."""
     from segdet.config import compose as segdet_compose
-    from segdet.engine import checkpoint as ckpt_io
+    from segdet.engine.rebuild import rebuild
     from segdet.engine.runtime import prepare
     from segdet.tasks.detseg import TASK
     from segdet.tasks.detseg.data import sample
@@ -63,7 +63,7 @@ def segdet_side(s, detector: Path, segmenter: Path, images: list[np.ndarray]) ->
                                      f"trainer.device={s.device}", f"trainer.precision={s.precision}",
                                      f"max_instances={s.detseg_boxes}", f"data.batch_size={s.frcnn_batch}",
                                      *s.segdet_overrides])
-    _, _, task, model = ckpt_io.rebuild(cfg, TASK)
+    _, _, task, model = rebuild(cfg, TASK)
     runtime = prepare(model, cfg.trainer, torch.device(s.device))
     transform = task.detector_task.transform(False)
 

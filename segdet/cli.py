@@ -10,8 +10,9 @@ import re
 import sys
 from datetime import datetime
 
+from segdet import overrides
 from segdet.commands import ALIASES, COMMANDS, TASK_FROM_CHECKPOINT
-from segdet.config import task_config_dir, task_of
+from segdet.config import task_config_dir
 from segdet.engine.cluster import env_rank, launched_distributed
 from segdet.errors import SegdetError
 from segdet.malloc import keep_freed_memory
@@ -40,10 +41,6 @@ def _one_line(text: str) -> str:
     return text.replace("Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", "").strip()
 
 
-def _hydra_flag(args: list[str]) -> bool:
-    return any(a.startswith("-") for a in args)
-
-
 def _compose(command: str, args: list[str]):
     """The composed config, or a one-line error: an unknown option names the task's valid choices."""
     from hydra.errors import HydraException
@@ -52,9 +49,8 @@ def _compose(command: str, args: list[str]):
 
     from segdet.config import compose
 
-    overrides = [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
-        cfg = compose(command, overrides)
+        cfg = compose(command, overrides.without_hydra(args))
         missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
         if missing:
             fail(f"{missing[0]} is required (give it as {missing[0]}=...)")
@@ -66,7 +62,7 @@ def _compose(command: str, args: list[str]):
         if m and plugin_missing(m.group(1), m.group(2)):  # e.g. an experiment preset that picks the Optuna sweeper
             fail(plugin_missing(m.group(1), m.group(2)))
         if m:
-            fail(f"unknown {m.group(1)} '{m.group(2)}' for task={task_of(args)}; choose from: "
+            fail(f"unknown {m.group(1)} '{m.group(2)}' for task={overrides.value(args, 'task')}; choose from: "
                  f"{', '.join(m.group(3).split())}")
         if "Missing mandatory value" in msg:
             key = re.search(r"full_key: ([\w.]+)", msg)
@@ -79,24 +75,13 @@ def _checkpoint_task(args: list[str]) -> str:
     """export takes no task=: the checkpoint names it (read without loading its tensors)."""
     from segdet.engine.checkpoint import load
 
-    path = next((a.split("=", 1)[1] for a in args if a.startswith("ckpt=")), None)
+    path = overrides.value(args, "ckpt")
     if not path:
         fail("ckpt is required (give it as ckpt=...)")
-    try:
-        task = load(path, mmap=True).get("task")
-    except SegdetError as e:
-        fail(str(e))
+    task = load(path, mmap=True).get("task")
     if task not in TASKS:
         fail(f"{path}: a checkpoint of task '{task}', which this segdet does not know ({', '.join(TASKS)})")
     return task
-
-
-def _stored_settings(command: str, args: list[str]) -> list[str]:
-    """eval/predict rebuild the model from the checkpoint's config, which their own configs do not hold, so
-    ``model.KEY=VALUE`` is given to Hydra as ``+model.KEY=VALUE``, and then laid over the stored value."""
-    if command == "train":
-        return args
-    return ["+" + a if a.startswith("model.") and "=" in a else a for a in args]
 
 
 def _shared_run_dir(command: str, args: list[str], cfg) -> list[str]:
@@ -106,20 +91,50 @@ def _shared_run_dir(command: str, args: list[str], cfg) -> list[str]:
 
     distributed.init_from_env(resolve_device(cfg.trainer.device))
     stamp = distributed.broadcast_object(datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
-    return args + [f"hydra.run.dir=outputs/{task_of(args)}/{command}/{stamp}"]
+    return args + [f"hydra.run.dir=outputs/{overrides.value(args, 'task')}/{command}/{stamp}"]
 
 
 def _claim_given_run_dir(command: str, args: list[str]) -> None:
     """A run dir named on the command line is claimed before Hydra writes its .hydra/ files into it, so a second
     process given the same one stops before touching anything (the run dir's lock: ``engine.session``)."""
-    given = [a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")]
-    if not given or env_rank() != 0:  # under DDP rank 0 holds the run dir for all ranks
+    given = overrides.value(args, "hydra.run.dir")
+    if given is None or env_rank() != 0:  # under DDP rank 0 holds the run dir for all ranks
         return
     from segdet.engine import session
-    try:
-        session.claim(given[-1], "hydra.run.dir", command)
-    except SegdetError as e:
-        fail(str(e))
+
+    session.claim(given, "hydra.run.dir", command)
+
+
+def _command_line(command: str, args: list[str]) -> list[str]:
+    """What Hydra is handed for ``segdet <command> <args>``, after every check that can fail on one line."""
+    asks_help = overrides.asks_help(args)
+    if command in TASK_FROM_CHECKPOINT and overrides.value(args, "task") is None and not asks_help:
+        args = [f"task={_checkpoint_task(args)}"] + args
+    if overrides.value(args, "task") in TASKS:
+        check_command(overrides.value(args, "task"), command)
+    if asks_help:  # Hydra's help composes a config, so it needs a task
+        args = overrides.with_default(args, "task", next(iter(TASKS)))
+    if command != "train":
+        # eval/predict rebuild the model from the checkpoint's config, which their own configs do not hold:
+        # model.KEY=VALUE is given to Hydra as +model.KEY=VALUE, and then laid over the stored value
+        args = overrides.added(args, "model")
+    missing = missing_extra(args)
+    if missing:
+        fail(missing)
+    args = with_sweeper_settings(args)
+    task = overrides.value(args, "task")
+    if not asks_help:
+        if task is None:
+            fail(f"task is required: segdet {command} task=<{'|'.join(TASKS)}> ...")
+        if task not in TASKS:
+            fail(f"unknown task '{task}'; choose from: {', '.join(TASKS)}")
+        cfg = None if overrides.has_flag(args) else _compose(command, args)
+        if launched_distributed() and overrides.value(args, "hydra.run.dir") is None:
+            args = _shared_run_dir(command, args, cfg if cfg is not None else _compose(command, args))
+        if cfg is not None:
+            _claim_given_run_dir(command, args)
+    # the task's own groups join Hydra's search path from the start, so its --help lists them too
+    return [f"--config-dir={task_config_dir(task)}"] + args if task in TASKS else args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,38 +146,14 @@ def main(argv: list[str] | None = None) -> None:
     command, args = ALIASES.get(argv[0], argv[0]), argv[1:]
     if command not in COMMANDS:
         fail(f"unknown command '{argv[0]}'; choose from: {', '.join(COMMANDS)}")
-    asks_help = any(a in ("--help", "-h", "--hydra-help", "--info") for a in args)
-    if command in TASK_FROM_CHECKPOINT and task_of(args) is None and not asks_help:
-        args = [f"task={_checkpoint_task(args)}"] + args
-    if task_of(args) in TASKS:
-        try:
-            check_command(task_of(args), command)
-        except SegdetError as e:
-            fail(str(e))
-    if asks_help and task_of(args) is None:
-        args = [f"task={next(iter(TASKS))}"] + args  # Hydra's help composes a config, so it needs a task
-    args = _stored_settings(command, args)
-    missing = missing_extra(args)
-    if missing:
-        fail(missing)
-    args = with_sweeper_settings(args)
-    if not asks_help:
-        task = task_of(args)
-        if task is None:
-            fail(f"task is required: segdet {command} task=<{'|'.join(TASKS)}> ...")
-        if task not in TASKS:
-            fail(f"unknown task '{task}'; choose from: {', '.join(TASKS)}")
-        cfg = None if _hydra_flag(args) else _compose(command, args)
-        if launched_distributed() and not any(a.startswith("hydra.run.dir=") for a in args):
-            args = _shared_run_dir(command, args, cfg if cfg is not None else _compose(command, args))
-        if cfg is not None:
-            _claim_given_run_dir(command, args)
+    try:
+        args = _command_line(command, args)
+    except SegdetError as e:  # a line Hydra would refuse, a checkpoint that cannot be read ...
+        fail(str(e))
 
     from segdet.hydra_app import launch
 
-    # the task's own groups join Hydra's search path from the start, so its --help lists them too
-    task = task_of(args)
-    launch(command, [f"--config-dir={task_config_dir(task)}"] + args if task in TASKS else args)
+    launch(command, args)
 
 
 if __name__ == "__main__":

@@ -31,17 +31,11 @@ def task_config_dir(task: str) -> Path:
     return conf_root() / task
 
 
-def task_of(args: list[str]) -> str | None:
-    """The ``task=NAME`` among command-line overrides, if any."""
-    for a in args:
-        if a.startswith("task="):
-            return a.split("=", 1)[1]
-    return None
-
-
 def with_task_groups(args: list[str]) -> list[str]:
     """``args`` plus the search-path override that makes the named task's groups (conf/<task>/) visible."""
-    task = task_of(args)
+    from segdet import overrides
+
+    task = overrides.value(args, "task")
     folder = task_config_dir(str(task))
     if task is None or not folder.is_dir():
         return list(args)

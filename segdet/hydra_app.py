@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from segdet import sweeps
+from segdet import overrides, sweeps
 from segdet.commands import COMMANDS
 from segdet.config import config_dir
 from segdet.errors import Interrupted, SegdetError
@@ -65,29 +65,8 @@ def _job(cfg: DictConfig):
             distributed.cleanup()
 
 
-# Hydra's flags that take a value (``--cfg job``); the value is not an override
-_FLAG_VALUES = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-path", "-cp", "--config-name", "-cn",
-                "--config-dir", "-cd", "--experimental-rerun"}
-
-
-def flags_first(args: list[str]) -> list[str]:
-    """Hydra's parser takes overrides only after its flags: ``task=sam -m a=1,2`` becomes ``-m task=sam a=1,2``."""
-    flags, overrides, i = [], [], 0
-    while i < len(args):
-        a = args[i]
-        if a.startswith("-"):
-            flags.append(a)
-            if a in _FLAG_VALUES and i + 1 < len(args) and "=" not in args[i + 1] and not args[i + 1].startswith("-"):
-                flags.append(args[i + 1])
-                i += 1
-        else:
-            overrides.append(a)
-        i += 1
-    return flags + overrides
-
-
 def launch(command: str, args: list[str]) -> None:
-    sys.argv = [f"segdet {command}"] + flags_first(args)
+    sys.argv = [f"segdet {command}"] + overrides.flags_first(args)
     main = hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")(_job)
     completed = False
     try:

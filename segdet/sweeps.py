@@ -20,6 +20,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from segdet import overrides
 from segdet.engine.cluster import env_rank
 
 STATUS_FILE = "job_status.json"
@@ -59,15 +60,14 @@ def missing_extra(args: list[str]) -> str | None:
     from segdet import onnx_export
     from segdet.engine.tracking import INSTALL
 
-    for a in args:
-        key, _, value = a.lstrip("+~").partition("=")
-        for option in value.split(","):
-            message = plugin_missing(key, option.strip())
+    for key in overrides.named(args):
+        for option in overrides.options(args, key):
+            message = plugin_missing(key, option)
             if message:
                 return message
-            if key == "logger" and option.strip() == "mlflow" and not _installed("mlflow"):
+            if key == "logger" and option == "mlflow" and not _installed("mlflow"):
                 return f"logger=mlflow needs MLflow, which is not installed: {INSTALL}"
-            if key == "format" and option.strip() == "onnx" and onnx_export.missing():
+            if key == "format" and option == "onnx" and onnx_export.missing():
                 return onnx_export.missing()
     return None
 
@@ -76,7 +76,7 @@ def with_sweeper_settings(args: list[str]) -> list[str]:
     """``hydra/sweeper=optuna`` also lays segdet's settings over the plugin's defaults
     (conf/common/hydra/sweeper_settings/optuna.yaml: direction from trainer.monitor_mode, a failed trial does
     not stop the search, a seeded sampler); the command line's own ``hydra.sweeper.*`` still win."""
-    if "hydra/sweeper=optuna" in args and not any("hydra/sweeper_settings" in a for a in args):
+    if "optuna" in overrides.options(args, "hydra/sweeper") and "hydra/sweeper_settings" not in overrides.named(args):
         return args + ["hydra/sweeper_settings@hydra.sweeper=optuna"]
     return args
 

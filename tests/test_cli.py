@@ -111,7 +111,7 @@ def test_smoke_train_writes_the_run_dir_contract_then_eval_and_predict(task, tmp
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert "epoch 2/2" in (run / "train.log").read_text()
     # the run's first lines say how much of the model trains (every task: the train command logs it)
-    from segdet.engine.checkpoint import rebuild
+    from segdet.engine.rebuild import rebuild
     from segdet.tasks import get_task_class
     from tests.conftest import compose_cfg
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from segdet.engine import checkpoint as ckpt_io
 from segdet.engine import distributed
 from segdet.engine.evaluation import evaluate
 from segdet.engine.loader import make_loader
 from segdet.engine.logging import RunLogger
+from segdet.engine.rebuild import rebuild, source_of
 from segdet.engine.runtime import prepare
 from segdet.engine.session import start
 from segdet.errors import SegdetError
@@ -23,8 +23,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     device = start(cfg, run_dir, "eval")
     task_class = get_task_class(cfg.task.name)
-    ckpt, run_cfg, task, model = ckpt_io.rebuild(cfg, task_class)
-    source = ckpt_io.source_of(cfg, task_class)
+    ckpt, run_cfg, task, model = rebuild(cfg, task_class)
+    source = source_of(cfg, task_class)
     split = run_cfg.data.get("split") or ("all" if cfg.data.get("root") else "val")
     if split not in ("val", "all"):
         raise SegdetError(f"data.split must be 'val' or 'all', not '{split}'")

@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 import segdet
-from segdet.engine import checkpoint as ckpt_io
+from segdet.engine.rebuild import rebuild
 from segdet.engine.session import start
 from segdet.errors import SegdetError
 from segdet.tasks import get_task_class
@@ -102,7 +102,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                           f"{', '.join(task_class.export_formats)}")
     out = _output_dir(cfg)
     began = time.perf_counter()
-    ckpt, _, task, model = ckpt_io.rebuild(cfg, task_class)
+    ckpt, _, task, model = rebuild(cfg, task_class)
     model = model.cpu().eval()
     source = Path(str(cfg.ckpt)).expanduser().absolute()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segdet.data.io import IMAGE_SUFFIXES, list_images
 from segdet.files.prediction_outputs import open_output
-from segdet.engine import checkpoint as ckpt_io
+from segdet.engine.rebuild import rebuild, source_of
 from segdet.engine.runtime import prepare
 from segdet.engine.session import claim, start
 from segdet.errors import SegdetError
@@ -67,12 +67,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if out_dir.exists() and not out_dir.is_dir():
         raise SegdetError(f"{out_dir}: output= is a file, not a folder")
     task_class = get_task_class(cfg.task.name)
-    _, _, task, model = ckpt_io.rebuild(cfg, task_class)
+    _, _, task, model = rebuild(cfg, task_class)
     claim(out_dir, "output=", "predict")
     open_output(out_dir, settings=settings(cfg, task_class), resume=bool(cfg.get("resume", False)),
                 overwrite=bool(cfg.overwrite))
     runtime = prepare(model, cfg.trainer, device)
-    log.info("predicting %d image(s) with %s on %s (precision %s)", len(inputs), ckpt_io.source_of(cfg, task_class),
+    log.info("predicting %d image(s) with %s on %s (precision %s)", len(inputs), source_of(cfg, task_class),
              device, runtime.precision)
     summary = task.predict(runtime=runtime, inputs=inputs, out_dir=out_dir) or {}
     log.info("wrote predictions to %s %s", out_dir, summary if summary else "")

@@ -1,5 +1,6 @@
-"""The checkpoint format, in one place: what a checkpoint holds, atomic writes, safe loads, and rebuilding a task
-and its model from one (with the command line laid over the configuration stored in it).
+"""The checkpoint format, in one place: what a checkpoint holds, atomic writes and safe loads. Laying the command
+line over the configuration stored in one is ``engine.stored_config``; rebuilding a task and its model from one
+is ``engine.rebuild``.
 
 A checkpoint is a dict of plain tensors, numbers, strings, lists and dicts, so loading can use
 ``torch.load(weights_only=True)``, which refuses pickled code:
@@ -22,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from segdet import weights
 from segdet.files.atomic import write_atomic
@@ -142,105 +142,3 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# --- rebuilding from a checkpoint (eval, predict) ---------------------------------------------------------------
-def stored_config(ckpt: dict, cfg: DictConfig, explicit: list[str] | None = None) -> DictConfig:
-    """The checkpoint's own config, with what the user gave now laid over it.
-
-    ``data``: a chosen data option (data=folder ...) replaces the stored data block; single keys
-    (data.root=..., data.split=...) replace the stored values. ``trainer`` (device, precision, ...) and the
-    command's own keys (ckpt, input, output ...) come from the command line. Settings the checkpoint was
-    trained with (e.g. sam's ``prompt.*``) are kept unless the user names them (``explicit``: the command-line
-    overrides; by default Hydra's record of them).
-    """
-    stored = OmegaConf.create(ckpt["config"])
-    given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}
-    if explicit is None:
-        explicit = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    named = {o.lstrip("+~").split("=", 1)[0] for o in explicit}
-    with open_dict(stored):
-        if given.get("name"):
-            stored.data = OmegaConf.create({k: v for k, v in given.items() if v is not None})
-        else:
-            for k, v in given.items():
-                if v is not None:
-                    stored.data[k] = v
-        stored.trainer = cfg.trainer
-        stored.seed = cfg.seed
-        stored.ckpt = cfg.ckpt
-        for key in cfg:
-            if key not in ("data", "trainer", "task", "seed", "hydra") and key not in stored:
-                stored[key] = cfg[key]  # the command's own keys: input, output, prompts ...
-        for key in sorted(named):
-            top = key.split(".")[0]
-            if top not in ("data", "trainer", "task", "seed", "hydra", "ckpt") and top in stored:
-                OmegaConf.update(stored, key, OmegaConf.select(cfg, key), force_add=True)
-    return stored
-
-
-def rebuild(cfg: DictConfig, task_class) -> tuple[dict, DictConfig, object, torch.nn.Module]:
-    """(checkpoint, its config with the command line laid over it, task, model with its weights) from
-    ``cfg.ckpt``; the user never repeats model=... ``task_class``: the task named on the command line (the engine
-    imports no task), which the checkpoint must be of.
-
-    A task made of parts (``task_class.parts()``, detseg) has no checkpoint of its own: each part is rebuilt from
-    what its key names (``rebuild_part``), the task assembles one model of them, and the checkpoint is ``{}``."""
-    parts = task_class.parts()
-    if parts:
-        built = {key: rebuild_part(cfg, key, part_class) for key, part_class in parts.items()}
-        task = task_class(cfg)
-        return {}, cfg, task, task.assemble(parts=built)
-    ckpt = load(cfg.ckpt, expected_task=cfg.task.name)
-    run_cfg = stored_config(ckpt, cfg)
-    task = task_class(run_cfg)
-    task.load_state(ckpt.get("task_state", {}))
-    model = task.build_model()
-    load_weights(model, ckpt["model"], cfg.ckpt)
-    return ckpt, run_cfg, task, model
-
-
-def source_of(cfg: DictConfig, task_class) -> str:
-    """What a command's model is rebuilt from, for its log and metrics.json: ``ckpt``, or each part's key."""
-    parts = task_class.parts()
-    return ", ".join(f"{key}={cfg[key]}" for key in parts) if parts else str(cfg.ckpt)
-
-
-def rebuild_part(cfg: DictConfig, key: str, part_class) -> tuple[object, torch.nn.Module]:
-    """(task, model with its weights) of the part ``cfg[key]`` names: a segdet checkpoint of ``part_class``'s task
-    (its stored config, with this run's ``trainer`` and ``seed``), or weights that task reads itself
-    (``from_pretrained``: sam's transformers folders and hub ids). Every error names the key."""
-    source = str(cfg[key])
-    path = Path(source).expanduser()
-    if path.is_file():
-        try:
-            ckpt = load(path)
-        except SegdetError as e:
-            raise SegdetError(f"{key}={e}") from None
-        if ckpt["task"] != part_class.name:
-            raise SegdetError(f"{key}={source}: this is a '{ckpt['task']}' checkpoint; {key}= takes a "
-                              f"'{part_class.name}' one")
-        part_cfg = OmegaConf.create(ckpt["config"])
-        with open_dict(part_cfg):
-            part_cfg.trainer = cfg.trainer
-            part_cfg.seed = cfg.seed
-        task = part_class(part_cfg)
-        task.load_state(ckpt.get("task_state", {}))
-        model = task.build_model()
-        load_weights(model, ckpt["model"], f"{key}={source}")
-        return task, model
-    if not path.exists() and _looks_like_a_path(source):
-        raise SegdetError(f"{key}={source}: no such file or folder")
-    try:
-        built = part_class.from_pretrained(source)
-    except SegdetError as e:
-        raise SegdetError(f"{key}={source}: {e}") from None
-    if built is None:
-        raise SegdetError(f"{key}={source}: {'a folder' if path.is_dir() else 'not a file'}; {key}= takes a segdet "
-                          f"{part_class.name} checkpoint (.../checkpoints/best.pt)")
-    return built
-
-
-def _looks_like_a_path(source: str) -> bool:
-    """A name that can only be a file (``./x``, ``/x``, ``~/x``, ``x.pt``), never a hub id."""
-    return source.startswith(("/", ".", "~")) or Path(source).suffix in (".pt", ".pth", ".ckpt", ".bin")

@@ -63,7 +63,7 @@ class Task:
     def parts(cls) -> dict[str, type]:
         """``{config key: task class}`` of a task that joins other tasks' trained models (detseg: ``detector``, a
         frcnn checkpoint, and ``segmenter``, a sam one). The engine rebuilds each part from what its key names
-        (``engine.checkpoint.rebuild``) and hands them to ``assemble``; such a task has no training of its own."""
+        (``engine.rebuild``) and hands them to ``assemble``; such a task has no training of its own."""
         return {}
 
     def assemble(self, *, parts: dict[str, tuple["Task", nn.Module]]) -> nn.Module:

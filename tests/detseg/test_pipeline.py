@@ -14,7 +14,7 @@ from pycocotools import mask as mask_utils
 
 from segdet.commands import evaluate as eval_cmd
 from segdet.commands import predict as predict_cmd
-from segdet.engine import checkpoint as ckpt_io
+from segdet.engine.rebuild import rebuild
 from segdet.errors import SegdetError
 from segdet.tasks.detseg import TASK
 from segdet.tasks.detseg.model import DetSeg
@@ -104,7 +104,7 @@ def test_settings_choose_the_instances(parts, data, tmp_path):
 def built(parts, *extra: str) -> tuple[object, DetSeg]:
     cfg = compose_cfg("predict", ["task=detseg", f"detector={parts[0]}", f"segmenter={parts[1]}", "input=x",
                                   "trainer.device=cpu", *extra])
-    _, _, task, model = ckpt_io.rebuild(cfg, TASK)
+    _, _, task, model = rebuild(cfg, TASK)
     return task, model.eval()
 
 

@@ -13,6 +13,7 @@ from segdet.commands import evaluate as eval_cmd
 from segdet.commands import predict as predict_cmd
 from segdet.commands import train as train_cmd
 from segdet.engine import checkpoint as ckpt_io
+from segdet.engine.rebuild import rebuild
 from segdet.errors import SegdetError
 from segdet.tasks.sam import TASK, lora
 from segdet.tasks.sam.family import get_family
@@ -114,7 +115,7 @@ def test_a_lora_checkpoint_resumes_and_predicts_the_same_masks(tmp_path):
     assert any(".lora_B." in k for k in keys) and any(k.endswith("qkv.base_layer.weight") for k in keys)
     assert any(v.abs().sum() > 0 for k, v in keys.items() if ".lora_B." in k)  # the adapters trained
     cfg = compose_cfg("eval", ["task=sam", f"ckpt={run}/checkpoints/last.pt"])
-    _, _, task, model = ckpt_io.rebuild(cfg, TASK)
+    _, _, task, model = rebuild(cfg, TASK)
     torch.manual_seed(0)
     fresh = TASK(compose_cfg("train", over)).build_model()
     decoder = "sam.mask_decoder.iou_token.weight"

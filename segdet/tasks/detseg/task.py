@@ -1,7 +1,7 @@
 """The detseg task: a frcnn detector and a SAM segmenter joined into one model that turns images into classed
 instance masks. It has no training of its own; its parts are trained as ``task=frcnn`` and ``task=sam``.
 
-The commands build it as any task, through ``engine.checkpoint.rebuild``: ``parts()`` names the two config keys
+The commands build it as any task, through ``engine.rebuild``: ``parts()`` names the two config keys
 and their tasks, the engine rebuilds each part from what the key names (a segdet checkpoint of that task; for the
 segmenter also a transformers SAM folder or hub id, through ``SamTask.from_pretrained``), and ``assemble`` joins
 them into one ``DetSeg`` module, which ``engine.runtime.prepare`` places like any model (both parts under the

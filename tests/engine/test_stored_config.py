@@ -1,8 +1,8 @@
 """How eval/predict lay the command line over the configuration stored in a checkpoint."""
 from omegaconf import OmegaConf
 
-from segdet.cli import _stored_settings
-from segdet.engine.checkpoint import stored_config as config_from_checkpoint
+from segdet import overrides
+from segdet.engine.stored_config import stored_config as config_from_checkpoint
 from tests.conftest import compose_cfg
 
 
@@ -38,9 +38,9 @@ def test_model_keys_on_the_eval_command_line_replace_stored_ones():
     """`segdet eval ... model.multimask_output=true`: eval's config has no model block, so the CLI hands the key to
     Hydra as +model..., and the stored model settings take it."""
     ckpt = stored_train_config()
-    args = _stored_settings("eval", ["task=sam", "ckpt=x.pt", "model.multimask_output=true"])
-    assert args == ["task=sam", "ckpt=x.pt", "+model.multimask_output=true"]
-    assert _stored_settings("train", ["model.multimask_output=true"]) == ["model.multimask_output=true"]
+    args = overrides.added(["task=sam", "ckpt=x.pt", "model.multimask_output=true", "++model.x=1"], "model")
+    assert args == ["task=sam", "ckpt=x.pt", "+model.multimask_output=true", "++model.x=1"]
+    args = args[:-1]
     now = compose_cfg("eval", args)
     merged = config_from_checkpoint(ckpt, now, explicit=args)
     assert merged.model.multimask_output is True and merged.model.name == ckpt["config"]["model"]["name"]
