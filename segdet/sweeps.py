@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
+import sys
 from pathlib import Path
 
 from hydra.core.utils import JobReturn, JobStatus
@@ -22,6 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from segdet import overrides
 from segdet.engine.cluster import env_rank
+from segdet.errors import SegdetError
+from segdet.files.atomic import write_json
+
+log = logging.getLogger(__name__)
 
 STATUS_FILE = "job_status.json"
 SWEEP_EXTRA = "pip install 'segdet[sweep]'"
@@ -100,9 +106,7 @@ def record(run_dir: Path, job: int, status: str, error: str | None = None) -> No
     unexpected exception), ``stopped`` (a signal)."""
     if env_rank() != 0:
         return
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / STATUS_FILE).write_text(json.dumps({"job": job, "status": status, "error": error}))
+    write_json(Path(run_dir) / STATUS_FILE, {"job": job, "status": status, "error": error}, indent=None)
 
 
 def _multirun(config: DictConfig) -> bool:
@@ -127,7 +131,11 @@ class SweepReport(Callback):
             from segdet.engine.tracking import open_sweep_run
 
             _Sweep.mlflow_cfg = config.mlflow
-            _Sweep.mlflow_run = open_sweep_run(config.mlflow, _Sweep.dir)
+            try:
+                _Sweep.mlflow_run = open_sweep_run(config.mlflow, _Sweep.dir)
+            except SegdetError as e:  # Hydra would print an exception from a callback with its traceback
+                print(f"segdet: error: {e}", file=sys.stderr)
+                sys.exit(e.exit_code)
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
         if _multirun(config) and env_rank() == 0:  # a status left by an earlier sweep into the same dir
@@ -169,6 +177,9 @@ def finish(completed: bool) -> list[tuple[int, str]]:
     if _Sweep.mlflow_run is not None:
         from segdet.engine.tracking import close_sweep_run
 
-        close_sweep_run(_Sweep.mlflow_cfg, _Sweep.mlflow_run, _Sweep.dir, ok=completed and not failed)
+        try:
+            close_sweep_run(_Sweep.mlflow_cfg, _Sweep.mlflow_run, _Sweep.dir, ok=completed and not failed)
+        except SegdetError as e:  # the jobs ran and kept their results: only the sweep's MLflow run is left open
+            log.warning("%s; the sweep's MLflow run is left unfinished", e)
         _Sweep.mlflow_run = None
     return failed

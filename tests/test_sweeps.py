@@ -183,3 +183,53 @@ def test_optuna_takes_its_direction_from_the_monitored_metric(args, direction):
 ])
 def test_the_objective_is_the_best_monitored_value(result, value):
     assert sweeps.objective(result, "dice") == value
+
+
+# --- a tracking store MLflow refuses ----------------------------------------------------------------------------
+def test_a_file_store_uri_ends_on_one_line_naming_a_store_that_works(tmp_path):
+    """MLflow refuses its retired file store (``file://DIR``) unless MLFLOW_ALLOW_FILE_STORE is set: the run ends
+    on one line, before training, naming the URI and a store that works, which then does."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_ALLOW_FILE_STORE"}
+    uri = (tmp_path / "ml").as_uri()
+    proc = segdet("train", *SMOKE, "logger=mlflow", f"mlflow.tracking_uri={uri}", f"hydra.run.dir={tmp_path / 'run'}",
+                  env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    line = lines[-1]
+    assert sum(x.startswith("segdet: error") for x in lines) == 1, proc.stderr[-3000:]
+    works = f"sqlite:///{tmp_path / 'ml' / 'mlflow.db'}"
+    assert line.startswith(f"segdet: error: mlflow.tracking_uri={uri}: MLflow cannot use it (") and works in line
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+
+    from segdet.engine.tracking import MlflowRun
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg("train", [*SMOKE, "logger=mlflow", f"mlflow.tracking_uri={works}"])
+    run = MlflowRun(cfg, tmp_path / "run")
+    run.finish(tmp_path / "run", ok=True)
+    (mlrun,) = read_mlflow(works).values()
+    assert mlrun["status"] == "FINISHED" and mlrun["params"]["task.name"] == "sam"
+
+
+def test_a_store_that_fails_mid_run_is_one_warning_and_training_goes_on(tmp_path, caplog):
+    from mlflow.exceptions import MlflowException
+
+    from segdet.engine.tracking import MlflowRun
+    from tests.conftest import compose_cfg
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = MlflowRun(compose_cfg("train", [*SMOKE, "logger=mlflow", f"mlflow.tracking_uri={store}"]), tmp_path)
+    sent = []
+
+    def down(*args, **kwargs):
+        sent.append(kwargs)
+        raise MlflowException("API request to http://tracking/ failed: connection refused")
+
+    run.client.log_batch = run.client.set_terminated = down
+    for step in range(3):
+        run.scalars("train_step", {"loss": 1.0}, step)  # does not raise
+    run.finish(tmp_path, ok=True)
+    warned = [r.getMessage() for r in caplog.records if "MLflow tracking is off" in r.getMessage()]
+    assert len(sent) == 1 and len(warned) == 1, warned
+    assert warned[0].startswith(f"mlflow.tracking_uri={store}: MLflow cannot use it (API request to http://tracking/"
+                                " failed: connection refused)")

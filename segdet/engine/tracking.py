@@ -8,17 +8,25 @@ in a process that runs several jobs (Hydra's basic and joblib launchers).
 
 ``mlflow.tracking_uri`` null is a local SQLite store, ``outputs/mlflow.db``, with artifacts beside it: nothing
 leaves the machine unless the user names a remote server. MLflow's telemetry is off unless the user turned it on.
+
+A store MLflow refuses or cannot reach (its retired ``file://`` store, a server that is down, an unknown scheme)
+ends the run before training, on one line naming the URI and a store that works; segdet does not switch MLflow's
+file store back on (``MLFLOW_ALLOW_FILE_STORE``) behind the user's back. Once the run is open, a failure of the
+store is one warning and training goes on without it: a tracking server's outage must not cost the training.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import time
+import urllib.parse
 from pathlib import Path
 
 from segdet.errors import SegdetError
+from segdet.files.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,26 @@ def tracking_uri(value) -> str:
         return f"sqlite:///{Path('outputs').resolve() / 'mlflow.db'}"
     value = str(value)
     return value if "://" in value or value == "databricks" else f"sqlite:///{Path(value).resolve() / 'mlflow.db'}"
+
+
+def _what_works(uri: str) -> str:
+    """A store to use instead of ``uri``: for a folder MLflow refuses as its file store, a SQLite store in it."""
+    if uri.startswith("file:"):
+        folder = Path(urllib.parse.urlparse(uri).path)
+        return f"use mlflow.tracking_uri={tracking_uri(str(folder))} (or the folder itself: mlflow.tracking_uri={folder})"
+    return "check that the store is reachable, or keep the run local: mlflow.tracking_uri=DIR (a SQLite store in DIR)"
+
+
+@contextlib.contextmanager
+def backend(uri: str):
+    """Any error of the tracking store ``uri`` as one line (``SegdetError``) naming the URI and what works."""
+    mlflow = _mlflow()
+    try:
+        yield
+    except (mlflow.exceptions.MlflowException, OSError) as e:
+        said = str(getattr(e, "message", e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        said = said.split(". ")[0][:200]  # its first sentence: MLflow's messages run to a paragraph
+        raise SegdetError(f"mlflow.tracking_uri={uri}: MLflow cannot use it ({said}); {_what_works(uri)}") from None
 
 
 def _artifact_location(uri: str) -> str | None:
@@ -74,19 +102,17 @@ class _Client:
     def __init__(self, mlflow_cfg):
         self.uri = tracking_uri(mlflow_cfg.get("tracking_uri"))
         mlflow = _mlflow()
-        self.client = mlflow.MlflowClient(tracking_uri=self.uri)
         name = str(mlflow_cfg.experiment_name)
-        try:
+        with backend(self.uri):
+            self.client = mlflow.MlflowClient(tracking_uri=self.uri)
             exp = self.client.get_experiment_by_name(name)
-        except mlflow.exceptions.MlflowException as e:  # a store that cannot be reached or opened
-            raise SegdetError(f"mlflow.tracking_uri={self.uri}: {str(e).strip().splitlines()[0]}") from None
-        if exp is None:
-            try:
-                self.experiment_id = self.client.create_experiment(name, self._artifacts())
-            except mlflow.exceptions.MlflowException:  # another job of the sweep created it meanwhile
-                self.experiment_id = self.client.get_experiment_by_name(name).experiment_id
-        else:
-            self.experiment_id = exp.experiment_id
+            if exp is None:
+                try:
+                    self.experiment_id = self.client.create_experiment(name, self._artifacts())
+                except mlflow.exceptions.MlflowException:  # another job of the sweep created it meanwhile
+                    self.experiment_id = self.client.get_experiment_by_name(name).experiment_id
+            else:
+                self.experiment_id = exp.experiment_id
 
     def _artifacts(self):
         location = _artifact_location(self.uri)
@@ -95,7 +121,8 @@ class _Client:
         return location
 
     def start(self, name: str, tags: dict) -> str:
-        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        with backend(self.uri):
+            return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
 
 
 class MlflowRun:
@@ -105,7 +132,8 @@ class MlflowRun:
         from omegaconf import OmegaConf
 
         c = _Client(cfg.mlflow)
-        self.client, self.log_checkpoint = c.client, bool(cfg.mlflow.get("log_checkpoint", False))
+        self.client, self.uri, self.log_checkpoint = c.client, c.uri, bool(cfg.mlflow.get("log_checkpoint", False))
+        self.off = False  # the store failed mid-run: warned once, nothing more is sent
         tags = {"segdet.run_dir": str(Path(run_dir).resolve()), "segdet.task": str(cfg.task.name)}
         if cfg.mlflow.get("parent_run_id"):
             tags["mlflow.parentRunId"] = str(cfg.mlflow.parent_run_id)
@@ -113,7 +141,8 @@ class MlflowRun:
         from mlflow.entities import Param
 
         params = flatten(OmegaConf.to_container(cfg, resolve=True))
-        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+        with backend(self.uri):
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
         log.info("mlflow: run %s in %s", self.run_id, c.uri)
 
     def scalars(self, prefix: str, values: dict, step: int) -> None:
@@ -122,7 +151,18 @@ class MlflowRun:
         now = int(time.time() * 1000)
         metrics = [Metric(_key(f"{prefix}/{k}"), float(v), now, int(step)) for k, v in values.items()]
         if metrics:
-            self.client.log_batch(self.run_id, metrics=metrics)
+            self._send(f"{prefix} at step {step}", lambda: self.client.log_batch(self.run_id, metrics=metrics))
+
+    def _send(self, what: str, send) -> None:
+        """Once the run is open, a failing store is one warning and nothing more is sent: training goes on."""
+        if self.off:
+            return
+        try:
+            with backend(self.uri):
+                send()
+        except SegdetError as e:
+            self.off = True
+            log.warning("%s; %s not sent, and MLflow tracking is off for the rest of this run", e, what)
 
     def finish(self, run_dir: Path, ok: bool) -> None:
         """The run's files as artifacts, then the run's end (FINISHED, or FAILED when training did not end)."""
@@ -130,34 +170,33 @@ class MlflowRun:
         files = [run_dir / "config.yaml", run_dir / "metrics.json"]
         if self.log_checkpoint:
             files.append(run_dir / "checkpoints" / "best.pt")
-        try:
-            for f in files:
-                if f.is_file():
-                    self.client.log_artifact(self.run_id, str(f), "checkpoints" if f.suffix == ".pt" else None)
-            if (run_dir / "plots").is_dir():
-                self.client.log_artifacts(self.run_id, str(run_dir / "plots"), "plots")
-        finally:
-            self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+        for f in files:
+            if f.is_file():
+                self._send(f.name, lambda f=f: self.client.log_artifact(
+                    self.run_id, str(f), "checkpoints" if f.suffix == ".pt" else None))
+        if (run_dir / "plots").is_dir():
+            self._send("plots/", lambda: self.client.log_artifacts(self.run_id, str(run_dir / "plots"), "plots"))
+        self._send("the run's end", lambda: self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED"))
 
 
 def open_sweep_run(mlflow_cfg, sweep_dir: Path) -> str:
     """The sweep's own run, opened in the process that runs the sweep; its jobs read the id from the sweep dir."""
     c = _Client(mlflow_cfg)
     run_id = c.start(Path(sweep_dir).name, {"segdet.sweep_dir": str(Path(sweep_dir).resolve())})
-    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-    (Path(sweep_dir) / PARENT_RUN_FILE).write_text(run_id)
+    write_text(Path(sweep_dir) / PARENT_RUN_FILE, run_id)
     return run_id
 
 
 def close_sweep_run(mlflow_cfg, run_id: str, sweep_dir: Path, ok: bool) -> None:
     """Attach the search's results (Optuna's ``optimization_results.yaml``) and end the sweep's run."""
-    client = _Client(mlflow_cfg).client
+    c = _Client(mlflow_cfg)
     results = Path(sweep_dir) / "optimization_results.yaml"
-    try:
-        if results.is_file():
-            client.log_artifact(run_id, str(results))
-    finally:
-        client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+    with backend(c.uri):
+        try:
+            if results.is_file():
+                c.client.log_artifact(run_id, str(results))
+        finally:
+            c.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
 
 
 def sweep_run_id(sweep_dir: Path) -> str | None:
