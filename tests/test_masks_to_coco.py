@@ -3,6 +3,7 @@ minimum area), read back by pycocotools; a seeded split; one-line errors; a smal
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,26 @@ def test_errors_are_one_line(tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("segdet: error: "), proc.stderr
         assert words in lines[0]
+
+
+def test_a_full_disk_keeps_the_old_file_and_ends_on_one_line(tmp_path, capsys):
+    """``ulimit -f``: the annotations cannot grow past a few bytes, as on a full disk; the file that was there stays
+    whole (the write is atomic) and the tool ends on one line naming it."""
+    folder(tmp_path / "set")
+    ann = tmp_path / "set" / "instances.json"
+    ann.write_text("{}")
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    proc = subprocess.run([sys.executable, "-m", "segdet.tools.masks_to_coco", str(tmp_path / "set"), "--category",
+                           "lake", "--overwrite"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          preexec_fn=limit)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"segdet: error: {ann}: cannot write: File too large (EFBIG); what "
+                                                "was there before is unchanged"]
+    assert ann.read_text() == "{}" and sorted(p.name for p in ann.parent.iterdir()) == ["images", "instances.json",
+                                                                                        "masks"]
 
 
 def test_real_water_masks_become_their_components(shared_data, tmp_path):

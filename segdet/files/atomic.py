@@ -4,7 +4,7 @@
 is atomic), which is flushed, fsynced and renamed over ``path``; the folder is then fsynced so the rename survives
 a power cut. On any failure the temp file is removed and ``path`` is left as it was. An OSError (a full disk, no
 permission, an I/O error) becomes ``WriteFailed``: one line naming the path and the OS error. Checkpoints,
-metrics.json, predictions and the SAM embedding cache are all written through here.
+metrics.json, eval's reports, predictions and the SAM embedding cache are all written through here.
 
 A SIGKILL mid-write cannot run the clean-up: it leaves a hidden ``.<name>.<random>.tmp`` beside ``path``, never a
 torn ``path``. ``remove_stale_temps`` clears those from a folder only this process writes into.
@@ -12,6 +12,7 @@ torn ``path``. ``remove_stale_temps`` clears those from a folder only this proce
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -100,6 +101,13 @@ def write_text(path, text: str) -> Path:
 
 def write_json(path, obj, indent: int | None = 2) -> Path:
     return write_text(path, json.dumps(obj, indent=indent))
+
+
+def write_csv(path, rows) -> Path:
+    """``rows`` (the header first) as a CSV file, as ``csv.writer`` writes them."""
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    return write_text(path, text.getvalue())
 
 
 def save_image(path, image, **params) -> Path:

@@ -16,7 +16,6 @@ listed; a wrong argument is one line ``segdet: error: ...``, exit 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +25,8 @@ import numpy as np
 from segdet.data.coco import encode, rle_area, rle_bbox
 from segdet.data.io import BadSample, BadSamples, image_size
 from segdet.data.split import split_indices
-from segdet.errors import SegdetError
+from segdet.errors import SegdetError, WriteFailed
+from segdet.files.atomic import write_json
 
 
 def instances(mask: np.ndarray, min_area: float) -> list[np.ndarray]:
@@ -119,8 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         parts = {"train": train, "val": val}
     for name, path in targets.items():
         part = subset(coco, parts[name])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(part))
+        try:
+            write_json(path, part, indent=None)
+        except WriteFailed as e:
+            print(f"segdet: error: {e}", file=sys.stderr)
+            return e.exit_code
         print(f"{path}: {len(part['images'])} images, {len(part['annotations'])} instances of '{a.category}'")
     return 0
 

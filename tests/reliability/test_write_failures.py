@@ -205,3 +205,48 @@ def test_metrics_json_is_written_whole(tmp_path):
     logger.end_epoch({"epoch": 1, "train/loss": 0.5})
     logger.write_metrics({"dice": 0.5})
     assert json.loads((tmp_path / "metrics.json").read_text())["dice"] == 0.5 and temps(tmp_path) == []
+
+
+# --- eval ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task, name", [("sam", "per_image.csv"), ("sam", "metrics.json"),
+                                        ("frcnn", "per_class_ap.csv")])
+def test_an_eval_report_that_cannot_be_written_keeps_the_old_one_and_ends_on_one_line(request, tmp_path, monkeypatch,
+                                                                                      task, name):
+    from segdet.commands import evaluate as eval_cmd
+
+    ckpt = request.getfixturevalue(f"{task}_ckpt")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / name).write_text("the old report\n")
+    failing_replace(monkeypatch, name)
+    with pytest.raises(WriteFailed) as e:
+        try:
+            eval_cmd.run(compose_cfg("eval", [f"task={task}", f"ckpt={ckpt}", "trainer.progress=false"]), run)
+        finally:
+            session.finish()
+    assert str(e.value) == f"{run / name}: cannot write: No space left on device (ENOSPC); what was there before is " \
+                           "unchanged"
+    assert (run / name).read_text() == "the old report\n" and temps(run) == []
+
+
+_EVAL_ON_A_FULL_DISK = """
+import errno, os, sys
+real = os.replace
+def replace(src, dst, *args, **kwargs):
+    if os.path.basename(dst) == "per_image.csv":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    real(src, dst, *args, **kwargs)
+os.replace = replace
+from segdet.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_eval_on_a_full_disk_ends_on_one_line(sam_ckpt, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", _EVAL_ON_A_FULL_DISK, "eval", "task=sam", f"ckpt={sam_ckpt}",
+                           f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"segdet: error: {tmp_path}/per_image.csv: cannot write: No space left on device (ENOSPC); what was there "
+        "before is unchanged")
+    assert temps(tmp_path) == [] and not (tmp_path / "metrics.json").exists()

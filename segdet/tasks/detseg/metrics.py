@@ -15,7 +15,6 @@ bbox metrics alone, and the log says why.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import logging
 import math
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 
 from segdet.data.coco import CocoFile, encode_many, has_mask, rle_area, rle_bbox, to_rle
+from segdet.files.atomic import write_csv
 from segdet.tasks.base import Evaluator
 from segdet.tasks.sam.metrics import overlap
 
@@ -157,8 +157,5 @@ class DetSegEvaluator(Evaluator):
         if not self.masks:
             cols = ["id", "detections", "height", "width"]
         rows = sorted(records, key=lambda r: (r["dice"], r["iou"], r["id"]) if self.masks else r["id"])
-        with open(Path(run_dir) / CSV_NAME, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(cols)
-            for r in rows:
-                writer.writerow([f"{r[c]:.6f}" if isinstance(r[c], float) else r[c] for c in cols])
+        write_csv(Path(run_dir) / CSV_NAME,
+                  [cols] + [[f"{r[c]:.6f}" if isinstance(r[c], float) else r[c] for c in cols] for r in rows])

@@ -9,13 +9,13 @@ Boxes are continuous (x1, y1, x2, y2): IoU without the VOC devkit's "+1" pixel w
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from segdet.files.atomic import write_csv
 from segdet.tasks.base import Evaluator
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,5 @@ class DetectionEvaluator(Evaluator):
         lines = [f"{'class':<{width}}  {'objects':>7}  AP50 ({self.rule})"]
         lines += [f"{c:<{width}}  {counts[c]:>7}  " + ("n/a" if v is None else f"{v:.4f}") for c, v in aps.items()]
         log.info("per-class AP:\n%s", "\n".join(lines))
-        with open(Path(run_dir) / "per_class_ap.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["class", "objects", f"ap50_{self.rule}"])
-            for c, v in aps.items():
-                w.writerow([c, counts[c], "" if v is None else f"{v:.6f}"])
+        write_csv(Path(run_dir) / "per_class_ap.csv", [["class", "objects", f"ap50_{self.rule}"]]
+                  + [[c, counts[c], "" if v is None else f"{v:.6f}"] for c, v in aps.items()])

@@ -10,11 +10,11 @@ processor's masks.
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import torch
 
+from segdet.files.atomic import write_csv
 from segdet.plotting import plt, save_figure
 from segdet.tasks.base import Evaluator
 from segdet.tasks.sam.preprocess import logits_to_original
@@ -152,11 +152,8 @@ class SamEvaluator(Evaluator):
             plot_rounds(self.compute(records), rounds, Path(run_dir) / "plots" / "iterative.png")
         cols = ["id", "dice", "iou", "box_dice", "box_iou", "gt_px", "pred_px", "height", "width", "skipped"]
         rows = sorted(records, key=lambda r: (r["skipped"], r["dice"], r["iou"]))
-        with open(Path(run_dir) / CSV_NAME, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(cols[:3] + ["box_baseline_dice", "box_baseline_iou"] + cols[5:])
-            for r in rows:
-                writer.writerow([r[c] if not isinstance(r[c], float) else f"{r[c]:.6f}" for c in cols])
+        write_csv(Path(run_dir) / CSV_NAME, [cols[:3] + ["box_baseline_dice", "box_baseline_iou"] + cols[5:]]
+                  + [[r[c] if not isinstance(r[c], float) else f"{r[c]:.6f}" for c in cols] for r in rows])
 
 
 def plot_rounds(metrics: dict, rounds: list[int], path: Path) -> None:
