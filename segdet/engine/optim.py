@@ -1,11 +1,13 @@
 """Optimizers and learning-rate schedules by name (conf/optim, conf/sched)."""
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from omegaconf import DictConfig
 
+from segdet.errors import SegdetError
 from segdet.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
@@ -19,35 +21,52 @@ def parameter_counts(model: torch.nn.Module, trained) -> str:
     return f"parameters: {n:,} trainable / {total:,} total ({100 * n / max(total, 1):.2f} %)"
 
 
-def _fused(params, cfg: DictConfig) -> dict:
-    """``optim.fused=auto``: one kernel for the whole update where torch has one for the parameters' device (CPU
-    and CUDA). Otherwise torch updates tensor by tensor, which for a decoder of a hundred small tensors is a
-    sizeable part of a small model's step."""
-    choice = cfg.get("fused", "auto")
-    if str(choice) == "auto":
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+@functools.lru_cache(maxsize=None)
+def _has_fused(optimizer: type, device: str, dtype: torch.dtype) -> bool:
+    """Whether torch has a fused ``optimizer`` update for parameters of this device and dtype, found by trying one
+    on a single element: torch checks only at the first step, and keeps its list of such devices private."""
+    try:
+        probe = torch.nn.Parameter(torch.zeros(1, device=device, dtype=dtype))
+        probe.grad = torch.zeros_like(probe)
+        optimizer([probe], lr=0.0, fused=True).step()
+    except RuntimeError:  # no kernel for this device or dtype (or a dtype that cannot have a gradient)
+        return False
+    return True
 
-        devices = set(_get_fused_kernels_supported_devices())
-        choice = all(p.device.type in devices and p.is_floating_point() for p in params)
+
+def _fused(optimizer: type, params, cfg: DictConfig) -> dict:
+    """``optim.fused=auto``: one kernel for the whole update where torch has one for the parameters' device and
+    dtype (CPU and CUDA). Otherwise torch updates tensor by tensor, which for a decoder of a hundred small tensors
+    is a sizeable part of a small model's step. ``true`` insists, and names what has no fused update."""
+    choice = cfg.get("fused", "auto")
+    if not choice:
+        return {}
+    kinds = {(str(p.device), p.dtype) for p in params}
+    missing = [kind for kind in sorted(kinds, key=str) if not _has_fused(optimizer, *kind)]
+    if str(choice) == "auto":
+        choice = not missing
+    elif missing:
+        raise SegdetError(f"optim.fused=true: torch has no fused {optimizer.__name__} update for {missing[0][1]} "
+                          f"parameters on {missing[0][0]}; use optim.fused=auto")
     return {"fused": True} if choice else {}
 
 
 @OPTIMIZERS.register("adam")
 def adam(params, cfg: DictConfig):
     return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                            **_fused(params, cfg))
+                            **_fused(torch.optim.Adam, params, cfg))
 
 
 @OPTIMIZERS.register("adamw")
 def adamw(params, cfg: DictConfig):
     return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                             **_fused(params, cfg))
+                             **_fused(torch.optim.AdamW, params, cfg))
 
 
 @OPTIMIZERS.register("sgd")
 def sgd(params, cfg: DictConfig):
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.nesterov, **_fused(params, cfg))
+                           nesterov=cfg.nesterov, **_fused(torch.optim.SGD, params, cfg))
 
 
 def _warmup(step: int, warmup: int) -> float:
@@ -80,8 +99,12 @@ def cosine(cfg: DictConfig, total_steps: int):
 def build_optimizer(params, cfg: DictConfig) -> torch.optim.Optimizer:
     params = list(params)
     if not params:
-        raise ValueError("the model has no trainable parameters (check model.train_parts)")
-    return OPTIMIZERS.get(cfg.name)(params, cfg)
+        raise SegdetError("the model has no trainable parameters (check model.train_parts)")
+    make = OPTIMIZERS.get(cfg.name)
+    try:
+        return make(params, cfg)
+    except ValueError as e:  # torch's own checks of the settings: "Invalid learning rate: -1.0"
+        raise SegdetError(f"optim={cfg.name}: {str(e).strip().splitlines()[0]}") from None
 
 
 def build_scheduler(optimizer, cfg: DictConfig, total_steps: int):
