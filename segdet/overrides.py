@@ -19,6 +19,7 @@ from hydra.errors import OverrideParseException
 from segdet.errors import SegdetError
 
 HELP_FLAGS = ("help", "hydra_help", "info")  # the flags that print instead of running
+MODES = ("run", "multirun", "cfg", "info", "shell_completion")  # Hydra runs in one of these modes at a time
 
 
 @lru_cache(maxsize=1)
@@ -38,9 +39,27 @@ def _args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _own_values(parser: argparse.ArgumentParser, args: tuple[str, ...]) -> list[str]:
+    """A flag whose value is optional (``--info [what]``) takes the next word only when it is one of its choices:
+    ``--info task=sam`` is ``--info=all task=sam`` (argparse alone would read task=sam as the value)."""
+    optional = {flag: action for action in parser._actions if action.nargs == "?" for flag in action.option_strings}
+    out = []
+    for i, a in enumerate(args):
+        action = optional.get(a)
+        if action is not None and (i + 1 == len(args) or args[i + 1] not in (action.choices or ())):
+            a = f"{a}={action.const}"
+        out.append(a)
+    return out
+
+
 @lru_cache(maxsize=64)
 def _split(args: tuple[str, ...]) -> tuple[argparse.Namespace, tuple[Override, ...]]:
-    ns = _args_parser().parse_intermixed_args(list(args))
+    parser = _args_parser()
+    ns = parser.parse_intermixed_args(_own_values(parser, args))
+    modes = [f"--{name.replace('_', '-')}" for name in MODES if getattr(ns, name) not in (None, False)]
+    if len(modes) > 1:  # Hydra would say so with a traceback
+        raise SegdetError(f"{' and '.join(modes)} cannot be given together: only one of --run, --multirun, --cfg, "
+                          "--info, --shell-completion")
     try:
         parsed = tuple(_overrides_parser().parse_overrides(ns.overrides))
     except OverrideParseException as e:  # one line, without the grammar's link

@@ -95,6 +95,37 @@ def test_cfg_job_prints_the_composed_config():
     assert "name: frcnn" in proc.stdout and "max_epochs: 2" in proc.stdout
 
 
+@pytest.mark.parametrize("args, lines", [
+    # quoting: the task and a value holding a comma and a space, read as Hydra reads them
+    (["train", "task='frcnn'", "data.root='/x/a,b c'"], ["  name: frcnn", "  root: /x/a,b c"]),
+    # eval: model.KEY is laid over the checkpoint's model (+model.KEY for Hydra); ++ and ~ as Hydra does them
+    (["eval", "task=sam", "ckpt=x.pt", "model.multimask_output=true", "++trainer.progress=false", "~seed"],
+     ["  multimask_output: true", "  progress: false"]),
+])
+def test_quotes_and_prefixes_reach_the_config(args, lines):
+    proc = segdet(*args, "--cfg", "job")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout.splitlines()
+    assert all(line in out for line in lines), proc.stdout
+    assert ("seed" in proc.stdout) == ("~seed" not in args)
+
+
+def test_info_after_the_overrides_does_not_take_one_as_its_value():
+    proc = segdet("train", "task=sam", "--info", "experiment=smoke")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "Defaults Tree" in proc.stdout and "experiment/smoke" in proc.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["task=sam", "a=b=("], ["cannot read 'a=b=(':", "quote a value"]),
+    (["task=sam", "-m", "optim.lr=1e-3,1e-4", "--cfg", "job"], ["--multirun and --cfg cannot be given together"]),
+    (["task=sam", "--bogus"], ["unrecognized arguments: --bogus"]),
+])
+def test_a_line_hydra_would_refuse_is_one_line(args, words, tmp_path):
+    assert_usage_error(segdet("train", *args, f"hydra.run.dir={tmp_path / 'run'}"), *words)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("task", ["sam", "frcnn"])
 def test_smoke_train_writes_the_run_dir_contract_then_eval_and_predict(task, tmp_path):
     run = tmp_path / "train"

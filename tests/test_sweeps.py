@@ -147,6 +147,9 @@ def sweeps_flat(config: dict) -> dict:
     (["-m", "hydra/launcher=joblib"], "sweep"),
     (["-m", "hydra/launcher=submitit_slurm"], "sweep"),
     (["logger=mlflow"], "mlflow"),
+    (["-m", "logger=tensorboard,mlflow"], "mlflow"),                 # any option of a sweep
+    (["-m", "logger=choice(tensorboard, mlflow)"], "mlflow"),
+    (["-m", "hydra/launcher='joblib'"], "sweep"),                    # quoted
 ])
 def test_a_missing_extra_is_one_line_naming_the_pip_command(args, extra, monkeypatch, capsys):
     from segdet import cli
@@ -165,6 +168,7 @@ def test_a_missing_extra_is_one_line_naming_the_pip_command(args, extra, monkeyp
     (["hydra/sweeper=optuna", "hydra.sweeper.direction=minimize"], "minimize"),  # the command line wins
     (["experiment=sweep_sam_lr"], "maximize"),
     (["experiment=sweep_sam_lr", "hydra/sweeper=optuna"], "maximize"),     # the preset and the CLI agree
+    (["hydra/sweeper='optuna'", "trainer.monitor_mode=min"], "minimize"),   # quoted, as Hydra reads it
 ])
 def test_optuna_takes_its_direction_from_the_monitored_metric(args, direction):
     proc = segdet("train", "task=sam", *args, "--cfg", "all", "--resolve")
