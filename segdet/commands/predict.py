@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segdet.data.io import IMAGE_SUFFIXES, list_images
 from segdet.files.prediction_outputs import open_output
-from segdet.engine.rebuild import rebuild, source_of
+from segdet.engine.rebuild import rebuild, source_keys, source_of
 from segdet.engine.runtime import prepare
 from segdet.engine.session import claim, start
 from segdet.errors import SegdetError
@@ -41,7 +41,7 @@ def settings(cfg: DictConfig, task_class) -> dict:
     given = OmegaConf.to_container(cfg, resolve=True)
     out = {k: v for k, v in given.items() if k not in NOT_SETTINGS}
     out["trainer"] = {"precision": str(given["trainer"]["precision"])}
-    for key in task_class.parts() or ("ckpt",):
+    for key in source_keys(task_class):
         out[key] = _source(str(cfg[key]))
     out["input"] = str(Path(str(cfg.input)).expanduser().resolve())
     return out

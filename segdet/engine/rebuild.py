@@ -38,10 +38,15 @@ def rebuild(cfg: DictConfig, task_class) -> tuple[dict, DictConfig, object, torc
     return (ckpt, run_cfg, *_task_and_model(task_class, ckpt, run_cfg, cfg.ckpt))
 
 
+def source_keys(task_class) -> tuple[str, ...]:
+    """The config keys a command's model is rebuilt from: ``ckpt``, or each part's key."""
+    return tuple(task_class.parts()) or ("ckpt",)
+
+
 def source_of(cfg: DictConfig, task_class) -> str:
     """What a command's model is rebuilt from, for its log and metrics.json: ``ckpt``, or each part's key."""
-    parts = task_class.parts()
-    return ", ".join(f"{key}={cfg[key]}" for key in parts) if parts else str(cfg.ckpt)
+    keys = source_keys(task_class)
+    return str(cfg.ckpt) if keys == ("ckpt",) else ", ".join(f"{key}={cfg[key]}" for key in keys)
 
 
 def rebuild_part(cfg: DictConfig, key: str, part_class) -> tuple[object, torch.nn.Module]:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from segdet.engine.rebuild import rebuild
+from segdet.engine.rebuild import rebuild as rebuild_task
 from segdet.errors import SegdetError
 from segdet.tasks.detseg import TASK
 from tests.conftest import compose_cfg
@@ -17,7 +17,7 @@ from tests.reliability.cli import segdet, user_error
 def rebuild(detector, segmenter):
     cfg = compose_cfg("predict", ["task=detseg", f"detector={detector}", f"segmenter={segmenter}", "input=x",
                                   "trainer.device=cpu"])
-    return rebuild(cfg, TASK)
+    return rebuild_task(cfg, TASK)
 
 
 def test_each_part_is_refused_in_the_other_slot(parts):
