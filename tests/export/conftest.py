@@ -53,9 +53,21 @@ def export(ckpt: Path, fmt: str, out: Path, *extra: str) -> dict:
                                                  *extra]), out.parent / f"{out.name}_run")
 
 
-def predict_water(shared_data: Path, ckpt: Path, root: Path, every: int, count: int) -> dict:
-    """``count`` real water images (every ``every``-th) copied to ``root/images``, two box prompts each
-    (``root/prompts.json``), and segdet predict's masks for them in ``root/pred``. Returns the prompts."""
+def inner_boxes(w: int, h: int) -> list[list[int]]:
+    """Two boxes inside a w x h image."""
+    return [[round(w * 0.1), round(h * 0.1), round(w * 0.6), round(h * 0.7)],
+            [round(w * 0.4), round(h * 0.3), w - 3, h - 2]]
+
+
+def border_boxes(w: int, h: int) -> list[list[int]]:
+    """Boxes that reach the image's edges (continuous coordinates: [0, 0, w, h] is the whole image), as water that
+    fills a chip gets."""
+    return [[0, 0, w, h], [round(w * 0.5), 0, w, round(h * 0.6)], [0, round(h * 0.4), round(w * 0.7), h]]
+
+
+def predict_water(shared_data: Path, ckpt: Path, root: Path, every: int, count: int, boxes=inner_boxes) -> dict:
+    """``count`` real water images (every ``every``-th) copied to ``root/images``, the box prompts ``boxes(w, h)``
+    of each (``root/prompts.json``), and segdet predict's masks for them in ``root/pred``. Returns the prompts."""
     images = root / "images"
     images.mkdir(parents=True)
     for path in list_images(shared_data / "water_bodies" / "images")[::every][:count]:
@@ -63,8 +75,7 @@ def predict_water(shared_data: Path, ckpt: Path, root: Path, every: int, count: 
     prompts = {}
     for path in sorted(images.iterdir()):
         w, h = Image.open(path).size
-        prompts[path.name] = {"boxes": [[round(w * 0.1), round(h * 0.1), round(w * 0.6), round(h * 0.7)],
-                                        [round(w * 0.4), round(h * 0.3), w - 3, h - 2]]}
+        prompts[path.name] = {"boxes": boxes(w, h)}
     (root / "prompts.json").write_text(json.dumps(prompts))
     predict_cmd.run(compose_cfg("predict", ["task=sam", f"ckpt={ckpt}", f"input={images}",
                                             f"output={root / 'pred'}", f"prompts={root / 'prompts.json'}"]),
@@ -83,15 +94,21 @@ def snippet(export_dir: Path) -> str:
 def run_client(export_dir: Path, argvs: list[list[str]], workdir: Path) -> None:
     """Run the README's snippet as ``python client.py <export_dir> *argv`` for each argv, in one fresh isolated
     Python (no PYTHONPATH, outside the checkout), which must not import segdet."""
-    code = snippet(export_dir)
-    assert len(code.strip("\n").splitlines()) <= 15
-    client = workdir / "client.py"
-    client.write_text(code)
-    harness = (f"import runpy, sys\n"
-               f"for args in {argvs!r}:\n"
-               f"    sys.argv = ['client.py', {str(export_dir)!r}, *args]\n"
-               f"    runpy.run_path({str(client)!r}, run_name='__main__')\n"
-               f"assert not [m for m in sys.modules if m.split('.')[0] == 'segdet'], 'the client imported segdet'\n")
+    run_clients([(export_dir, argvs)], workdir)
+
+
+def run_clients(jobs: list[tuple[Path, list[list[str]]]], workdir: Path) -> None:
+    """``run_client`` of several exports (each its own README's snippet and argvs) in one fresh Python."""
+    harness = "import runpy, sys\n"
+    for k, (export_dir, argvs) in enumerate(jobs):
+        code = snippet(export_dir)
+        assert len(code.strip("\n").splitlines()) <= 15
+        client = workdir / f"client{k}.py"
+        client.write_text(code)
+        harness += (f"for args in {argvs!r}:\n"
+                    f"    sys.argv = ['client.py', {str(export_dir)!r}, *args]\n"
+                    f"    runpy.run_path({str(client)!r}, run_name='__main__')\n")
+    harness += "assert not [m for m in sys.modules if m.split('.')[0] == 'segdet'], 'the client imported segdet'\n"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-I", "-c", harness], cwd=workdir, env=env, capture_output=True,
                           text=True, timeout=600)

@@ -57,8 +57,8 @@ def test_what_is_not_an_exportable_checkpoint_is_one_line(which, words, bad_chec
 
 def test_a_format_the_task_lacks_or_no_checkpoint_at_all(frcnn_ckpt, sam_ckpt, tmp_path):
     before = fingerprint(frcnn_ckpt), fingerprint(sam_ckpt)
-    for ckpt, fmt, words in ((frcnn_ckpt, "hf", "a frcnn checkpoint exports as torchscript, onnx"),
-                             (sam_ckpt, "torchscript", "a sam checkpoint exports as hf, onnx")):
+    for ckpt, fmt, words in ((frcnn_ckpt, "hf", "a frcnn checkpoint exports as torchscript, onnx, pt2"),
+                             (sam_ckpt, "torchscript", "a sam checkpoint exports as hf, onnx, pt2")):
         with pytest.raises(SegdetError, match=f"format={fmt}: {words}"):
             export(ckpt, fmt, tmp_path / "out")
     user_error(segdet("export", "format=hf", f"output={tmp_path / 'out'}"), "ckpt is required")

@@ -14,7 +14,7 @@ from segdet.commands import train as train_cmd
 from segdet.engine.checkpoint import load
 from segdet.tasks.sam.export import ImageEncoder, PromptDecoder, meta_prompts
 from tests.conftest import compose_cfg
-from tests.export.conftest import export, predict_water, run_client
+from tests.export.conftest import border_boxes, export, predict_water, run_client
 
 # Logits of one mask computed two ways (onnxruntime and PyTorch; one decoder call per image or one per prompt)
 # differ by float rounding: at most 1e-5 of their size, which runs to tens. A pixel whose logit is closer to 0
@@ -92,6 +92,19 @@ def test_hf_folder_loads_strictly_in_plain_transformers_and_gives_predicts_masks
     assert sum(s["differ_where_decided"] for s in stats) == 0
 
 
+def test_boxes_reaching_the_image_edge_give_what_plain_transformers_gives(shared_data, sam_ckpt, tmp_path):
+    """A box to the image's edge ([0, 0, W, H] the whole image) reaches SAM unmoved, as transformers' processor
+    passes it: segdet predict and the plain client on the hf folder agree, image by image."""
+    root = tmp_path / "border"
+    prompts = predict_water(shared_data, sam_ckpt, root, every=97, count=4, boxes=border_boxes)
+    out = tmp_path / "sam_hf"
+    export(sam_ckpt, "hf", out)
+    stats = client_masks_against_predict(out, root, prompts, logits_at_full_size(out, root, prompts), tmp_path)
+    print("border boxes, plain transformers vs segdet predict, per image:", stats)
+    assert min(s["iou"] for s in stats) >= 0.99
+    assert sum(s["differ_where_decided"] for s in stats) == 0
+
+
 def test_onnx_graphs_match_pytorch_in_onnxruntime_and_give_predicts_masks(water_predictions, sam_ckpt, tmp_path):
     import onnxruntime as ort
 
@@ -143,6 +156,24 @@ def test_onnx_graphs_match_pytorch_in_onnxruntime_and_give_predicts_masks(water_
     stats = client_masks_against_predict(out, root, prompts, logits_at_full_size(tmp_path / "hf", root, prompts),
                                          tmp_path)
     print("onnxruntime client vs segdet predict, per image:", stats)
+    assert sum(s["differ_where_decided"] for s in stats) == 0
+    assert sum(s["differ"] for s in stats) <= 1e-5 * sum(s["pixels"] for s in stats)
+
+
+@pytest.mark.slow
+def test_pt2_programs_match_pytorch_and_give_predicts_masks(water_predictions, sam_ckpt, tmp_path):
+    """format=pt2: torch.export programs in the ONNX layout, run by the plain client (torch.export.load(...)
+    .module(), no segdet), give segdet predict's masks."""
+    root, prompts = water_predictions
+    out = tmp_path / "sam_pt2"
+    result = export(sam_ckpt, "pt2", out)
+    assert {"encoder.pt2", "decoder.pt2", "processor_config.json"} <= set(p.name for p in out.iterdir())
+    print("export check:", result["check"])
+    assert result["check"]["logits_max_abs"] <= 1e-4 and result["check"]["mask_pixels_differing"] == 0
+    export(sam_ckpt, "hf", tmp_path / "hf")
+    stats = client_masks_against_predict(out, root, prompts, logits_at_full_size(tmp_path / "hf", root, prompts),
+                                         tmp_path)
+    print("torch.export client vs segdet predict, per image:", stats)
     assert sum(s["differ_where_decided"] for s in stats) == 0
     assert sum(s["differ"] for s in stats) <= 1e-5 * sum(s["pixels"] for s in stats)
 

@@ -69,8 +69,9 @@ def test_lora_checkpoint_exports_as_a_plain_model_that_gives_predicts_masks(lora
         assert not ((ours != theirs) & (np.abs(logits) > TOLERANCE)).any()
 
 
-def test_sam_family_onnx_is_refused_in_one_line(lora_ckpt, tmp_path):
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_sam_family_onnx_and_pt2_are_refused_in_one_line(lora_ckpt, fmt, tmp_path):
     name, ckpt = lora_ckpt
-    with pytest.raises(SegdetError, match=r"exports as hf") as err:
-        export(ckpt, "onnx", tmp_path / "onnx")
-    assert "\n" not in str(err.value) and not (tmp_path / "onnx").exists()
+    with pytest.raises(SegdetError, match=rf"format={fmt}: a \w+ checkpoint exports as hf") as err:
+        export(ckpt, fmt, tmp_path / fmt)
+    assert "\n" not in str(err.value) and not (tmp_path / fmt).exists()

@@ -100,8 +100,8 @@ def test_sam_quirky_files_load_as_they_should(tmp_path):
     assert np.abs(image.astype(int) - np.rot90(stored, k=-1)).mean() < 1  # the pixels turned, not just the size
 
     empty, full = ds[ds.ids.index("empty_mask")], ds[ds.ids.index("full_mask")]
-    assert empty["empty"] and empty["boxes"].tolist() == [[0, 0, files.W - 1, files.H - 1]]  # "no water" prompt
-    assert not full["empty"] and full["boxes"].tolist() == [[0, 0, files.W - 1, files.H - 1]]
+    assert empty["empty"] and empty["boxes"].tolist() == [[0, 0, files.W, files.H]]  # "no water" prompt
+    assert not full["empty"] and full["boxes"].tolist() == [[0, 0, files.W, files.H]]
 
 
 def test_mask_of_another_size_is_an_error_naming_both_files_unless_asked(tmp_path):

@@ -122,7 +122,7 @@ def test_prompts_naming_only_unknown_files_is_an_error_and_outside_boxes_are_nam
         user_prompts({"boxes": [[70, 50, 90, 60]]}, "a.png", 64, 48)
     with pytest.raises(SegdetError, match=r"'a.png': point \[64, 10, 1\] lies outside the 64x48 image"):
         user_prompts({"points": [[64, 10, 1]]}, "a.png", 64, 48)
-    assert user_prompts({"boxes": [[-5, -5, 70, 20]]}, "a.png", 64, 48)["boxes"].tolist() == [[0, 0, 63, 20]]
+    assert user_prompts({"boxes": [[-5, -5, 70, 20]]}, "a.png", 64, 48)["boxes"].tolist() == [[0, 0, 64, 20]]
 
 
 # --- frcnn -----------------------------------------------------------------------------------------------------

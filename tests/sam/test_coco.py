@@ -71,7 +71,7 @@ def test_instances_are_pycocotools_masks_each_its_own_prompt_and_crowds_are_neit
         for k, a in enumerate(objects, start=1):
             assert torch.equal(s["labels"] == k, torch.from_numpy(reference.annToMask(a).astype(bool))), (image_id, k)
         ys, xs = np.nonzero(reference.annToMask(objects[0]))
-        assert s["boxes"][0].tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
+        assert s["boxes"][0].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]  # continuous
         labels = {3: 1, 7: 2}  # category id order: pond, river
         assert s["classes"].tolist() == [labels[a["category_id"]] for a in objects]
     crowd = torch.from_numpy(rect(0, 30, 20, 40))

@@ -32,7 +32,7 @@ def test_water_set_loads_completely(shared_data):
         assert s["image"].shape == (3, h, w) and s["image"].dtype == torch.uint8
         assert len(s["boxes"]) == 1 and not s["empty"]
         x1, y1, x2, y2 = s["boxes"][0].tolist()
-        assert 0 <= x1 <= x2 <= w - 1 and 0 <= y1 <= y2 <= h - 1
+        assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h  # continuous coordinates: [0, 0, W, H] is the image
         full += bool((s["labels"] > 0).all())
     assert full == 15  # the set's all-water masks, after thresholding the JPEG grey levels at 127
     again = task.build_eval_dataset("val", {"val": splits["val"].ids})
@@ -106,18 +106,18 @@ def test_prompts_per_component_points_and_empty_policies():
     rng = np.random.default_rng(0)
     pc = PromptConfig(per_component=True, mode="box+points", num_points=2, jitter=0)
     p = make_prompts(mask, pc, None, rng)
-    assert p["boxes"].tolist() == [[30, 30, 59, 59], [5, 5, 19, 14]]  # largest first, speck left out
+    assert p["boxes"].tolist() == [[30, 30, 60, 60], [5, 5, 20, 15]]  # largest first, speck left out
     assert (p["labels"] > 0).sum() == mask.sum()  # the speck is still foreground for the metrics
     for k, tid in enumerate(p["target_ids"]):
         for (x, y), lab in zip(p["points"][k].astype(int), p["point_labels"][k]):
             assert (p["labels"][y, x] == tid) if lab == 1 else not mask[y, x]
     assert len(make_prompts(mask, PromptConfig(per_component=True, max_objects=1), None, rng)["boxes"]) == 1
     one = make_prompts(mask, PromptConfig(), None, rng)
-    assert one["boxes"].tolist() == [[5, 0, 63, 59]] and one["target_ids"].tolist() == [0]
+    assert one["boxes"].tolist() == [[5, 0, 64, 60]] and one["target_ids"].tolist() == [0]
 
     empty = np.zeros((32, 48), bool)
     whole = make_prompts(empty, PromptConfig(), np.random.default_rng(1), rng)
-    assert whole["boxes"].tolist() == [[0, 0, 47, 31]] and whole["empty"]
+    assert whole["boxes"].tolist() == [[0, 0, 48, 32]] and whole["empty"]
     assert len(make_prompts(empty, PromptConfig(empty_masks="skip"), None, rng)["boxes"]) == 0
     with pytest.raises(SegdetError, match="prompt.mode"):
         PromptConfig.from_cfg({"mode": "scribble"})
@@ -191,6 +191,6 @@ def test_user_prompts_from_the_predict_json():
     p = user_prompts({"boxes": [[1, 2, 10, 12], [5, 5, 20, 20]], "points": [[3, 4, 1]]}, "x.png", 40, 30)
     assert p["box_prompt"] and p["boxes"].shape == (2, 4) and p["points"].shape == (2, 1, 2)
     p = user_prompts({}, "x.png", 40, 30)
-    assert p["box_prompt"] and p["boxes"].tolist() == [[0, 0, 39, 29]]
+    assert p["box_prompt"] and p["boxes"].tolist() == [[0, 0, 40, 30]]
     with pytest.raises(SegdetError, match="x.png"):
         user_prompts({"boxes": [[1, 2, 3]]}, "x.png", 40, 30)

@@ -56,7 +56,7 @@ def test_scores_equal_monai_including_empty_masks():
     assert got["iou_global"] == pytest.approx(MeanIoU(ignore_empty=False)(flat(y_pred), flat(y)).item())
     # box baseline = the filled box scored the same way
     box = box_fill(torch.tensor([[8.0, 8.0, 40.0, 40.0]]), 64, 64)
-    assert box.sum() == 33 * 33
+    assert box.sum() == 32 * 32 and box[8:40, 8:40].all()  # continuous: pixels 8..39
     ref = DiceMetric(reduction="none", ignore_empty=False)(box[None, None].float().expand(5, 1, 64, 64), y)[:, 0]
     assert got["box_baseline_dice"] == pytest.approx(ref.mean().item())
 

@@ -100,11 +100,9 @@ class DetSeg(nn.Module):
         return {k: v[order] for k, v in det.items()}
 
     def prompts(self, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """Detector boxes (continuous: a pixel's right edge) → SAM's box prompts (inclusive pixel indices, as
-        segdet's SAM training makes them from masks), grown by ``box_expand``."""
-        boxes = expand(boxes.float(), self.settings.box_expand, height, width)
-        inclusive = boxes - boxes.new_tensor([0, 0, 1, 1])
-        return torch.maximum(inclusive, boxes[:, [0, 1, 0, 1]])
+        """Detector boxes → SAM's box prompts, grown by ``box_expand``. Both are continuous pixel coordinates
+        (``[0, 0, W, H]`` the whole image), as segdet's SAM training makes them from masks: nothing to convert."""
+        return expand(boxes.float(), self.settings.box_expand, height, width)
 
     def segment(self, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
         """K_i×H×W bool masks of each image's K_i boxes."""

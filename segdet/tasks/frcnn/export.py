@@ -1,7 +1,8 @@
-"""``segdet export`` for the detector: TorchScript (any image sizes) or ONNX (one fixed input size), each checked
-against the PyTorch module before it is handed over.
+"""``segdet export`` for the detector: TorchScript (any image sizes), a torch.export program (``pt2``: any image
+size, one image a call) or ONNX (one fixed input size), each checked against the PyTorch module before it is
+handed over.
 
-Both are ``PortableDetector``: uint8 RGB (3, H, W) images in, torchvision-style detections in those images' own
+All are ``PortableDetector``: uint8 RGB (3, H, W) images in, torchvision-style detections in those images' own
 pixels out, with segdet predict's steps inside: the loader's resize (``resize.resize_linear_exact``, the same bits as
 its ``cv2.INTER_LINEAR_EXACT``), zero padding (``transforms.pad_batch``), normalisation
 (``transforms.normalise_batch``), the detector, boxes mapped back (``detector.boxes_to_original``). The detector is
@@ -11,9 +12,14 @@ export; the oracle test holds the twin to segdet's own detector.
 ONNX's ``MaxRoiPool``, which RoIPool becomes, runs in onnxruntime, so RoIPool and RoIAlign models both export.
 The ONNX graph is traced at one input size (``input_size``, recorded in export.json): the resize to the model's
 input is then a fixed gather, and score threshold, NMS and top-k are constants of the graph, as in TorchScript.
+
+``pt2`` is ``SymbolicSizeDetector`` under ``torch.export`` with the image's height and width dynamic. A program's
+inputs are a fixed structure, so it takes a list of exactly one image (the example's length); torchvision's
+``batched_nms`` is swapped for the same NMS without its data-dependent branch while it is traced.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -22,6 +28,8 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import boxes as box_ops
+from torchvision.ops import nms
 
 from segdet import onnx_export
 from segdet.data.pixels import IMAGENET_MEAN, IMAGENET_STD, imagenet_stats_255
@@ -37,6 +45,8 @@ FORMATS = {
     "torchscript": "model.pt for torch.jit.load: a list of uint8 CHW RGB images of any sizes -> torchvision-style "
                    "detections",
     "onnx": "model.onnx at one input size (input_size=[H,W]): a uint8 CHW RGB image -> boxes, labels, scores",
+    "pt2": "model.pt2 for torch.export.load: a list of one uint8 CHW RGB image of any size -> torchvision-style "
+           "detections",
 }
 
 
@@ -53,20 +63,32 @@ class PortableDetector(nn.Module):
         self.register_buffer("pixel_mean", mean)
         self.register_buffer("pixel_std", std)
 
+    def prepare(self, image: Tensor) -> Tuple[Tensor, Tuple[int, int], Tensor, Tensor]:
+        """One image -> (resized pixels, their (h, w), the (sy, sx) scale as the loader's, the original (h, w))."""
+        h, w = int(image.shape[-2]), int(image.shape[-1])  # int(): constants when traced at one size (ONNX)
+        nh, nw = resized_size(h, w, self.min_size, self.max_size)
+        resized = resize_linear_exact(image, [nh, nw]) if (nh, nw) != (h, w) else image
+        return resized, (nh, nw), torch.tensor([nh / h, nw / w], dtype=torch.float32), torch.tensor([h, w])
+
+    def sizes_tensor(self, sizes: List[Tuple[int, int]], device: torch.device) -> Tensor:
+        return torch.tensor([[h, w] for h, w in sizes], device=device)
+
+    def pad(self, images: List[Tensor]) -> Tensor:
+        return pad_batch(images, self.size_divisible)
+
     def forward(self, images: List[Tensor]) -> List[Dict[str, Tensor]]:
         resized: List[Tensor] = []
         sizes: List[Tuple[int, int]] = []
         scales: List[Tensor] = []
         originals: List[Tensor] = []
         for image in images:
-            h, w = int(image.shape[-2]), int(image.shape[-1])  # int(): constants when traced at one size (ONNX)
-            nh, nw = resized_size(h, w, self.min_size, self.max_size)
-            resized.append(resize_linear_exact(image, [nh, nw]) if (nh, nw) != (h, w) else image)
-            sizes.append((nh, nw))
-            scales.append(torch.tensor([nh / h, nw / w], dtype=torch.float32))  # (sy, sx), as the loader's
-            originals.append(torch.tensor([h, w]))
-        batch = pad_batch(resized, self.size_divisible)
-        image_sizes = torch.tensor([[h, w] for h, w in sizes], device=batch.device)
+            pixels, size, scale, original = self.prepare(image)
+            resized.append(pixels)
+            sizes.append(size)
+            scales.append(scale)
+            originals.append(original)
+        batch = self.pad(resized)
+        image_sizes = self.sizes_tensor(sizes, batch.device)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         x = normalise_batch(batch, image_sizes, self.pixel_mean, self.pixel_std)
@@ -78,6 +100,56 @@ class PortableDetector(nn.Module):
             out.append({"boxes": boxes_to_original(det["boxes"], scale, original), "labels": det["labels"],
                         "scores": det["scores"]})
         return out
+
+
+class SymbolicSizeDetector(PortableDetector):
+    """PortableDetector for ``torch.export`` with dynamic image sizes. The resized size is computed as the loader's
+    (``resized_size``: the same float64 operations, round half to even) on tensors and read back as a symbolic
+    size that the program keeps as it is (a size derived symbolically from the input grows expressions that make
+    the program slow to export and to load). Every image goes through the resize (at its own size it copies the
+    pixels), so no branch fixes the size."""
+
+    def prepare(self, image: Tensor) -> Tuple[Tensor, Tuple[int, int], Tensor, Tensor]:
+        original = self.sizes_tensor([(image.shape[-2], image.shape[-1])], None)[0]
+        hw = original.to(torch.float64)
+        s = torch.minimum(self.min_size / hw.min(), self.max_size / hw.max())
+        new = torch.round(hw * s).clamp(min=1).to(torch.int64)
+        nh, nw = new[0].item(), new[1].item()
+        for side in (nh, nw):  # what the program may assume of them (a side of 1 pixel is refused)
+            torch._check(side >= 2)
+            torch._check(side <= int(max(self.min_size, self.max_size)) + 1)
+        return resize_linear_exact(image, [nh, nw]), (nh, nw), (new.to(torch.float64) / hw).float(), original
+
+    def sizes_tensor(self, sizes, device) -> Tensor:
+        return torch.stack([torch.stack([torch.full((), h, device=device), torch.full((), w, device=device)])
+                            for h, w in sizes])
+
+    def pad(self, images: List[Tensor]) -> Tensor:
+        """pad_batch of one image, as F.pad: its slice assignment would tie the program to whether the example's
+        size was already a multiple of ``size_divisible``."""
+        (image,) = images
+        h, w, d = image.shape[-2], image.shape[-1], self.size_divisible
+        return torch.nn.functional.pad(image, [0, (w + d - 1) // d * d - w, 0, (h + d - 1) // d * d - h])[None]
+
+
+def batched_nms_without_branch(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """torchvision's batched_nms (its coordinate trick: each class's boxes moved apart, one NMS) without its
+    ``if boxes.numel() == 0`` branch, which torch.export cannot decide on a data-dependent count; the same kept
+    boxes (an empty input keeps none)."""
+    top = torch.cat([boxes.flatten(), boxes.new_zeros(1)]).max()
+    return nms(boxes + (idxs.to(boxes) * (top + 1))[:, None], scores, iou_threshold)
+
+
+@contextlib.contextmanager
+def exportable_nms():
+    """torchvision's detection heads call ``torchvision.ops.boxes.batched_nms``; while torch.export traces them,
+    they call ``batched_nms_without_branch`` (which the exported program then holds)."""
+    original = box_ops.batched_nms
+    box_ops.batched_nms = batched_nms_without_branch
+    try:
+        yield
+    finally:
+        box_ops.batched_nms = original
 
 
 class FixedSizeDetector(nn.Module):
@@ -92,11 +164,11 @@ class FixedSizeDetector(nn.Module):
         return det["boxes"], det["labels"], det["scores"]
 
 
-def portable(model: nn.Module, model_cfg: DictConfig) -> PortableDetector:
-    """segdet's FasterRCNN (eval mode, CPU) as a PortableDetector with its weights and settings."""
+def portable(model: nn.Module, model_cfg: DictConfig, kind: type = PortableDetector) -> PortableDetector:
+    """segdet's FasterRCNN (eval mode, CPU) as a PortableDetector (or ``kind``) with its weights and settings."""
     twin = torchvision_twin(model, model_cfg).eval()
     layout = bool(getattr(model, "prefers_channels_last", False))
-    detector = PortableDetector(twin, model_cfg.min_size, model_cfg.max_size, int(model_cfg.get("size_divisible", 32)),
+    detector = kind(twin, model_cfg.min_size, model_cfg.max_size, int(model_cfg.get("size_divisible", 32)),
                                 layout).eval()
     return detector.to(memory_format=torch.channels_last) if layout else detector
 
@@ -136,6 +208,33 @@ def save_torchscript(detector: PortableDetector, out_dir: Path) -> dict:
                         "model's input", **check}
 
 
+# The image sizes one exported program takes (a side outside them is refused by the program's own check)
+PT2_SIDE = (16, 8192)
+
+
+def save_pt2(model: nn.Module, model_cfg: DictConfig, detector: PortableDetector, out_dir: Path) -> dict:
+    """``model.pt2``: torch.export of the detector (SymbolicSizeDetector) on one image whose height and width are
+    dynamic, loaded back and checked against ``detector`` on images of other sizes."""
+    symbolic = portable(model, model_cfg, SymbolicSizeDetector)
+    example = example_images([(150, 200)])[0]
+    height, width = torch.export.Dim("height", min=PT2_SIDE[0], max=PT2_SIDE[1]), torch.export.Dim(
+        "width", min=PT2_SIDE[0], max=PT2_SIDE[1])
+    with exportable_nms(), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torchvision's meta kernels' deprecation notices: the check runs the result
+        program = torch.export.export(symbolic, ([example],), dynamic_shapes=([{1: height, 2: width}],), strict=False)
+        torch.export.save(program, out_dir / "model.pt2")
+        loaded = torch.export.load(out_dir / "model.pt2").module()
+    check = {"detections": [], "boxes_max_abs_px": 0.0, "scores_max_abs": 0.0}
+    for image in example_images([(150, 200), (90, 61), (61, 300)]):
+        with torch.no_grad():
+            one = compare(detector([image]), loaded([image]))
+        check = {"detections": check["detections"] + one["detections"],
+                 "boxes_max_abs_px": max(check["boxes_max_abs_px"], one["boxes_max_abs_px"]),
+                 "scores_max_abs": max(check["scores_max_abs"], one["scores_max_abs"])}
+    return {"compared": "torch.export.load of model.pt2 vs the PyTorch module, 3 images of 3 sizes, one a call",
+            **check}
+
+
 def save_onnx(detector: PortableDetector, out_dir: Path, size: tuple[int, int], opset: int) -> dict:
     onnx_export.require_onnx()
     image = example_images([size])[0]
@@ -162,6 +261,19 @@ model = torch.jit.load(f"{sys.argv[1]}/model.pt")
 images = [read_image(path, ImageReadMode.RGB, apply_exif_orientation=True) for path in sys.argv[3:]]
 with torch.no_grad():
     detections = model(images)  # per image: boxes (x1, y1, x2, y2 in its pixels), labels, scores
+json.dump([{key: value.tolist() for key, value in d.items()} for d in detections], open(sys.argv[2], "w"))
+'''
+
+PT2_CLIENT = '''\
+import json, sys
+import torch
+import torchvision  # noqa: F401 -- registers the NMS and RoI ops the model calls
+from torchvision.io import ImageReadMode, read_image
+
+model = torch.export.load(f"{sys.argv[1]}/model.pt2").module()
+images = [read_image(path, ImageReadMode.RGB, apply_exif_orientation=True) for path in sys.argv[3:]]
+with torch.no_grad():  # one image a call; per image: boxes (x1, y1, x2, y2 in its pixels), labels, scores
+    detections = [model([image])[0] for image in images]
 json.dump([{key: value.tolist() for key, value in d.items()} for d in detections], open(sys.argv[2], "w"))
 '''
 
@@ -216,6 +328,11 @@ def export(model: nn.Module, model_cfg: DictConfig, classes: list[str], fmt: str
         check = save_torchscript(detector, out_dir)
         client, needs, args = TORCHSCRIPT_CLIENT, ["torch", "torchvision"], "DETECTIONS.json IMAGE [IMAGE ...]"
         image = {"size": "any", **image}
+    elif fmt == "pt2":
+        check = save_pt2(model, model_cfg, detector, out_dir)
+        client, needs, args = PT2_CLIENT, ["torch", "torchvision"], "DETECTIONS.json IMAGE [IMAGE ...]"
+        image = {"size": f"any, {PT2_SIDE[0]} to {PT2_SIDE[1]} pixels a side; one image a call (a list of one)",
+                 **image}
     else:
         size = onnx_size(model_cfg, input_size)
         check = save_onnx(detector, out_dir, size, opset)

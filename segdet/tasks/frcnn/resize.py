@@ -33,7 +33,7 @@ def resized_size(h: int, w: int, min_size: float, max_size: float) -> Tuple[int,
 
 def _axis(src: int, dst: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Source indices and 8-bit weights of each output pixel along one axis."""
-    scale = 1.0 / (float(dst) / float(src))  # as cv::resize computes it, from its inverse
+    scale = 1.0 / (dst / src)  # as cv::resize computes it, from its inverse (int / int: true division)
     f = (torch.arange(dst, dtype=torch.float64, device=device) + 0.5) * scale - 0.5
     i0 = torch.floor(f)
     c1 = torch.round((f - i0) * 256.0).to(torch.int32)  # torch.round: half to even, as OpenCV's fixed point
@@ -46,10 +46,10 @@ def _axis(src: int, dst: int, device: torch.device) -> Tuple[torch.Tensor, torch
 
 
 def resize_linear_exact(image: torch.Tensor, size: List[int]) -> torch.Tensor:
-    """uint8 (..., H, W) -> uint8 (..., size[0], size[1]), equal to ``cv2.resize(..., cv2.INTER_LINEAR_EXACT)``."""
-    h, w = int(image.shape[-2]), int(image.shape[-1])
-    if size[0] == h and size[1] == w:
-        return image.clone()
+    """uint8 (..., H, W) -> uint8 (..., size[0], size[1]), equal to ``cv2.resize(..., cv2.INTER_LINEAR_EXACT)``.
+    At the same size it copies the pixels (scale 1: every weight on the pixel itself). The sizes stay symbolic
+    under ``torch.export`` (no ``int()`` or branch on them), so one exported program resizes images of any size."""
+    h, w = image.shape[-2], image.shape[-1]
     y0, y1, wy0, wy1 = _axis(h, size[0], image.device)
     x0, x1, wx0, wx1 = _axis(w, size[1], image.device)
     rows = (image.index_select(-2, y0).to(torch.int32) * wy0[:, None]

@@ -39,6 +39,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_pool
 
 from segdet.data.pixels import IMAGENET_MEAN, IMAGENET_STD
+from segdet.errors import SegdetError
 
 
 class RoIPoolAsMultiScale(MultiScaleRoIAlign):
@@ -64,7 +65,8 @@ def torchvision_twin(ours: nn.Module, m) -> TorchvisionFasterRCNN:
     """torchvision's FasterRCNN with ``ours``' architecture, settings (train and test) and weights."""
     channels = ours.rpn.head.conv.in_channels
     if m.rpn.channels != channels:
-        raise ValueError("torchvision's RPNHead keeps the backbone width: needs model.rpn.channels == backbone width")
+        raise SegdetError(f"model.rpn.channels={m.rpn.channels}: the exported detector (torchvision's RPNHead) keeps "
+                          f"the backbone's width, {channels}; train with model.rpn.channels={channels} to export")
     backbone = copy.deepcopy(ours.backbone)
     backbone.out_channels = channels
     anchors = AnchorGenerator(sizes=(tuple(m.anchor.scales),), aspect_ratios=(tuple(m.anchor.ratios),))
@@ -94,5 +96,8 @@ def torchvision_twin(ours: nn.Module, m) -> TorchvisionFasterRCNN:
                "roi_heads.box_predictor.bbox_pred": ours.roi_head.bbox_pred}
     state = {f"{name}.{k}": v for name, mod in mapping.items() for k, v in mod.state_dict().items()}
     missing, unexpected = tv.load_state_dict(state, strict=False)
-    assert not unexpected and all(k.startswith(("backbone.", "roi_heads.box_head.")) for k in missing), missing
+    strays = list(unexpected) + [k for k in missing if not k.startswith(("backbone.", "roi_heads.box_head."))]
+    if strays:  # segdet's detector and torchvision's no longer line up: a segdet bug, said in one line
+        raise SegdetError(f"the detector's weights do not map onto torchvision's FasterRCNN ({len(strays)} keys, "
+                          f"e.g. {strays[0]}); this checkpoint cannot be exported")
     return tv

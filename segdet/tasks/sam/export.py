@@ -18,6 +18,7 @@ The masks a client makes with the processor equal segdet predict's: each prompt'
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ FORMATS = {
     "hf": "a transformers folder: the model's weights (safetensors), config.json and its processor (SAM, SAM-HQ, "
           "SAM 2; LoRA adapters merged)",
     "onnx": "encoder.onnx (pixels -> image embeddings) and decoder.onnx (embeddings + boxes/points -> mask logits)",
+    "pt2": "encoder.pt2 and decoder.pt2: torch.export programs in the ONNX graphs' layout (SAM)",
 }
 # Meta's prompt labels: what a point token is
 POINT_LABELS = {"background": 0, "object": 1, "box_top_left": 2, "box_bottom_right": 3, "padding": -1}
@@ -154,18 +156,18 @@ def meta_prompts(boxes: torch.Tensor | None = None, points: torch.Tensor | None 
     return torch.cat(coords, 2), torch.cat(kinds, 2)
 
 
-def _check_onnx(sam, encoder_path: Path, decoder_path: Path, multimask: bool) -> dict:
-    """Both graphs in onnxruntime beside SamModel: a random image, then box, point and box + point prompts."""
+def _check(sam, encode, decode, multimask: bool, runtime: str) -> dict:
+    """``encode(pixels)`` and ``decode(embeddings, coords, labels)`` (an export, run as its client runs it) beside
+    SamModel: a random image, then box, point and box + point prompts."""
     size = int(sam.config.vision_config.image_size)
     g = torch.Generator().manual_seed(0)
     pixels = torch.randn(1, 3, size, size, generator=g)
     with torch.no_grad():
         embeddings = ImageEncoder(sam)(pixels)
-    enc = onnx_export.session(encoder_path).run(None, {"pixel_values": pixels.numpy()})[0]
-    check = {"compared": "onnxruntime (CPU) vs PyTorch on a random image and 3 box, 2 point and 2 box+point prompts",
+        enc = encode(pixels)
+    check = {"compared": f"{runtime} vs PyTorch on a random image and 3 box, 2 point and 2 box+point prompts",
              "encoder_max_abs": onnx_export.max_abs(enc, embeddings), "logits_max_abs": 0.0, "iou_max_abs": 0.0,
              "mask_pixels_differing": 0}
-    decoder = onnx_export.session(decoder_path)
     corner = torch.rand(1, 3, 2, generator=g) * size / 2
     boxes = torch.cat([corner, corner + torch.rand(1, 3, 2, generator=g) * size / 2], -1)
     points = torch.rand(1, 2, 2, 2, generator=g) * size
@@ -176,12 +178,21 @@ def _check_onnx(sam, encoder_path: Path, decoder_path: Path, multimask: bool) ->
             ref = sam(image_embeddings=embeddings, input_boxes=kw.get("boxes"), input_points=kw.get("points"),
                       input_labels=kw.get("labels"), multimask_output=multimask)
         coords, kinds = meta_prompts(**kw)
-        logits, iou = decoder.run(None, {"image_embeddings": embeddings.numpy(), "point_coords": coords.numpy(),
-                                         "point_labels": kinds.numpy()})
+        with torch.no_grad():
+            logits, iou = (torch.as_tensor(t) for t in decode(embeddings, coords, kinds))
         check["logits_max_abs"] = max(check["logits_max_abs"], onnx_export.max_abs(logits, ref.pred_masks))
         check["iou_max_abs"] = max(check["iou_max_abs"], onnx_export.max_abs(iou, ref.iou_scores))
-        check["mask_pixels_differing"] += int(((torch.from_numpy(logits) > 0) != (ref.pred_masks > 0)).sum())
+        check["mask_pixels_differing"] += int(((logits > 0) != (ref.pred_masks > 0)).sum())
     return check
+
+
+def _check_onnx(sam, encoder_path: Path, decoder_path: Path, multimask: bool) -> dict:
+    encoder, decoder = onnx_export.session(encoder_path), onnx_export.session(decoder_path)
+    return _check(sam, lambda pixels: encoder.run(None, {"pixel_values": pixels.numpy()})[0],
+                  lambda emb, coords, kinds: decoder.run(None, {"image_embeddings": emb.numpy(),
+                                                                "point_coords": coords.numpy(),
+                                                                "point_labels": kinds.numpy()}),
+                  multimask, "onnxruntime (CPU)")
 
 
 def save_onnx(sam, out_dir: Path, *, multimask_output: bool, opset: int) -> dict:
@@ -204,6 +215,28 @@ def save_onnx(sam, out_dir: Path, *, multimask_output: bool, opset: int) -> dict
                                      "masks_logits": {1: "prompts"}, "iou_scores": {1: "prompts"}}, opset=opset)
     save_processor(sam, out_dir)
     return _check_onnx(sam, out_dir / "encoder.onnx", out_dir / "decoder.onnx", multimask_output)
+
+
+def save_pt2(sam, out_dir: Path, *, multimask_output: bool) -> dict:
+    """``encoder.pt2`` and ``decoder.pt2``: torch.export programs of the ONNX graphs' modules, in their layout and
+    with their dynamic sizes (images per batch; prompts and tokens per prompt), loaded back and checked."""
+    size = int(sam.config.vision_config.image_size)
+    batch, prompts, tokens = (torch.export.Dim(name, min=1, max=1024) for name in ("batch", "prompts", "tokens"))
+    pixels = torch.zeros(2, 3, size, size)  # 2, not 1: torch.export would take a size of 1 for a constant
+    with torch.no_grad():
+        embeddings = ImageEncoder(sam)(pixels[:1])
+    coords, labels = meta_prompts(boxes=torch.tensor([[[8.0, 8.0, size / 2, size / 2]]]).expand(1, 2, 4),
+                                  points=torch.full((1, 2, 1, 2), size / 4), labels=torch.ones(1, 2, 1))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(ImageEncoder(sam).eval(), (pixels,), dynamic_shapes=({0: batch},),
+                                              strict=False), out_dir / "encoder.pt2")
+        torch.export.save(torch.export.export(PromptDecoder(sam, multimask_output).eval(), (embeddings, coords, labels),
+                                              dynamic_shapes=(None, {1: prompts, 2: tokens}, {1: prompts, 2: tokens}),
+                                              strict=False), out_dir / "decoder.pt2")
+        encoder, decoder = (torch.export.load(out_dir / f"{name}.pt2").module() for name in ("encoder", "decoder"))
+    save_processor(sam, out_dir)
+    return _check(sam, encoder, decoder, multimask_output, "torch.export.load(...).module()")
 
 
 HF_CLIENT = '''\
@@ -241,12 +274,31 @@ Image.fromarray(masks.any(0)[0].numpy().astype(np.uint8) * 255).save(sys.argv[4]
 '''
 
 
+PT2_CLIENT = '''\
+import json, sys, numpy as np, torch
+from PIL import Image, ImageOps
+from transformers import SamProcessor
+
+folder, boxes = sys.argv[1], json.loads(sys.argv[3])
+image = ImageOps.exif_transpose(Image.open(sys.argv[2])).convert("RGB")
+processor = SamProcessor.from_pretrained(folder)  # resize, normalise, pad; masks back to the image
+inputs = processor(images=image, input_boxes=[boxes], return_tensors="pt")
+encoder, decoder = (torch.export.load(f"{folder}/{name}.pt2").module() for name in ("encoder", "decoder"))
+corners = inputs["input_boxes"].reshape(1, len(boxes), 2, 2).float()  # a box: 2 points labelled 2, 3
+with torch.no_grad():
+    logits, iou = decoder(encoder(inputs["pixel_values"]), corners, torch.tensor([[[2, 3]]]).repeat(1, len(boxes), 1))
+best = logits[0, torch.arange(len(boxes)), iou[0].argmax(-1)][:, None]  # each box's best mask
+masks = processor.post_process_masks([best], inputs["original_sizes"], inputs["reshaped_input_sizes"])[0]
+Image.fromarray(masks.any(0)[0].numpy().astype(np.uint8) * 255).save(sys.argv[4])  # the boxes' masks united
+'''
+
+
 def export(sam, fmt: str, out_dir: Path, *, multimask_output: bool, opset: int) -> Exported:
     """``segdet export`` of a SAM-family model in ``fmt`` (one of FORMATS) into ``out_dir``; LoRA adapters are
     merged into ``sam`` first."""
     family = get_family(sam.config.model_type)
-    if fmt == "onnx" and family.name != "sam":
-        raise SegdetError(f"format=onnx: a {family.name} checkpoint exports as hf (the ONNX graphs are SAM's)")
+    if fmt in ("onnx", "pt2") and family.name != "sam":
+        raise SegdetError(f"format={fmt}: a {family.name} checkpoint exports as hf (the {fmt} graphs are SAM's)")
     merged = merge_adapters(sam, family) if lora.is_adapted(sam) else {}
     size, low = family.input_size(sam), family.low_res(sam)
     processor = type(processor_for(sam, family)).__name__
@@ -264,14 +316,18 @@ def export(sam, fmt: str, out_dir: Path, *, multimask_output: bool, opset: int) 
                                   reshaped="" if family.square else ', inputs["reshaped_input_sizes"]')
         needs = ["transformers", "pillow", "numpy"]
         outputs = {"pred_masks": masks["masks_logits"], "iou_scores": masks["iou_scores"]}
-    elif fmt == "onnx":
-        check = {**save_onnx(sam, out_dir, multimask_output=multimask_output, opset=opset), **merged}
-        client, needs = ONNX_CLIENT.format(), ["onnxruntime", "transformers", "pillow", "numpy"]
+    elif fmt in ("onnx", "pt2"):
+        if fmt == "onnx":
+            check = {**save_onnx(sam, out_dir, multimask_output=multimask_output, opset=opset), **merged}
+            client, needs = ONNX_CLIENT.format(), ["onnxruntime", "transformers", "pillow", "numpy"]
+        else:
+            check = {**save_pt2(sam, out_dir, multimask_output=multimask_output), **merged}
+            client, needs = PT2_CLIENT, ["torch", "transformers", "pillow", "numpy"]
         image = {**image, "graphs": {
-            "encoder.onnx": f"pixel_values float32 (batch, 3, {size}, {size}) -> image_embeddings",
-            "decoder.onnx": "image_embeddings (1, C, e, e), point_coords float32 (1, prompts, tokens, 2) in "
-                            "model-input pixels, point_labels int64 (1, prompts, tokens): "
-                            + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in POINT_LABELS.items())}}
+            f"encoder.{fmt}": f"pixel_values float32 (batch, 3, {size}, {size}) -> image_embeddings",
+            f"decoder.{fmt}": "image_embeddings (1, C, e, e), point_coords float32 (1, prompts, tokens, 2) in "
+                              "model-input pixels, point_labels int64 (1, prompts, tokens): "
+                              + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in POINT_LABELS.items())}}
         outputs = masks
     else:
         raise SegdetError(f"format={fmt}: a sam checkpoint exports as {', '.join(FORMATS)}")

@@ -32,10 +32,10 @@ def overlap(pred: torch.Tensor, gt: torch.Tensor) -> dict:
 
 
 def box_fill(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """H×W bool with every xyxy box (inclusive pixel corners) filled."""
+    """H×W bool with every xyxy box (continuous pixel coordinates) filled: the pixels whose centres it covers."""
     out = torch.zeros(height, width, dtype=torch.bool, device=boxes.device)
-    for x1, y1, x2, y2 in boxes.round().long().tolist():
-        out[max(y1, 0): max(y2 + 1, 0), max(x1, 0): max(x2 + 1, 0)] = True
+    for x1, y1, x2, y2 in (boxes.float() + 0.5).floor().long().tolist():
+        out[max(y1, 0): max(y2, 0), max(x1, 0): max(x2, 0)] = True
     return out
 
 

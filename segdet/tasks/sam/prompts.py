@@ -6,6 +6,10 @@ for the whole mask), ``k > 0`` means connected component ``k`` of the returned `
 small to prompt, or beyond ``max_objects``, stay in ``labels`` (they are still foreground for the metrics) but
 no prompt targets them.
 
+Boxes are continuous pixel coordinates, as in segment-anything and transformers: pixel (i, j) covers
+[j, j+1) × [i, i+1), so ``[0, 0, W, H]`` is the whole image and a mask's box ends one past its last pixel. Every box
+here (from a mask, jittered, or a user's) lies in ``[0, W] × [0, H]``.
+
 Empty masks follow ``prompt.empty_masks``:
   * ``whole_image``: one box over the whole image whose target is empty, so the model learns to answer "no
     water here"; eval scores these images like any other (empty prediction vs empty truth = 1).
@@ -74,9 +78,10 @@ class PromptConfig:
 
 
 def mask_box(region: np.ndarray) -> list[float]:
-    """Tight xyxy box around the True pixels (inclusive pixel indices, as SAM's fine-tuning recipes use)."""
+    """Tight xyxy box around the True pixels, in continuous coordinates: from the first pixel's top-left corner to
+    the last one's bottom-right (a mask that fills the image gives ``[0, 0, W, H]``)."""
     ys, xs = np.nonzero(region)
-    return [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
 def jitter_box(box: list[float], pc: PromptConfig, rng: np.random.Generator, width: int, height: int) -> list[float]:
@@ -87,8 +92,8 @@ def jitter_box(box: list[float], pc: PromptConfig, rng: np.random.Generator, wid
         sx = sy = pc.jitter
     d = rng.uniform(-1.0, 1.0, size=4) * np.array([sx, sy, sx, sy])
     x1, y1, x2, y2 = np.array(box) + d
-    x1, x2 = np.clip(sorted((x1, x2)), 0, width - 1)
-    y1, y2 = np.clip(sorted((y1, y2)), 0, height - 1)
+    x1, x2 = np.clip(sorted((x1, x2)), 0, width)
+    y1, y2 = np.clip(sorted((y1, y2)), 0, height)
     return [float(x1), float(y1), float(x2), float(y2)]
 
 
@@ -157,7 +162,7 @@ def make_prompts(mask: np.ndarray, pc: PromptConfig, rng: np.random.Generator | 
     for tid in ids:
         region = foreground if tid == 0 else labels == tid
         found = region.any()
-        box = mask_box(region) if found else [0.0, 0.0, float(w - 1), float(h - 1)]
+        box = mask_box(region) if found else [0.0, 0.0, float(w), float(h)]
         if rng is not None and pc.jitter > 0 and found:  # the whole-image box of an empty mask stays exact
             box = jitter_box(box, pc, rng, w, h)
         boxes.append(box)
@@ -187,15 +192,16 @@ def user_prompts(entry: dict, name: str, width: int, height: int) -> dict:
     """Prompts from a predict JSON entry ``{"boxes": [[x1,y1,x2,y2], ...], "points": [[x,y,label], ...]}``.
 
     Each box is one object; points are added to every box (SAM refines a box with points). Points without boxes
-    form one object together. A box reaching past the border is clipped to the image; a box with x2 <= x1 or
+    form one object together. Boxes are continuous coordinates (``[0, 0, W, H]`` is the whole image, as in
+    transformers' SamProcessor); a box reaching past the border is clipped to it; a box with x2 <= x1 or
     y2 <= y1, one wholly outside the image, a point outside it or a label other than 0/1 is an error naming
     the image (``name``).
     """
     boxes, raw_points = parse_prompt_entry(entry, name)
     given = boxes.copy()
     if len(boxes):
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width - 1)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height - 1)
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
         flat = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
         if flat.any():
             raise SegdetError(f"prompts for '{name}': box {_show(given[flat.argmax()])} lies outside the "
@@ -207,7 +213,7 @@ def user_prompts(entry: dict, name: str, width: int, height: int) -> dict:
                           f"{width}x{height} image")
     box_prompt = len(boxes) > 0 or len(raw_points) == 0
     if len(boxes) == 0:  # the whole image: the prompt itself when nothing is given, else only for the baseline
-        boxes = np.array([[0, 0, width - 1, height - 1]], np.float32)
+        boxes = np.array([[0, 0, width, height]], np.float32)
     k = len(boxes)
     pts = np.repeat(raw_points[None, :, :2], k, axis=0)
     labs = np.repeat(raw_points[None, :, 2].astype(np.int64), k, axis=0)
