@@ -9,6 +9,7 @@ import json
 
 from bench import Settings  # first: it puts a checkout's segdet on the path
 
+import bench_amg
 import bench_detseg
 import bench_frcnn
 import bench_sam
@@ -21,7 +22,8 @@ SIDES = {("sam_train", "tutorial"): bench_sam.tutorial_side,
          ("frcnn_memory", "torchvision"): lambda s: bench_frcnn.measure_memory("torchvision", s),
          ("detseg_predict", "composition"): bench_detseg.composition_side,
          ("sam_lora", "lora"): lambda s: bench_sam.lora_side("lora", s),
-         ("sam_lora", "full"): lambda s: bench_sam.lora_side("full", s)}
+         ("sam_lora", "full"): lambda s: bench_sam.lora_side("full", s),
+         ("amg_predict", "pipeline"): bench_amg.pipeline_side}
 
 
 def main() -> None:

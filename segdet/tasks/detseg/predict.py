@@ -45,12 +45,13 @@ def infer(runtime, samples: list[dict], divisible: int) -> list[dict]:
 def image_outputs(out: PredictionOutputs, path: Path, pixels: np.ndarray, found: dict, classes: list[str],
                   draw_threshold: float) -> None:
     """One image's mask PNG (16-bit ids) and overlay, and its record: its size and its entries of instances.json
-    (without the image id, given at the end)."""
+    (without the image id, given at the end). ``found["rles"]``, when given, are the masks already encoded (then
+    ``found`` needs no ``masks``)."""
     name = out.name(path)
     out.save_image(f"masks/{name}.png", found["ids"].astype(np.uint16))
     out.save_image(f"overlays/{name}.jpg", overlay(pixels, found, classes, draw_threshold).convert("RGB"),
                    quality=90)
-    rles = encode_many(found["masks"].cpu().numpy())
+    rles = found["rles"] if "rles" in found else encode_many(found["masks"].cpu().numpy())
     entries = [{"category_id": int(label), "bbox": xywh(box), "score": round(float(score), 5), "segmentation": rle}
                for box, label, score, rle in zip(found["boxes"].tolist(), found["labels"].tolist(),
                                                  found["scores"].tolist(), rles)]
@@ -75,6 +76,12 @@ def predict(runtime, *, inputs: list[Path], out_dir: Path, transform, divisible:
         for (path, pixels), f in zip(loaded, found):
             image_outputs(out, path, pixels, f, classes, draw_threshold)
     summary = out.finish()
+    return {**summary, "instances": write_instances(out, classes)}
+
+
+def write_instances(out: PredictionOutputs, classes: list[str]) -> int:
+    """instances.json, images.json and categories.json from every complete input's record; returns the number of
+    instances."""
     images, instances = [], []
     for image_id, (path, record) in enumerate(out.records().items(), 1):
         images.append({"id": image_id, "file_name": path.name, "width": record["width"], "height": record["height"]})
@@ -82,4 +89,4 @@ def predict(runtime, *, inputs: list[Path], out_dir: Path, transform, divisible:
     out.write_json("instances.json", instances, indent=None)
     out.write_json("images.json", images)
     out.write_json("categories.json", [{"id": k, "name": c} for k, c in enumerate(classes, 1)])
-    return {**summary, "instances": len(instances)}
+    return len(instances)

@@ -73,6 +73,9 @@ def match_prompts(table: dict, inputs: list[Path], source) -> dict[Path, str]:
 def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
     """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout.
     Inputs an earlier run into ``out_dir`` completed are not predicted again (``files.prediction_outputs``)."""
+    if cfg.get("prompts") == "grid":  # segment everything, no prompts (amg.py)
+        from segdet.tasks.sam import amg
+        return amg.predict(runtime, cfg, inputs, out_dir, amg.AmgSettings.from_cfg(cfg.get("amg")))
     prompt_cfg = PromptConfig.from_cfg(cfg.get("prompt"))
     table = load_prompt_file(cfg.prompts) if cfg.get("prompts") else {}
     keys = match_prompts(table, inputs, cfg.get("prompts"))

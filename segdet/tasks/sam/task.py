@@ -9,7 +9,8 @@ from omegaconf import DictConfig, OmegaConf
 from segdet.errors import SegdetError
 from segdet.registry import Registry
 from segdet.tasks.base import Task
-from segdet.tasks.sam import figures, lora
+from segdet.tasks.sam import amg_eval, figures, lora
+from segdet.tasks.sam.amg import AmgSettings
 from segdet.tasks.sam.augment import build_augment
 from segdet.tasks.sam.cache import DTYPES, EmbeddingStore
 from segdet.tasks.sam.datasets import SamDataset, build_eval_split, build_splits, collate
@@ -37,6 +38,9 @@ class SamTask(Task):
         self._data_seed: int | None = None   # the seed the training data was made with (synthetic scenes)
         self._datasets: list[SamDataset] = []  # what bind() connects to the embedding cache
         self._classes: list[str] | None = None  # COCO data: category names (per-class metrics)
+        # prompts=grid (segment everything): its settings, checked before anything is read
+        self.amg = AmgSettings.from_cfg(cfg.get("amg")) if cfg.get("prompts") == "grid" else None
+        self._coco = None  # prompts=grid eval: the COCO file scored
 
     # --- data -----------------------------------------------------------------------------------------------
     @property
@@ -87,10 +91,16 @@ class SamTask(Task):
     def build_eval_dataset(self, split: str, split_ids: dict | None) -> SamDataset:
         # eval runs under its own seed; generated scenes must still be the checkpoint's
         seed = self._data_seed if self._data_seed is not None else int(self.cfg.seed)
+        if self.amg is not None:
+            def grid(source, indices, train, bad):
+                ds = amg_eval.make_dataset(source, indices, bad)
+                self._coco = ds.coco
+                return ds
+            return build_eval_split(self.cfg.data, seed, split, split_ids, grid)
         return build_eval_split(self.cfg.data, seed, split, split_ids, self._maker(None, 0, seed))
 
     def collate(self, samples: list) -> dict:
-        return collate(samples)
+        return amg_eval.collate(samples) if self.amg is not None else collate(samples)
 
     # --- model ----------------------------------------------------------------------------------------------
     def build_model(self) -> SamSegmenter:
@@ -109,15 +119,16 @@ class SamTask(Task):
         if peft == "lora":
             lora.inject(sam, family, m.get("lora"))
         loss_cfg = self.cfg.get("loss") or {"name": "dice_ce"}
-        return MODELS.build(str(m.get("name", "sam")), sam, build_loss(loss_cfg), family=family.name,
-                            train_parts=list(m.get("train_parts", ["mask_decoder"])),
-                            multimask_output=bool(m.get("multimask_output", False)),
-                            multimask_select=str(m.get("multimask_select", "iou")),
-                            loss_resolution=str(loss_cfg.get("resolution", "low")),
-                            compile_encoder=bool(m.get("compile_encoder", False)),
-                            compile_decoder=bool(m.get("compile_decoder", False)),
-                            rounds=(self.prompt.rounds(True), self.prompt.rounds(False)),
-                            mask_input=self._mask_input())
+        model = MODELS.build(str(m.get("name", "sam")), sam, build_loss(loss_cfg), family=family.name,
+                             train_parts=list(m.get("train_parts", ["mask_decoder"])),
+                             multimask_output=bool(m.get("multimask_output", False)),
+                             multimask_select=str(m.get("multimask_select", "iou")),
+                             loss_resolution=str(loss_cfg.get("resolution", "low")),
+                             compile_encoder=bool(m.get("compile_encoder", False)),
+                             compile_decoder=bool(m.get("compile_decoder", False)),
+                             rounds=(self.prompt.rounds(True), self.prompt.rounds(False)),
+                             mask_input=self._mask_input())
+        return amg_eval.GridModel(model, self.amg) if self.amg is not None else model
 
     def _mask_input(self) -> bool:
         """prompt.mask_input=auto: mask prompts are given to a model that has learnt them, from pretrained weights
@@ -145,7 +156,7 @@ class SamTask(Task):
     def bind(self, *, model: SamSegmenter, precision: str) -> None:
         """With model.cache_embeddings: one store for this encoder's embeddings, read by the datasets (in the
         loader's workers) and written by the model for what it had to encode."""
-        if not self._cache_on():
+        if not self._cache_on() or self.amg is not None:
             return
         if model.encoder_trained:
             raise SegdetError("model.cache_embeddings=true needs a frozen vision encoder: remove vision_encoder "
@@ -167,9 +178,13 @@ class SamTask(Task):
 
     # --- evaluation, figures, prediction -------------------------------------------------------------------
     def make_evaluator(self) -> SamEvaluator:
+        if self.amg is not None:
+            return amg_eval.GridEvaluator(self._coco)
         return SamEvaluator(skip_empty=self.prompt.empty_masks == "skip", classes=self._classes)
 
     def log_samples(self, *, model, batch, outputs, tb, plots_dir: Path, step: int) -> None:
+        if self.amg is not None:
+            return
         figures.log_samples(batch, outputs, tb, plots_dir, step)
 
     def dataset_figures(self, *, dataset, tb, plots_dir: Path) -> None:
