@@ -90,7 +90,7 @@ class RasterLabels:
         from rasterio.windows import Window
 
         x, y, w, h = window_of(window)
-        values = self._ds.read(self.band, window=Window(x, y, w, h), boundless=True, fill_value=0)
+        values = self._ds.read(self.band, window=Window(x, y, w, h))  # windows lie inside the scene
         out = values > 0
         if self.nodata is not None:
             out &= values != self.nodata

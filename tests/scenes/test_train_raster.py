@@ -185,6 +185,30 @@ def test_layout_refuses_a_scene_too_small():
         Layout.of("s.tif", 300, 300, 256, 0.1)  # 300 rows: the strip (256) leaves 44 rows for training
 
 
+def test_frcnn_items_are_the_drawn_windows_objects(scene_dir):
+    """frcnn's training item (i, seed) holds the objects of the window that seed draws; eval on data.split=all
+    tiles the whole scene."""
+    from segdet.tasks.frcnn import TASK
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg("train", ["task=frcnn", "data=raster", f"data.image={scene_dir / 'images' / 'lakes.tif'}",
+                                f"data.labels={scene_dir / 'vector' / 'lakes.geojson'}", "model=frcnn_tiny",
+                                "data.window=128", "data.windows_per_epoch=4", "data.val_fraction=0.1"])
+    task = TASK(cfg)
+    splits = task.build_datasets()
+    assert task.classes == ["lake", "pond"] and len(splits["train"]) == 4 and len(splits["val"]) == 5
+    scenes = LabeledScenes(cfg.data)
+    found = 0
+    for seed in (5, 6, 7):
+        item = splits["train"][(2, seed)]
+        boxes, names = scenes.objects(*scenes.draw(np.random.default_rng(seed)))
+        np.testing.assert_allclose(item["gt_boxes"].numpy(), boxes)
+        assert item["gt_labels"].tolist() == [task.classes.index(n) + 1 for n in names]
+        found += len(boxes)
+    assert found >= 3
+    assert len(task.build_eval_dataset("all", None)) == 25  # 5×5 windows of 128 over 640×576
+
+
 # --- bad input: one line ---------------------------------------------------------------------------------------------
 def test_bad_input_is_one_line(tmp_path, scene_dir):
     img = scene_dir / "images" / "lakes.tif"

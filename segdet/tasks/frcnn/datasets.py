@@ -267,8 +267,16 @@ class DetectionDataset(Dataset):
         raise BadSampleError("no readable image in this dataset: every file failed to decode")
 
     def _drawn(self, r: Record, rng: np.random.Generator) -> tuple[Record, np.ndarray, np.ndarray]:
-        """A record whose window is drawn now (raster scenes), its image, and its labels (known classes only)."""
-        image, boxes, names = r.draw(rng)
+        """A record whose window is drawn now (raster scenes), its image, and its labels (known classes only); a
+        window that does not decode is recorded and another drawn."""
+        for _ in range(100):
+            try:
+                image, boxes, names = r.draw(rng)
+                break
+            except BadSample as e:
+                self.bad.add(e)
+        else:
+            raise BadSampleError(f"{self.bad.items[-1][0]}: no readable window in 100 draws")
         keep = np.array([n in self.index for n in names], bool)
         names = [n for n in names if n in self.index]
         r = Record(r.id, None, image.shape[1], image.shape[0], boxes[keep], names,
