@@ -64,6 +64,8 @@ class LabeledScenes:
         self.pairs = find_pairs(data_cfg)
         self.size = int(data_cfg.get("window", 256))
         self.min_valid = float(data_cfg.get("min_valid", 0.5))
+        if not 0 <= self.min_valid <= 1:
+            raise SegdetError(f"data.min_valid={self.min_valid}: a share of a window's pixels, from 0 to 1")
         bands = data_cfg.get("bands")
         self.bands = list(bands) if bands is not None and not isinstance(bands, int) else bands
         self.scale = str(data_cfg.get("scale", "auto"))
@@ -93,7 +95,11 @@ class LabeledScenes:
         handles = self._open[1]
         if handles[k] is None:
             img, lab = self.pairs[k]
-            scene = open_scene(img, self.bands, self.scale)
+            try:
+                scene = open_scene(img, self.bands, self.scale)
+            except SegdetError as e:  # the reader names predict's keys; here they are data.bands, data.scale
+                raise SegdetError(str(e).replace("input.bands", "data.bands").replace("input.scale", "data.scale")) \
+                    from None
             handles[k] = (scene, open_labels(lab, scene, **self.label_opts))
         return handles[k]
 
