@@ -109,7 +109,8 @@ def _edge(mask: np.ndarray) -> np.ndarray:
 
 def test_polygon_boxes_are_the_clipped_parts(scene_dir):
     """frcnn's objects: each polygon part's bounds within the window, in window pixels; a polygon the window's edge
-    cuts is clipped to it; every box encloses its part of the rasterized mask."""
+    cuts is clipped to it; every box encloses its part of the rasterized mask. A label raster's objects are its
+    connected regions."""
     scene = open_scene(scene_dir / "images" / "lakes.tif")
     vector = open_labels(scene_dir / "vector" / "lakes.geojson", scene)
     assert vector.classes == ["lake", "pond"]
@@ -124,6 +125,10 @@ def test_polygon_boxes_are_the_clipped_parts(scene_dir):
         q = shapely.affinity.affine_transform(p, (~t).to_shapely()).intersection(shapely.box(0, 0, 128, 128))
         expect += [g.bounds for g in getattr(q, "geoms", [q]) if g.area > 0]
     np.testing.assert_allclose(np.array(sorted(map(tuple, boxes))), np.array(sorted(expect)), atol=1e-3)
+    # a label raster's objects (connected regions) are the same lakes, to within the pixel grid
+    regions, region_names = open_labels(scene_dir / "labels" / "lakes.tif", scene, class_name="water").objects(window)
+    np.testing.assert_allclose(np.array(sorted(map(tuple, regions))), np.array(sorted(expect)), atol=1.0)
+    assert region_names == ["water"] * len(regions)
     mask = vector.mask(window)
     covered = np.zeros_like(mask)
     for x1, y1, x2, y2 in boxes:
@@ -206,6 +211,7 @@ def test_frcnn_items_are_the_drawn_windows_objects(scene_dir):
         assert item["gt_labels"].tolist() == [task.classes.index(n) + 1 for n in names]
         found += len(boxes)
     assert found >= 3
+    assert len(task.build_eval_dataset("val", None)) == 5  # the strip: one row of 5
     assert len(task.build_eval_dataset("all", None)) == 25  # 5×5 windows of 128 over 640×576
 
 
