@@ -61,14 +61,14 @@ def scene_prompts(vector: dict, scene) -> dict:
             continue
         if geom.geom_type in ("Point", "MultiPoint"):
             for p in getattr(geom, "geoms", [geom]):
-                x, y = inverse * (p.x, p.y)
+                x, y = inverse @ (p.x, p.y)
                 if 0 <= x <= scene.width and 0 <= y <= scene.height:
                     points.append([x, y, int(label)])
                 else:
                     outside += 1
             continue
         x0, y0, x1, y1 = geom.bounds
-        corners = np.array([inverse * c for c in ((x0, y0), (x0, y1), (x1, y0), (x1, y1))])
+        corners = np.array([inverse @ c for c in ((x0, y0), (x0, y1), (x1, y0), (x1, y1))])
         bx0, by0 = corners.min(0)
         bx1, by1 = corners.max(0)
         bx0, by0, bx1, by1 = max(bx0, 0), max(by0, 0), min(bx1, scene.width), min(by1, scene.height)
