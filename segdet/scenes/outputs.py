@@ -175,12 +175,29 @@ def trace(path, scene_crs, transform, width: int, height: int, binary: bool):
 
 def write_vectors(out, rel_stem: str, scene, mask_path, settings: VectorSettings, binary: bool,
                   properties) -> int:
-    """``vectors/<stem>.geojson|gpkg``: the mask's polygons with ``properties(value) -> (class, score)`` and their
-    area in m², simplified (``vector.simplify``, metres) and filtered (``vector.min_area``, m²). Returns how many."""
+    """``vectors/<stem>.geojson|gpkg`` from a mask GeoTIFF: its regions (``binary``) or instances, with
+    ``properties(value) -> (class, score)``. Returns how many polygons were written."""
+    geoms, values = trace(mask_path, scene.crs, scene.transform, scene.width, scene.height, binary)
+    named = [properties(v) for v in values]
+    return write_features(out, rel_stem, scene, geoms, [c for c, _ in named], [s for _, s in named], settings)
+
+
+def box_polygons(scene, boxes) -> list:
+    """Boxes [x1, y1, x2, y2] in scene pixels as polygons in the scene's CRS."""
+    import shapely
+
+    t = scene.transform
+    return [shapely.geometry.Polygon([t * (x, y) for x, y in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))])
+            for x1, y1, x2, y2 in np.asarray(boxes, np.float64).tolist()]
+
+
+def write_features(out, rel_stem: str, scene, geoms: list, classes: list, scores: list,
+                   settings: VectorSettings) -> int:
+    """``vectors/<stem>.geojson|gpkg``: polygons with their class, score and area in m², simplified
+    (``vector.simplify``, metres) and filtered (``vector.min_area``, m²). Returns how many."""
     import shapely
     from pyogrio.raw import write as ogr_write
 
-    geoms, values = trace(mask_path, scene.crs, scene.transform, scene.width, scene.height, binary)
     if settings.simplify > 0 and geoms:
         tolerance = settings.simplify
         if scene.crs is not None and scene.crs.is_geographic:
@@ -190,11 +207,6 @@ def write_vectors(out, rel_stem: str, scene, mask_path, settings: VectorSettings
         geoms = list(shapely.simplify(np.array(geoms, dtype=object), tolerance, preserve_topology=True))
     areas = _area_m2(np.array(geoms, dtype=object), scene.crs) if geoms else np.zeros(0)
     keep = [i for i, a in enumerate(areas) if a >= settings.min_area and not geoms[i].is_empty]
-    classes, scores = [], []
-    for i in keep:
-        c, s = properties(values[i])
-        classes.append(c)
-        scores.append(s)
     driver, suffix = VECTOR_DRIVERS[settings.format]
     kinds = {geoms[i].geom_type for i in keep}
     multi = kinds != {"Polygon"} and bool(kinds)  # regions are polygons; an instance cut in parts a multipolygon
@@ -202,13 +214,13 @@ def write_vectors(out, rel_stem: str, scene, mask_path, settings: VectorSettings
                                    if multi and geoms[i].geom_type == "Polygon" else geoms[i]) for i in keep],
                    dtype=object)
     fields = ["class", "score", "area_m2"]
-    data = [np.array(classes, dtype=object), np.array(scores, dtype=np.float64),
+    data = [np.array([classes[i] for i in keep], dtype=object),
+            np.array([np.nan if scores[i] is None else float(scores[i]) for i in keep], dtype=np.float64),
             np.array([round(float(areas[i]), 3) for i in keep], dtype=np.float64)]
     crs = scene.crs.to_wkt() if scene.crs is not None else None
 
     def write(tmp):
         ogr_write(str(tmp), wkb, data, fields, crs=crs, driver=driver,
-                  geometry_type="MultiPolygon" if multi else "Polygon",
-                  layer=rel_stem.rsplit("/", 1)[-1])
+                  geometry_type="MultiPolygon" if multi else "Polygon", layer=rel_stem.rsplit("/", 1)[-1])
     out.write_with(f"vectors/{rel_stem}{suffix}", write)
     return len(keep)
