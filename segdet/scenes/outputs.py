@@ -187,7 +187,7 @@ def box_polygons(scene, boxes) -> list:
     import shapely
 
     t = scene.transform
-    return [shapely.geometry.Polygon([t * (x, y) for x, y in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))])
+    return [shapely.geometry.Polygon([t @ (x, y) for x, y in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))])
             for x1, y1, x2, y2 in np.asarray(boxes, np.float64).tolist()]
 
 
