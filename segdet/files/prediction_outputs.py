@@ -263,8 +263,9 @@ class Pieces:
     the input's stamp and the ``plan`` (the windows, the prompts): a changed input or plan starts afresh. The
     folder is removed once the input is complete (``clear``)."""
 
-    def __init__(self, outputs: PredictionOutputs, path: Path, plan, total: int):
-        self.dir = outputs.dir / PIECES / outputs.name(path)
+    def __init__(self, outputs: PredictionOutputs, path: Path, plan, total: int, part: str = "pieces"):
+        self.root = outputs.dir / PIECES
+        self.dir = self.root / outputs.name(path) / part  # a task with two stages (detect, segment) keeps two
         self.journal = self.dir / "pieces.jsonl"
         header = {"input": _key(path), "stamp": _stamp(path), "plan": plan}
         self.finished: set[int] = set()
@@ -279,7 +280,7 @@ class Pieces:
             atomic.write_text(self.journal, json.dumps(header) + "\n")
         if self.finished:
             log.info("resuming %s: %d of %d tile(s) already predicted", path.name, len(self.finished), total)
-        self.bar = tqdm(total=total, initial=len(self.finished), desc=f"{path.name} tiles", unit="tile",
+        self.bar = tqdm(total=total, initial=len(self.finished), desc=f"{path.name} {part}", unit="tile",
                         leave=False, disable=None if outputs.progress and total > 1 else True, dynamic_ncols=True)
 
     def _file(self, i: int) -> Path:
@@ -314,10 +315,11 @@ class Pieces:
     def clear(self) -> None:
         self.bar.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-        try:
-            self.dir.parent.rmdir()  # the last large input done: no empty folder left behind
-        except OSError:
-            pass
+        for folder in (self.dir.parent, self.root):  # the last stage, the last large input: no empty folder left
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def _loads(line: str):

@@ -32,7 +32,8 @@ def _detect(runtime, model, transform, images: list[np.ndarray], name: str) -> l
 
 
 @torch.no_grad()
-def detect_scene(runtime, model, transform, out: PredictionOutputs, path: Path, scene, tiles) -> dict:
+def detect_scene(runtime, model, transform, out: PredictionOutputs, path: Path, scene, tiles,
+                 part: str = "tiles") -> dict:
     """The scene's merged detections (boxes in scene pixels, scores, labels), best first. ``tiles``: the
     ``TileSettings``; the window side defaults to the detector's ``max_size``."""
     name = out.name(path)
@@ -42,7 +43,7 @@ def detect_scene(runtime, model, transform, out: PredictionOutputs, path: Path, 
         grid(scene.width, scene.height, max(scene.width, scene.height), 0)
     full = tiles.full_image and len(windows) > 1
     store = Pieces(out, path, {"tiles": [[*t.window, *t.centre] for t in windows], "full": full},
-                   len(windows) + full)
+                   len(windows) + full, part)
     todo = [t for t in windows if t.index not in store]
     for start in range(0, len(todo), tiles.batch_size):
         chunk, images = [], []

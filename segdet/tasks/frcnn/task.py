@@ -10,8 +10,8 @@ from torch import nn
 
 from segdet.data.io import BadSamples
 from segdet.data.split import checkpoint_val_indices, split_indices
-from segdet.scenes.source import SceneOptions
 from segdet.errors import SegdetError
+from segdet.scenes.source import SceneOptions
 from segdet.tasks.base import Task
 
 from . import figures

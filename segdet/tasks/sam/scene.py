@@ -71,7 +71,7 @@ def predict_scene(runtime, model, out: PredictionOutputs, path: Path, scene, ent
     name = out.name(path)
     pieces = plan(scene, entry, tiled, size, halo, context)
     store = Pieces(out, path, {"pieces": [[*p["window"], *p["writes"]] for p in pieces], "entry": entry},
-                   len(pieces))
+                   len(pieces), "windows" if tiled else "pieces")
     todo = [i for i in range(len(pieces)) if i not in store]
     bad = 0
     for start in range(0, len(todo), batch_size):
