@@ -57,7 +57,8 @@ def _compose(command: str, args: list[str]):
         cfg = compose(command, overrides)
         missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
         if missing:
-            fail(f"{missing[0]} is required (give it as {missing[0]}=...)")
+            key = "input" if missing[0] == "input.path" else missing[0]  # input=P is how users give it
+            fail(f"{key} is required (give it as {key}=...)")
         return cfg
     except (HydraException, OmegaConfBaseException) as e:
         msg = _one_line(e)
@@ -73,6 +74,14 @@ def _compose(command: str, args: list[str]):
             fail(f"{key.group(1) if key else 'a required value'} is required (give it as "
                  f"{key.group(1) if key else 'key'}=...)")
         fail(msg)
+
+
+def _input_path(command: str, args: list[str]) -> list[str]:
+    """predict's ``input`` is a group (``path``, ``bands``, ``scale``): a plain ``input=P`` means ``input.path=P``,
+    so that it combines with ``input.bands=...`` in any order."""
+    if command != "predict":
+        return args
+    return ["input.path=" + a.split("=", 1)[1] if a.startswith("input=") else a for a in args]
 
 
 def _checkpoint_task(args: list[str]) -> str:
@@ -141,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
             fail(str(e))
     if asks_help and task_of(args) is None:
         args = [f"task={next(iter(TASKS))}"] + args  # Hydra's help composes a config, so it needs a task
-    args = _stored_settings(command, args)
+    args = _input_path(command, _stored_settings(command, args))
     missing = missing_extra(args)
     if missing:
         fail(missing)

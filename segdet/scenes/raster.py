@@ -184,6 +184,14 @@ class Scene(_Base):
             out[y0 - y: y1 - y, x0 - x: x1 - x] = ok
         return out
 
+    def read_overview(self, width: int, height: int) -> np.ndarray:
+        """The whole scene at width×height (one decimated read: GDAL's overviews where the file has them)."""
+        from rasterio.enums import Resampling
+
+        data = self._ds.read(list(self.bands), out_shape=(len(self.bands), height, width),
+                             resampling=Resampling.bilinear)
+        return self._to_uint8(data)
+
     def close(self) -> None:
         self._ds.close()
 

@@ -11,6 +11,7 @@ from torch import nn
 from segdet.data.io import BadSamples
 from segdet.data.split import checkpoint_val_indices, split_indices
 from segdet.errors import SegdetError
+from segdet.scenes.source import SceneOptions
 from segdet.tasks.base import Task
 
 from . import figures
@@ -130,7 +131,8 @@ class FrcnnTask(Task):
         return write_predictions(runtime, transform=self.transform(False), classes=self.classes, inputs=inputs,
                                  out_dir=out_dir, score_threshold=None if threshold is None else float(threshold),
                                  batch_size=int(self.cfg.data.get("batch_size", 1) or 1),
-                                 draw_threshold=float(self.cfg.get("draw_threshold") or 0.0))
+                                 draw_threshold=float(self.cfg.get("draw_threshold") or 0.0),
+                                 scenes=SceneOptions.from_cfg(self.cfg))
 
     def export(self, *, model: nn.Module, fmt: str, out_dir: Path, settings):
         return export_detector(model, self.cfg.model, self.classes, fmt, out_dir, opset=int(settings.opset),
