@@ -53,7 +53,8 @@ def _compose(command: str, args: list[str]):
         cfg = compose(command, overrides.without_hydra(args))
         missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
         if missing:
-            fail(f"{missing[0]} is required (give it as {missing[0]}=...)")
+            key = "input" if missing[0] == "input.path" else missing[0]  # input=P is how users give it
+            fail(f"{key} is required (give it as {key}=...)")
         return cfg
     except (HydraException, OmegaConfBaseException) as e:
         msg = _one_line(e)
@@ -118,6 +119,8 @@ def _command_line(command: str, args: list[str]) -> list[str]:
         # eval/predict rebuild the model from the checkpoint's config, which their own configs do not hold:
         # model.KEY=VALUE is given to Hydra as +model.KEY=VALUE, and then laid over the stored value
         args = overrides.added(args, "model")
+    if command == "predict":  # input is a group (path, bands, scale): a plain input=P is its path
+        args = overrides.renamed(args, "input", "input.path")
     missing = missing_extra(args)
     if missing:
         fail(missing)

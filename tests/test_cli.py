@@ -54,7 +54,7 @@ def test_usage_errors_are_one_line_exit_2(args, words, tmp_path):
     (["task=frcnn", "model=sam_tiny"], ["unknown model 'sam_tiny' for task=frcnn", "frcnn_tiny", "vgg16"],
      "sam_vit_base"),
     (["task=sam", "experiment=smoke", "data=voc", "data.root=/nonexistent"],
-     ["unknown data 'voc' for task=sam", "folder, synthetic"], None),
+     ["unknown data 'voc' for task=sam", "folder, raster, synthetic"], None),
 ])
 def test_another_tasks_option_fails_at_composition_and_leaves_no_run_dir(args, words, not_offered, tmp_path):
     run = tmp_path / "run"

@@ -11,6 +11,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from segdet.data.io import IMAGE_SUFFIXES, list_images
+from segdet.scenes.raster import RASTER_SUFFIXES
+from segdet.scenes.source import input_path
 from segdet.files.prediction_outputs import open_output
 from segdet.engine.rebuild import rebuild, source_keys, source_of
 from segdet.engine.runtime import prepare
@@ -26,8 +28,9 @@ NOT_SETTINGS = ("output", "overwrite", "resume", "hydra")
 def _inputs(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
-    if path.is_dir():
-        images = list_images(path)
+    if path.is_dir():  # images and scenes (GeoTIFF, VRT, JPEG 2000) may be mixed
+        images = sorted(set(list_images(path)) | {p for p in path.iterdir()
+                                                  if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES})
         if not images:
             raise SegdetError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
         return images
@@ -43,7 +46,8 @@ def settings(cfg: DictConfig, task_class) -> dict:
     out["trainer"] = {"precision": str(given["trainer"]["precision"])}
     for key in source_keys(task_class):
         out[key] = _source(str(cfg[key]))
-    out["input"] = str(Path(str(cfg.input)).expanduser().resolve())
+    given = out["input"] if isinstance(out.get("input"), dict) else {}
+    out["input"] = {**given, "path": str(Path(input_path(cfg)).expanduser().resolve())}
     return out
 
 
@@ -62,7 +66,7 @@ def _source(value: str):
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     device = start(cfg, run_dir, "predict")
-    inputs = _inputs(Path(cfg.input))
+    inputs = _inputs(Path(input_path(cfg)).expanduser())
     out_dir = Path(cfg.output) if cfg.output else run_dir / "predictions"
     if out_dir.exists() and not out_dir.is_dir():
         raise SegdetError(f"{out_dir}: output= is a file, not a folder")
@@ -70,7 +74,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     _, _, task, model = rebuild(cfg, task_class)
     claim(out_dir, "output=", "predict")
     open_output(out_dir, settings=settings(cfg, task_class), resume=bool(cfg.get("resume", False)),
-                overwrite=bool(cfg.overwrite))
+                overwrite=bool(cfg.overwrite), progress=bool(cfg.trainer.get("progress", True)))
     runtime = prepare(model, cfg.trainer, device)
     log.info("predicting %d image(s) with %s on %s (precision %s)", len(inputs), source_of(cfg, task_class),
              device, runtime.precision)

@@ -21,10 +21,15 @@ the same, and every file it wrote is still there; anything else is predicted aga
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
 
 from segdet.files import atomic
 from segdet.data.io import output_names
@@ -32,17 +37,20 @@ from segdet.errors import SegdetError, WriteFailed
 
 log = logging.getLogger(__name__)
 JOURNAL = ".segdet-predict.jsonl"
+PIECES = ".segdet-pieces"  # the finished tiles of large inputs not complete yet (``Pieces``)
 VERSION = 1
+_PROGRESS: dict[Path, bool] = {}  # output folder -> draw progress bars (trainer.progress), set by open_output
 
 
 # --- the folder (the command's side) ------------------------------------------------------------------------------
-def open_output(out_dir, *, settings: dict, resume: bool, overwrite: bool) -> Path:
+def open_output(out_dir, *, settings: dict, resume: bool, overwrite: bool, progress: bool = True) -> Path:
     """Make ``out_dir`` ready for a predict made with ``settings`` (plain JSON values).
 
     Empty or new: a fresh journal. Not empty: ``resume=true`` continues it (its journal's settings must equal
     ``settings``); ``overwrite=true`` starts a fresh journal, so every input is predicted again; neither is an
     error."""
     out = Path(out_dir)
+    _PROGRESS[out.resolve()] = bool(progress)
     if out.exists() and not out.is_dir():
         raise SegdetError(f"{out}: output= is a file, not a folder")
     journal = out / JOURNAL
@@ -63,6 +71,7 @@ def open_output(out_dir, *, settings: dict, resume: bool, overwrite: bool) -> Pa
                           "overwrite=true to predict everything into it again, or another output=")
     if used:
         atomic.remove_stale_temps(out)
+        shutil.rmtree(out / PIECES, ignore_errors=True)
     atomic.write_text(journal, json.dumps({"segdet_predict": VERSION, "settings": settings}) + "\n")
     return out
 
@@ -131,6 +140,10 @@ class PredictionOutputs:
         self.resumed = len(self._records)
         if self.resumed:
             log.info("resuming: %d of %d input(s) already predicted in %s", self.resumed, len(self.inputs), self.dir)
+        # the bar counts inputs, starting at those an earlier run completed; a large input adds a bar of its tiles
+        self.progress = _PROGRESS.get(self.dir.resolve(), True)
+        self.bar = tqdm(total=len(self.inputs), initial=self.resumed, desc="predict", unit="img", leave=False,
+                        disable=None if self.progress else True, dynamic_ncols=True)  # None: off when not a terminal
 
     def _complete(self, path: Path, entry: dict) -> bool:
         try:
@@ -167,6 +180,27 @@ class PredictionOutputs:
     def write_bytes(self, rel: str, data: bytes) -> Path:
         return atomic.write_bytes(self._track(rel), data)
 
+    def write_with(self, rel: str, write) -> Path:
+        """A file that a library writes by path (GDAL: a GeoTIFF, a GeoPackage): ``write(tmp)`` fills a hidden temp
+        path beside ``out_dir/rel``, which is then fsynced and renamed over it; remembered as this input's file."""
+        path = self._track(rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{os.getpid()}{path.suffix}{atomic.TEMP_SUFFIX}"
+        try:
+            write(tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise WriteFailed.of(path, e) from None
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
     def write_json(self, rel: str, obj, indent: int | None = 1) -> Path:
         """A summary file built from ``records()`` (or any JSON), atomically."""
         return atomic.write_json(self.dir / rel, obj, indent=indent)
@@ -187,11 +221,13 @@ class PredictionOutputs:
             raise WriteFailed.of(self.journal, e) from None
         self._records[path] = entry["record"]
         self.new += 1
+        self.bar.update(1)
 
     def skip(self, path: Path, reason: str) -> None:
         """``path`` could not be read: listed in skipped.txt at the end, tried again by a resumed run."""
         self._pending = []
         self.skipped.append(reason)
+        self.bar.update(1)
 
     def records(self) -> dict[Path, dict]:
         """Every complete input's record (this run's and earlier runs'), in input order."""
@@ -200,6 +236,7 @@ class PredictionOutputs:
     def finish(self) -> dict:
         """skipped.txt (written when inputs were skipped, removed when none were), a warning naming them, and an
         error when no input at all could be predicted. Returns counts for the log."""
+        self.bar.close()
         listing = self.dir / "skipped.txt"
         if self.skipped:
             log.warning("skipped %d input(s) that could not be read: %s%s", len(self.skipped),
@@ -215,3 +252,78 @@ class PredictionOutputs:
             log.info("wrote %d prediction(s) under another name (unsafe or repeated stem): %s", len(renamed),
                      ", ".join(f"{k} -> {v}" for k, v in list(renamed.items())[:10]))
         return {"images": len(self._records), "new": self.new, "resumed": self.resumed, "skipped": len(self.skipped)}
+
+
+class Pieces:
+    """The finished pieces (tiles, windows around prompts) of one large input, kept across a kill.
+
+    Each piece's arrays go to ``out_dir/.segdet-pieces/<name>/<index>.npz`` (atomically) and its index to that
+    folder's journal; a resumed predict loads the finished pieces and computes only the others, so the input's
+    outputs, assembled from all of them, are what an uninterrupted run writes. The journal's first line holds
+    the input's stamp and the ``plan`` (the windows, the prompts): a changed input or plan starts afresh. The
+    folder is removed once the input is complete (``clear``)."""
+
+    def __init__(self, outputs: PredictionOutputs, path: Path, plan, total: int, part: str = "pieces"):
+        self.root = outputs.dir / PIECES
+        self.dir = self.root / outputs.name(path) / part  # a task with two stages (detect, segment) keeps two
+        self.journal = self.dir / "pieces.jsonl"
+        header = {"input": _key(path), "stamp": _stamp(path), "plan": plan}
+        self.finished: set[int] = set()
+        lines = self.journal.read_text(encoding="utf-8").splitlines() if self.journal.is_file() else []
+        if lines and _loads(lines[0]) == json.loads(json.dumps(header)):
+            for line in lines[1:]:
+                i = (_loads(line) or {}).get("piece")
+                if isinstance(i, int) and self._file(i).is_file():
+                    self.finished.add(i)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            atomic.write_text(self.journal, json.dumps(header) + "\n")
+        if self.finished:
+            log.info("resuming %s: %d of %d tile(s) already predicted", path.name, len(self.finished), total)
+        self.bar = tqdm(total=total, initial=len(self.finished), desc=f"{path.name} {part}", unit="tile",
+                        leave=False, disable=None if outputs.progress and total > 1 else True, dynamic_ncols=True)
+
+    def _file(self, i: int) -> Path:
+        return self.dir / f"{i}.npz"
+
+    def __contains__(self, i: int) -> bool:
+        return i in self.finished
+
+    def save(self, i: int, **arrays) -> None:
+        """Piece ``i`` is finished: its arrays, then its journal line (fsynced)."""
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic.write_bytes(self._file(i), buf.getvalue())
+        try:
+            with open(self.journal, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"piece": i}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise WriteFailed.of(self.journal, e) from None
+        self.finished.add(i)
+        self.bar.update(1)
+
+    def skipped(self) -> None:
+        """A piece that could not be read (warned about by the caller): counted, not journaled."""
+        self.bar.update(1)
+
+    def load(self, i: int) -> dict[str, np.ndarray]:
+        with np.load(self._file(i)) as z:
+            return {k: z[k] for k in z.files}
+
+    def clear(self) -> None:
+        self.bar.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        for folder in (self.dir.parent, self.root):  # the last stage, the last large input: no empty folder left
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+def _loads(line: str):
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None

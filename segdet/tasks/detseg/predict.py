@@ -27,6 +27,8 @@ from segdet.tasks.detseg.data import collate, sample
 from segdet.tasks.detseg.figures import overlay
 from segdet.tasks.detseg.metrics import xywh
 from segdet.tasks.detseg.model import id_map
+from segdet.tasks.detseg.scene import predict_scene
+from segdet.scenes.source import SceneOptions
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ def image_outputs(out: PredictionOutputs, path: Path, pixels: np.ndarray, found:
 
 
 def predict(runtime, *, inputs: list[Path], out_dir: Path, transform, divisible: int, classes: list[str],
-            batch_size: int, draw_threshold: float) -> dict:
+            batch_size: int, draw_threshold: float, scenes: SceneOptions | None = None) -> dict:
     """``runtime``: the DetSeg model placed for the run (``engine.runtime.prepare``)."""
     out = PredictionOutputs(out_dir, inputs)
     runtime.raw_model.eval()
@@ -67,6 +69,12 @@ def predict(runtime, *, inputs: list[Path], out_dir: Path, transform, divisible:
         loaded = []
         for path in chunk:
             try:
+                scene = scenes.open(path, int(transform.max_size)) if scenes is not None else None
+                if scene is not None:  # a GeoTIFF or an image large enough to tile: detseg.scene
+                    with scene:
+                        predict_scene(runtime, out, path, scene, transform, scenes, classes, draw_threshold,
+                                      image_outputs)
+                    continue
                 loaded.append((path, load_rgb(path)))
             except BadSample as e:
                 out.skip(path, str(e))

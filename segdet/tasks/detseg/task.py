@@ -17,6 +17,7 @@ from torch import nn
 from segdet.data.coco import CocoFile, resolve_ann_file
 from segdet.data.io import BadSamples
 from segdet.errors import SegdetError
+from segdet.scenes.source import SceneOptions
 from segdet.tasks.base import Task
 from segdet.tasks.detseg import data, figures
 from segdet.tasks.detseg.metrics import DetSegEvaluator
@@ -94,4 +95,4 @@ class DetSegTask(Task):
         return predict(runtime, inputs=inputs, out_dir=out_dir, transform=self.detector_task.transform(False),
                        divisible=self.divisible, classes=self.classes,
                        batch_size=int(self.cfg.data.get("batch_size") or 1),
-                       draw_threshold=float(self.cfg.draw_threshold))
+                       draw_threshold=float(self.cfg.draw_threshold), scenes=SceneOptions.from_cfg(self.cfg))

@@ -42,6 +42,8 @@ class Record:
     names: list[str]                       # class name of each box
     difficult: np.ndarray                  # N bool
     render: Callable | None = field(default=None, repr=False)
+    # rng -> (image, boxes, names): a window drawn from the item's seed (raster scenes), its objects found then
+    draw: Callable | None = field(default=None, repr=False)
 
 
 def clean_boxes(boxes: np.ndarray, width: int, height: int, where) -> np.ndarray:
@@ -192,6 +194,38 @@ def synthetic(cfg: DictConfig, bad: BadSamples, seed: int, split: str) -> tuple[
     return records, list(SHAPES[:k])
 
 
+# --- labeled raster scenes ---------------------------------------------------------------------------------------
+@DATASETS.register("raster")
+def raster(cfg: DictConfig, bad: BadSamples, seed: int, split: str) -> tuple[list[Record], list[str]]:
+    """Windows of labeled scenes (``segdet.scenes.labeled``): ``train``: ``data.windows_per_epoch`` windows drawn
+    from each item's seed above the held-out strips; ``val``: the strips' fixed grid; ``all``: a grid over every
+    scene. Objects: each polygon's part within the window (its ``data.class_field``), or each connected region of
+    a label raster."""
+    from segdet.scenes.labeled import LabeledScenes
+
+    scenes = LabeledScenes(cfg)
+    if split == "train":
+        n = int(cfg.get("windows_per_epoch", 64))
+        if n < 1:
+            raise SegdetError(f"data.windows_per_epoch={n}: must be at least 1")
+        return [Record(f"train_{i:05d}", None, scenes.size, scenes.size, np.zeros((0, 4), np.float32), [],
+                       np.zeros(0, bool), draw=partial(_draw_window, scenes)) for i in range(n)], scenes.classes
+    records = []
+    for k, window in (scenes.val if split == "val" else scenes.full_grid()):
+        boxes, names = scenes.objects(k, window)
+        records.append(Record(scenes.name(k, window), None, window[2], window[3], boxes, names,
+                              np.zeros(len(boxes), bool), partial(scenes.image, k, window)))
+    return records, scenes.classes
+
+
+raster.splits_itself = True  # its validation windows are a held-out strip of each scene, not a share of records
+
+
+def _draw_window(scenes, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    k, window = scenes.draw(rng)
+    return (scenes.image(k, window), *scenes.objects(k, window))
+
+
 # --- the torch Dataset --------------------------------------------------------------------------------------------
 class DetectionDataset(Dataset):
     """One item: the resized, normalised image, its training boxes/labels (resized; difficult objects left out
@@ -201,7 +235,7 @@ class DetectionDataset(Dataset):
                  use_difficult: bool = False):
         self.records, self.classes, self.transform, self.bad = records, classes, transform, bad
         self.use_difficult = use_difficult
-        index = {c: i + 1 for i, c in enumerate(classes)}
+        self.index = index = {c: i + 1 for i, c in enumerate(classes)}
         unknown = sorted({n for r in records for n in r.names if n not in index})
         if unknown:
             log.warning("ignoring objects of classes not in the class list %s: %s", classes, ", ".join(unknown))
@@ -223,19 +257,39 @@ class DetectionDataset(Dataset):
         r = self.records[i]
         return r.render() if r.render is not None else load_rgb(r.path)
 
-    def __getitem__(self, item) -> dict:
-        i, rng = unpack(item)
+    def _load(self, i: int) -> tuple[int, np.ndarray]:
         for _ in range(len(self)):
             try:
-                image = self.load_image(i)
-                break
+                return i, self.load_image(i)
             except BadSample as e:  # passed the header check at start-up but does not decode: use the next one
                 self.bad.add(e)
                 i = (i + 1) % len(self)
+        raise BadSampleError("no readable image in this dataset: every file failed to decode")
+
+    def _drawn(self, r: Record, rng: np.random.Generator) -> tuple[Record, np.ndarray, np.ndarray]:
+        """A record whose window is drawn now (raster scenes), its image, and its labels (known classes only); a
+        window that does not decode is recorded and another drawn."""
+        for _ in range(100):
+            try:
+                image, boxes, names = r.draw(rng)
+                break
+            except BadSample as e:
+                self.bad.add(e)
         else:
-            raise BadSampleError("no readable image in this dataset: every file failed to decode")
-        r = self.records[i]
-        labels = self.labels[i]
+            raise BadSampleError(f"{self.bad.items[-1][0]}: no readable window in 100 draws")
+        keep = np.array([n in self.index for n in names], bool)
+        names = [n for n in names if n in self.index]
+        r = Record(r.id, None, image.shape[1], image.shape[0], boxes[keep], names,
+                   np.zeros(len(names), bool))
+        return r, image, np.array([self.index[n] for n in names], np.int64)
+
+    def __getitem__(self, item) -> dict:
+        i, rng = unpack(item)
+        if self.records[i].draw is not None:
+            r, image, labels = self._drawn(self.records[i], rng if rng is not None else np.random.default_rng(i))
+        else:
+            i, image = self._load(i)
+            r, labels = self.records[i], self.labels[i]
         train_mask = np.ones(len(labels), dtype=bool) if self.use_difficult else ~r.difficult
         tensor, boxes, kept, scale = self.transform(image, r.boxes[train_mask], rng)
         return {

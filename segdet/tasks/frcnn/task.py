@@ -11,6 +11,7 @@ from torch import nn
 from segdet.data.io import BadSamples
 from segdet.data.split import checkpoint_val_indices, split_indices
 from segdet.errors import SegdetError
+from segdet.scenes.source import SceneOptions
 from segdet.tasks.base import Task
 
 from . import figures
@@ -59,10 +60,18 @@ class FrcnnTask(Task):
         return DetectionDataset(records, self.classes, self.transform(train), bad,
                                 bool(self.cfg.data.get("use_difficult", False)))
 
+    def _splits_itself(self) -> bool:
+        """The data holds its validation windows out itself (raster scenes: a strip of each scene)."""
+        return getattr(DATASETS.get(self.cfg.data.name), "splits_itself", False)
+
+    def _separate_val(self) -> bool:
+        d = self.cfg.data
+        return bool(d.get("val_image_set") or d.get("val_ann_file") or self._splits_itself())
+
     def build_datasets(self) -> dict:
         bad = BadSamples(self.cfg.data.get("on_bad_sample", "skip"))
-        records = self._records("all", bad)
-        if self.cfg.data.get("val_image_set") or self.cfg.data.get("val_ann_file"):  # a separate validation set
+        records = self._records("train" if self._splits_itself() else "all", bad)
+        if self._separate_val():  # a separate validation set
             val_bad = BadSamples(bad.policy)
             val = self._dataset(self._records("val", val_bad), False, val_bad)
             return {"train": self._dataset(records, True, bad), "val": val}
@@ -73,7 +82,7 @@ class FrcnnTask(Task):
 
     def build_eval_dataset(self, split: str, split_ids) -> DetectionDataset:
         bad = BadSamples(self.cfg.data.get("on_bad_sample", "skip"))
-        if split == "val" and (self.cfg.data.get("val_image_set") or self.cfg.data.get("val_ann_file")):
+        if split == "val" and self._separate_val():
             return self._dataset(self._records("val", bad), False, bad)
         records = self._records("all", bad)
         if split == "val":
@@ -122,7 +131,8 @@ class FrcnnTask(Task):
         return write_predictions(runtime, transform=self.transform(False), classes=self.classes, inputs=inputs,
                                  out_dir=out_dir, score_threshold=None if threshold is None else float(threshold),
                                  batch_size=int(self.cfg.data.get("batch_size", 1) or 1),
-                                 draw_threshold=float(self.cfg.get("draw_threshold") or 0.0))
+                                 draw_threshold=float(self.cfg.get("draw_threshold") or 0.0),
+                                 scenes=SceneOptions.from_cfg(self.cfg))
 
     def export(self, *, model: nn.Module, fmt: str, out_dir: Path, settings):
         return export_detector(model, self.cfg.model, self.classes, fmt, out_dir, opset=int(settings.opset),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from functools import partial
 
 import numpy as np
 import torch
@@ -62,13 +63,15 @@ class SamDataset(Dataset):
         what = self.source.key(i) + (f"|copy {copy}|{self._copy_recipe}" if copy else "")
         return hashlib.blake2b(what.encode(), digest_size=16).hexdigest()
 
-    def _load(self, pos: int) -> tuple[int, np.ndarray, np.ndarray]:
+    def _load(self, pos: int, rng=None) -> tuple[int, np.ndarray, np.ndarray]:
         """Load ``indices[pos]``; a file that fails to decode is recorded (warned about, listed in the run dir's
-        skipped_*.txt) and the next sample stands in."""
+        skipped_*.txt) and the next sample stands in. A ``seeded`` source (raster scenes) places the sample
+        with the item's generator."""
+        load = partial(self.source.load, rng=rng) if getattr(self.source, "seeded", False) else self.source.load
         for step in range(len(self.indices)):
             i = self.indices[(pos + step) % len(self.indices)]
             try:
-                image, mask = self.source.load(i)
+                image, mask = load(i)
                 return i, image, mask
             except BadSample as e:
                 self.bad.add(e)  # raises under on_bad_sample=error
@@ -106,7 +109,7 @@ class SamDataset(Dataset):
             i, mask, key, entry = cached
             picture, hw = None, mask.shape
         else:
-            i, picture, mask = self._load(idx % n)
+            i, picture, mask = self._load(idx % n, rng)
             if self.copies:
                 if copy > 0:
                     picture, mask = apply_augment(self.transform, picture, mask,
@@ -224,7 +227,10 @@ def build_splits(data_cfg, seed: int, make) -> dict[str, SamDataset]:
         val_source = _source(separate[0], seed, separate[1], val_bad)
         return {"train": make(source, range(len(source)), True, bad),
                 "val": make(val_source, range(len(val_source)), False, val_bad)}
-    tr, va = split_indices(len(source), float(data_cfg.get("val_fraction", 0.1)), seed)
+    if hasattr(source, "split"):  # the source holds its validation part out itself (raster scenes: a strip)
+        tr, va = source.split("train"), source.split("val")
+    else:
+        tr, va = split_indices(len(source), float(data_cfg.get("val_fraction", 0.1)), seed)
     return {"train": make(source, tr, True, bad), "val": make(source, va, False, BadSamples(policy))}
 
 
@@ -236,6 +242,8 @@ def build_eval_split(data_cfg, seed: int, split: str, split_ids: dict | None, ma
         source = _source(separate[0], seed, separate[1], bad)
         return make(source, range(len(source)), False, bad)
     source = _source(data_cfg, seed, data_cfg.get("root"), bad)
+    if hasattr(source, "split"):
+        return make(source, source.split(split), False, bad)
     if split == "all":
         return make(source, range(len(source)), False, bad)
     return make(source, checkpoint_val_indices(source.ids, split_ids), False, bad)

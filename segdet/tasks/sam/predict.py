@@ -22,11 +22,14 @@ import torch
 
 from segdet.data.io import BadSample, list_images, load_mask, load_rgb
 from segdet.files.prediction_outputs import PredictionOutputs
+from segdet.scenes.prompts import is_vector_file, read_vector, scene_prompts
+from segdet.scenes.source import SceneOptions
 from segdet.errors import SegdetError
 from segdet.tasks.sam.datasets import collate, pack_sample
 from segdet.tasks.sam.figures import overlay
 from segdet.tasks.sam.metrics import full_res_masks
 from segdet.tasks.sam.prompts import PromptConfig, make_prompts, parse_prompt_entry, user_prompts
+from segdet.tasks.sam.scene import predict_scene
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,21 @@ def match_prompts(table: dict, inputs: list[Path], source) -> dict[Path, str]:
     return keys
 
 
+def model_size(cfg) -> int:
+    """The side of the model's square input (what a tile defaults to)."""
+    m = cfg.get("model") or {}
+    return int(m.get("image_size") or (m.get("config") or {}).get("image_size") or 1024)
+
+
+def scene_entry(scene, vector, table: dict, key, source) -> dict | None:
+    """A scene's prompts in its pixels: from the vector file (in its CRS), else its JSON entry, else None."""
+    if vector is not None:
+        if not scene.georeferenced:
+            raise SegdetError(f"{source}: vector prompts need a georeferenced input, and {scene.path.name} is not")
+        return scene_prompts(vector, scene)
+    return table[key] if key is not None else None
+
+
 @torch.no_grad()
 def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
     """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout.
@@ -77,7 +95,8 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
         from segdet.tasks.sam import amg
         return amg.predict(runtime, cfg, inputs, out_dir, amg.AmgSettings.from_cfg(cfg.get("amg")))
     prompt_cfg = PromptConfig.from_cfg(cfg.get("prompt"))
-    table = load_prompt_file(cfg.prompts) if cfg.get("prompts") else {}
+    vector = read_vector(cfg.prompts) if cfg.get("prompts") and is_vector_file(cfg.prompts) else None
+    table = load_prompt_file(cfg.prompts) if cfg.get("prompts") and vector is None else {}
     keys = match_prompts(table, inputs, cfg.get("prompts"))
     masks = {}
     if cfg.get("masks"):
@@ -93,9 +112,26 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
 
     model = runtime.raw_model.eval()
     model.eval_rounds = 1  # no ground truth to draw corrective points from: each prompt is answered once
-    used = {"json": 0, "mask": 0, "whole_image": 0}
+    used = {"json": 0, "mask": 0, "whole_image": 0, "vector": 0}
     mask_prompts = 0
+    scenes = SceneOptions.from_cfg(cfg)
     for path in out.todo():
+        try:
+            scene = scenes.open(path, model_size(cfg))
+        except BadSample as e:
+            out.skip(path, str(e))
+            continue
+        if scene is not None:  # a GeoTIFF, or an image large enough to tile: segdet.tasks.sam.scene
+            with scene:
+                entry = scene_entry(scene, vector, table, keys.get(path), cfg.get("prompts"))
+                used["vector" if vector else "json" if entry is not None else "whole_image"] += 1
+                t = scenes.tile
+                predict_scene(runtime, model, out, path, scene, entry,
+                              tiled=t.tiled(scene.width, scene.height, model_size(cfg)),
+                              size=t.side(model_size(cfg)), halo=t.halo(model_size(cfg)), context=t.context,
+                              batch_size=t.batch_size, box_mode=prompt_cfg.mode != "points", save_prob=save_prob,
+                              vector_settings=scenes.vector)
+            continue
         try:
             image = load_rgb(path)
         except BadSample as e:

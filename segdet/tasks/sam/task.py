@@ -1,6 +1,7 @@
 """The sam task: fine-tune Segment Anything on image/mask pairs with prompts made from the masks."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -22,7 +23,9 @@ from segdet.tasks.sam.metrics import SamEvaluator
 from segdet.tasks.sam.model import SamSegmenter, build_sam, folder_family, offline_fix
 from segdet.tasks.sam.predict import predict
 from segdet.tasks.sam.prompts import PromptConfig
+from segdet.tasks.sam.sources import SOURCES
 
+log = logging.getLogger(__name__)
 MODELS = Registry("sam model")
 MODELS.register("sam")(SamSegmenter)
 
@@ -41,6 +44,7 @@ class SamTask(Task):
         # prompts=grid (segment everything): its settings, checked before anything is read
         self.amg = AmgSettings.from_cfg(cfg.get("amg")) if cfg.get("prompts") == "grid" else None
         self._coco = None  # prompts=grid eval: the COCO file scored
+        self._cache_note = False  # the embedding cache was turned off for the data (said once)
 
     # --- data -----------------------------------------------------------------------------------------------
     @property
@@ -53,7 +57,14 @@ class SamTask(Task):
         return build_augment(aug, self.image_size), int(aug.get("offline_copies", 0) or 0)
 
     def _cache_on(self) -> bool:
-        return bool(self.cfg.model.get("cache_embeddings", False))
+        on = bool(self.cfg.model.get("cache_embeddings", False))
+        data = str(self.cfg.get("data", {}).get("name") or "")
+        if on and data in SOURCES and not getattr(SOURCES.get(data), "cacheable", True):
+            if not self._cache_note:
+                log.warning("model.cache_embeddings is off for data=%s: every training item is a new image", data)
+                self._cache_note = True
+            return False
+        return on
 
     def _check_cache(self, transform, copies: int) -> None:
         if not self._cache_on():

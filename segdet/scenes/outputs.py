@@ -1,0 +1,226 @@
+"""What a scene's prediction becomes: a mask assembled from its pieces, a GeoTIFF in the scene's grid, polygons.
+
+Pieces (``files.prediction_outputs.Pieces``) are arrays each covering a rectangle of the scene (a tile's centre, a
+window around a prompt). ``assemble`` lays them over the scene one strip of rows at a time: an id or a 0/1 mask
+keeps the first non-zero value in piece order (pieces come best first), a probability keeps the largest. The
+GeoTIFF is written strip by strip (tiled, deflate) and then copied as a COG; the polygons are traced strip by strip
+(``rasterio.features.shapes``) and joined across strips with shapely, so no step holds the scene whole.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from segdet.errors import SegdetError
+
+log = logging.getLogger(__name__)
+logging.getLogger("pyogrio").setLevel(logging.WARNING)  # it logs every write ("Created N records")
+STRIP = 512  # rows assembled, written and traced at a time
+VECTOR_DRIVERS = {"geojson": ("GeoJSON", ".geojson"), "gpkg": ("GPKG", ".gpkg")}
+EQUAL_AREA = "EPSG:6933"  # WGS 84 / NSIDC EASE-Grid 2.0 Global: areas of a geographic CRS are measured there
+METRES_PER_DEGREE = 111_320.0  # vector.simplify in a geographic CRS: metres to degrees (at the equator)
+
+
+@dataclass(frozen=True)
+class VectorSettings:
+    format: str = "geojson"
+    simplify: float = 0.0
+    min_area: float = 0.0
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "VectorSettings":
+        given = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg or {})
+        unknown = sorted(set(given) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise SegdetError(f"vector.{unknown[0]}: unknown key (the keys are format, simplify, min_area)")
+        s = cls(**given)
+        if s.format not in VECTOR_DRIVERS:
+            raise SegdetError(f"vector.format must be one of {', '.join(VECTOR_DRIVERS)}, not '{s.format}'")
+        if float(s.simplify) < 0 or float(s.min_area) < 0:
+            raise SegdetError("vector.simplify and vector.min_area must be 0 or more")
+        return cls(s.format, float(s.simplify), float(s.min_area))
+
+
+@dataclass
+class Piece:
+    index: int
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1: the scene pixels its arrays cover
+
+
+def assemble_strip(pieces: list[Piece], load, key: str, y0: int, y1: int, width: int, dtype,
+                   rule: str = "first") -> np.ndarray:
+    """Rows y0..y1 of the scene's ``key`` array from the pieces overlapping them."""
+    out = np.zeros((y1 - y0, width), dtype)
+    for p in pieces:
+        px0, py0, px1, py1 = p.box
+        if py1 <= y0 or py0 >= y1:
+            continue
+        arr = load(p.index).get(key)
+        if arr is None:
+            continue
+        a0, a1 = max(py0, y0), min(py1, y1)
+        src = arr[a0 - py0: a1 - py0]
+        dst = out[a0 - y0: a1 - y0, px0:px1]
+        if rule == "max":
+            np.maximum(dst, src, out=dst)
+        else:
+            np.copyto(dst, src, where=(dst == 0))
+    return out
+
+
+class _Loader:
+    """Loads each piece once per strip band (a piece may span several strips)."""
+
+    def __init__(self, load):
+        self._load, self._cache = load, {}
+
+    def __call__(self, i):
+        if i not in self._cache:
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[i] = self._load(i)
+        return self._cache[i]
+
+
+def assemble_array(pieces: list[Piece], load, key: str, width: int, height: int, dtype, rule="first") -> np.ndarray:
+    """The whole ``key`` array (an image already held in memory, not a scene)."""
+    return assemble_strip(pieces, load, key, 0, height, width, dtype, rule)
+
+
+def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[tuple[str, str, str]]) -> None:
+    """``out_dir/rel``: a tiled, deflate-compressed GeoTIFF (a COG where GDAL can make one) in the scene's CRS,
+    transform and size, one band per (key, dtype, rule) of ``bands``, written atomically."""
+    import rasterio
+    from rasterio.shutil import copy as gdal_copy
+    from rasterio.windows import Window
+
+    dtype = np.dtype(bands[0][1])
+    profile = {"driver": "GTiff", "width": scene.width, "height": scene.height, "count": len(bands),
+               "dtype": dtype.name, "crs": scene.crs, "transform": scene.transform, "tiled": True,
+               "blockxsize": 512, "blockysize": 512, "compress": "deflate", "nodata": None}
+    loader = _Loader(load)
+
+    def write(tmp):
+        work = tmp.with_name(tmp.name + ".strips.tif")
+        try:
+            with rasterio.open(work, "w", **profile) as dst:
+                for y0 in range(0, scene.height, STRIP):
+                    y1 = min(y0 + STRIP, scene.height)
+                    for b, (key, dt, rule) in enumerate(bands, 1):
+                        strip = assemble_strip(pieces, loader, key, y0, y1, scene.width, dtype, rule)
+                        dst.write(strip, b, window=Window(0, y0, scene.width, y1 - y0))
+                for b, (key, _, _) in enumerate(bands, 1):
+                    dst.set_band_description(b, key)
+            try:
+                gdal_copy(work, tmp, driver="COG", compress="DEFLATE", overviews="NONE")
+            except Exception as e:  # noqa: BLE001 -- an older GDAL without the COG driver: the tiled GTiff stands
+                log.debug("no COG (%s); writing the tiled GeoTIFF", e)
+                work.replace(tmp)
+        finally:
+            if work.exists():
+                work.unlink()
+    out.write_with(rel, write)
+
+
+# --- polygons -----------------------------------------------------------------------------------------------------
+def _area_m2(geoms, crs):
+    """Areas in m²: in the CRS's own linear unit for a projected CRS, in an equal-area projection for a
+    geographic one."""
+    import shapely
+    from rasterio.warp import transform_geom
+
+    if crs is None:
+        return shapely.area(geoms)
+    if crs.is_geographic:
+        projected = [shapely.geometry.shape(transform_geom(crs, EQUAL_AREA, shapely.geometry.mapping(g)))
+                     for g in geoms]
+        return shapely.area(np.array(projected, dtype=object)) if projected else np.zeros(0)
+    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+    return shapely.area(geoms) * factor ** 2
+
+
+def trace(path, scene_crs, transform, width: int, height: int, binary: bool):
+    """(geometries, values) traced from the mask GeoTIFF at ``path`` (band 1): one polygon per connected region of
+    a 0/1 mask, one (multi)polygon per instance id, holes kept, in the scene's CRS."""
+    import rasterio
+    import shapely
+    from rasterio.features import shapes
+    from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
+
+    parts: dict[int, list] = {}
+    with rasterio.open(path) as src:
+        for y0 in range(0, height, STRIP):
+            win = Window(0, y0, width, min(STRIP, height - y0))
+            strip = src.read(1, window=win)
+            if not strip.any():
+                continue
+            for geom, value in shapes(strip, mask=strip > 0, transform=window_transform(win, transform)):
+                parts.setdefault(int(value), []).append(shapely.geometry.shape(geom))
+    geoms, values = [], []
+    for value in sorted(parts):
+        joined = shapely.unary_union(parts[value])
+        if binary:
+            for g in getattr(joined, "geoms", [joined]):
+                geoms.append(g)
+                values.append(value)
+        else:
+            geoms.append(joined)
+            values.append(value)
+    return geoms, values
+
+
+def write_vectors(out, rel_stem: str, scene, mask_path, settings: VectorSettings, binary: bool,
+                  properties) -> int:
+    """``vectors/<stem>.geojson|gpkg`` from a mask GeoTIFF: its regions (``binary``) or instances, with
+    ``properties(value) -> (class, score)``. Returns how many polygons were written."""
+    geoms, values = trace(mask_path, scene.crs, scene.transform, scene.width, scene.height, binary)
+    named = [properties(v) for v in values]
+    return write_features(out, rel_stem, scene, geoms, [c for c, _ in named], [s for _, s in named], settings)
+
+
+def box_polygons(scene, boxes) -> list:
+    """Boxes [x1, y1, x2, y2] in scene pixels as polygons in the scene's CRS."""
+    import shapely
+
+    t = scene.transform
+    return [shapely.geometry.Polygon([t @ (x, y) for x, y in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))])
+            for x1, y1, x2, y2 in np.asarray(boxes, np.float64).tolist()]
+
+
+def write_features(out, rel_stem: str, scene, geoms: list, classes: list, scores: list,
+                   settings: VectorSettings) -> int:
+    """``vectors/<stem>.geojson|gpkg``: polygons with their class, score and area in m², simplified
+    (``vector.simplify``, metres) and filtered (``vector.min_area``, m²). Returns how many."""
+    import shapely
+    from pyogrio.raw import write as ogr_write
+
+    if settings.simplify > 0 and geoms:
+        tolerance = settings.simplify
+        if scene.crs is not None and scene.crs.is_geographic:
+            tolerance /= METRES_PER_DEGREE
+        elif scene.crs is not None and scene.crs.linear_units_factor:
+            tolerance /= scene.crs.linear_units_factor[1]
+        geoms = list(shapely.simplify(np.array(geoms, dtype=object), tolerance, preserve_topology=True))
+    areas = _area_m2(np.array(geoms, dtype=object), scene.crs) if geoms else np.zeros(0)
+    keep = [i for i, a in enumerate(areas) if a >= settings.min_area and not geoms[i].is_empty]
+    driver, suffix = VECTOR_DRIVERS[settings.format]
+    kinds = {geoms[i].geom_type for i in keep}
+    multi = kinds != {"Polygon"} and bool(kinds)  # regions are polygons; an instance cut in parts a multipolygon
+    wkb = np.array([shapely.to_wkb(shapely.geometry.MultiPolygon([geoms[i]])
+                                   if multi and geoms[i].geom_type == "Polygon" else geoms[i]) for i in keep],
+                   dtype=object)
+    fields = ["class", "score", "area_m2"]
+    data = [np.array([classes[i] for i in keep], dtype=object),
+            np.array([np.nan if scores[i] is None else float(scores[i]) for i in keep], dtype=np.float64),
+            np.array([round(float(areas[i]), 3) for i in keep], dtype=np.float64)]
+    crs = scene.crs.to_wkt() if scene.crs is not None else None
+
+    def write(tmp):
+        ogr_write(str(tmp), wkb, data, fields, crs=crs, driver=driver,
+                  geometry_type="MultiPolygon" if multi else "Polygon", layer=rel_stem.rsplit("/", 1)[-1])
+    out.write_with(f"vectors/{rel_stem}{suffix}", write)
+    return len(keep)

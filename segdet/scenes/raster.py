@@ -1,0 +1,254 @@
+"""A raster scene read by window: a GeoTIFF/COG (or any file GDAL reads) as the model's uint8 RGB, never whole.
+
+    scene = open_scene("scene.tif", bands=[4, 3, 2], scale="auto")
+    rgb = scene.read((x, y, w, h))     # H×W×3 uint8, the scene-wide stretch applied; outside the scene: 0
+    ok = scene.valid((x, y, w, h))     # H×W bool: False at nodata, under the scene's mask, outside the scene
+    scene.close()
+
+Bands are numbered from 1, as GDAL does; by default 1, 2, 3 (one band: grey, repeated). ``scale`` maps the
+values to 0..255: ``auto`` leaves 8-bit data as it is and stretches anything else from its 2nd to its 98th
+percentile, ``percentile`` always does that, ``minmax`` stretches from the smallest to the largest value, ``none``
+clips the values to 0..255. The statistics come from one decimated read of the whole scene (at most
+``STATS_SIDE`` pixels a side) over its valid pixels, so every window of a scene is mapped the same way.
+
+``ArrayScene`` gives an image already in memory (a PNG, a JPEG) the same interface, so tiling does not care
+where the pixels come from. A window that cannot be decoded (a corrupt tile) raises ``CorruptWindow``, a
+``BadSample`` naming the file and the window, so the caller can skip it and go on.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from segdet.data.io import BadSample
+from segdet.errors import SegdetError
+from segdet.scenes import need_geo
+
+SCALES = ("auto", "percentile", "minmax", "none")
+PERCENTILES = (2.0, 98.0)
+STATS_SIDE = 1024
+# suffixes that may hold a georeferenced raster; a TIFF without georeferencing stays an ordinary image
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
+# GDAL's block cache defaults to a share of the machine's memory, so a long scene read would keep every block it
+# decoded; a fixed cache keeps the resident memory independent of the scene's size (the user's setting wins)
+GDAL_CACHE_MB = "128"
+
+
+class CorruptWindow(BadSample):
+    """A window of an otherwise readable scene could not be decoded."""
+
+
+def window_of(window) -> tuple[int, int, int, int]:
+    """(col_off, row_off, width, height) from a tuple or a rasterio ``Window``."""
+    if hasattr(window, "col_off"):
+        return int(window.col_off), int(window.row_off), int(window.width), int(window.height)
+    x, y, w, h = (int(v) for v in window)
+    return x, y, w, h
+
+
+class _Base:
+    width: int
+    height: int
+
+    def _clip(self, window):
+        """The window, and its part inside the scene as (x0, y0, x1, y1), or None when it lies wholly outside."""
+        x, y, w, h = window_of(window)
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, self.width), min(y + h, self.height)
+        return (x, y, w, h), ((x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+
+class ArrayScene(_Base):
+    """An H×W×3 uint8 image in memory (plus an optional H×W validity mask) as a scene without georeferencing."""
+
+    crs = None
+    transform = None
+    nodata = None
+    georeferenced = False
+
+    def __init__(self, pixels: np.ndarray, path=None, valid: np.ndarray | None = None):
+        self.pixels, self.path, self._valid = pixels, path, valid
+        self.height, self.width = pixels.shape[:2]
+        self.count = 3
+
+    def read(self, window) -> np.ndarray:
+        (x, y, w, h), inside = self._clip(window)
+        out = np.zeros((h, w, 3), np.uint8)
+        if inside:
+            x0, y0, x1, y1 = inside
+            out[y0 - y: y1 - y, x0 - x: x1 - x] = self.pixels[y0:y1, x0:x1]
+        return out
+
+    def valid(self, window) -> np.ndarray:
+        (x, y, w, h), inside = self._clip(window)
+        out = np.zeros((h, w), bool)
+        if inside:
+            x0, y0, x1, y1 = inside
+            out[y0 - y: y1 - y, x0 - x: x1 - x] = True if self._valid is None else self._valid[y0:y1, x0:x1]
+        return out
+
+
+class Scene(_Base):
+    """An open raster: its size, CRS, transform and nodata, read window by window (see the module)."""
+
+    def __init__(self, path, dataset, bands: tuple[int, ...], scale: str):
+        self.path, self._ds, self.bands, self.scale = Path(path), dataset, bands, scale
+        self.width, self.height, self.count = dataset.width, dataset.height, dataset.count
+        self.crs, self.transform, self.nodata = dataset.crs, dataset.transform, dataset.nodata
+        self.dtype = np.dtype(dataset.dtypes[bands[0] - 1])
+        self.georeferenced = dataset.crs is not None or not dataset.transform.is_identity
+        self.lo, self.hi = self._stretch()
+
+    # --- the mapping to 0..255 ---------------------------------------------------------------------------------
+    def _stretch(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Per picked band, the values that become 0 and 255 (None, None: values used as they are)."""
+        scale = self.scale
+        if scale == "none" or (scale == "auto" and self.dtype == np.uint8):
+            return None, None
+        from rasterio.enums import Resampling
+
+        f = min(1.0, STATS_SIDE / max(self.width, self.height))
+        shape = (len(self.bands), max(1, round(self.height * f)), max(1, round(self.width * f)))
+        try:
+            data = self._ds.read(list(self.bands), out_shape=shape, resampling=Resampling.nearest).astype(np.float64)
+            ok = self._ds.read_masks(list(self.bands), out_shape=shape, resampling=Resampling.nearest) > 0
+        except Exception as e:  # noqa: BLE001 -- GDAL's errors (a corrupt block) are of many kinds
+            raise SegdetError(f"{self.path}: cannot read the scene to compute input.scale={scale} "
+                              f"({_first_line(e)})") from None
+        lo, hi = np.zeros(len(self.bands)), np.full(len(self.bands), 255.0)
+        for i in range(len(self.bands)):
+            values = data[i][ok[i] & np.isfinite(data[i])]
+            if values.size == 0:
+                continue
+            if scale == "minmax":
+                lo[i], hi[i] = values.min(), values.max()
+            else:
+                lo[i], hi[i] = np.percentile(values, PERCENTILES)
+            if hi[i] <= lo[i]:
+                hi[i] = lo[i] + 1.0
+        return lo, hi
+
+    def _to_uint8(self, data: np.ndarray) -> np.ndarray:
+        """bands×H×W values → H×W×3 uint8."""
+        data = data.astype(np.float32, copy=False)
+        if self.lo is not None:
+            lo = self.lo.astype(np.float32)[:, None, None]
+            span = (self.hi - self.lo).astype(np.float32)[:, None, None]
+            data = (data - lo) * (255.0 / span)
+        data = np.nan_to_num(data, nan=0.0, posinf=255.0, neginf=0.0)
+        out = np.clip(np.rint(data), 0, 255).astype(np.uint8)
+        if out.shape[0] == 1:
+            out = np.repeat(out, 3, axis=0)
+        return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+    # --- windows ---------------------------------------------------------------------------------------------
+    def _read_inside(self, inside, what):
+        from rasterio.windows import Window
+
+        x0, y0, x1, y1 = inside
+        try:
+            return what(list(self.bands), window=Window(x0, y0, x1 - x0, y1 - y0))
+        except Exception as e:  # noqa: BLE001 -- GDAL reports a bad block as a RasterioIOError or CPLE_*Error
+            raise CorruptWindow(self.path, f"cannot read pixels {x0}..{x1} x {y0}..{y1} ({_first_line(e)})") \
+                from None
+
+    def read(self, window) -> np.ndarray:
+        (x, y, w, h), inside = self._clip(window)
+        out = np.zeros((h, w, 3), np.uint8)
+        if inside:
+            x0, y0, x1, y1 = inside
+            out[y0 - y: y1 - y, x0 - x: x1 - x] = self._to_uint8(self._read_inside(inside, self._ds.read))
+        return out
+
+    def valid(self, window) -> np.ndarray:
+        """True where every picked band holds data: not nodata, not masked (GDAL's mask: nodata, an internal
+        mask or alpha band), and finite."""
+        (x, y, w, h), inside = self._clip(window)
+        out = np.zeros((h, w), bool)
+        if inside:
+            x0, y0, x1, y1 = inside
+            ok = (self._read_inside(inside, self._ds.read_masks) > 0).all(axis=0)
+            if self.dtype.kind == "f":
+                ok &= np.isfinite(self._read_inside(inside, self._ds.read)).all(axis=0)
+            out[y0 - y: y1 - y, x0 - x: x1 - x] = ok
+        return out
+
+    def read_overview(self, width: int, height: int) -> np.ndarray:
+        """The whole scene at width×height (one decimated read: GDAL's overviews where the file has them)."""
+        from rasterio.enums import Resampling
+
+        data = self._ds.read(list(self.bands), out_shape=(len(self.bands), height, width),
+                             resampling=Resampling.bilinear)
+        return self._to_uint8(data)
+
+    def close(self) -> None:
+        self._ds.close()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _bands(path, given, count: int) -> tuple[int, ...]:
+    if given is None:
+        return (1, 2, 3) if count >= 3 else (1,)
+    bands = [given] if isinstance(given, int) else list(given)
+    if len(bands) not in (1, 3) or not all(isinstance(b, int) and not isinstance(b, bool) for b in bands):
+        raise SegdetError(f"{path}: input.bands must be 1 or 3 band numbers (from 1, as GDAL), not {given}")
+    for b in bands:
+        if not 1 <= b <= count:
+            raise SegdetError(f"{path}: input.bands={bands}: band {b} does not exist (the scene has {count} "
+                              f"band{'s' if count != 1 else ''}, numbered from 1)")
+    return tuple(bands)
+
+
+def open_scene(path, bands=None, scale: str = "auto") -> Scene:
+    """The raster at ``path`` ready to read by window, or a one-line SegdetError: not a raster, a band that
+    does not exist, an unknown scale."""
+    rasterio = need_geo("reading a GeoTIFF")
+    path = Path(path)
+    if scale not in SCALES:
+        raise SegdetError(f"input.scale must be one of {', '.join(SCALES)}, not '{scale}'")
+    if not path.is_file():
+        raise SegdetError(f"{path}: input not found")
+    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
+    try:
+        ds = rasterio.open(path)
+    except Exception as e:  # noqa: BLE001 -- RasterioIOError, and anything GDAL says about a broken header
+        raise SegdetError(f"{path}: not a raster GDAL can read ({_first_line(e)})") from None
+    try:
+        return Scene(path, ds, _bands(path, bands, ds.count), scale)
+    except BaseException:
+        ds.close()
+        raise
+
+
+def is_scene(path) -> bool:
+    """True for a georeferenced raster (a CRS or a geotransform): it is read by window through rasterio.
+    Anything else (a PNG, a plain TIFF) stays an ordinary image, read whole as before."""
+    path = Path(path)
+    if path.suffix.lower() not in RASTER_SUFFIXES:
+        return False
+    try:
+        import rasterio
+    except ImportError:
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                return ds.crs is not None or not ds.transform.is_identity or path.suffix.lower() == ".vrt"
+    except Exception:  # noqa: BLE001 -- not readable by GDAL: left to the image reader, which says why
+        return False

@@ -1,0 +1,54 @@
+"""Which inputs predict reads as scenes, and the settings that go with them (``input.*``, ``tile.*``, ``vector.*``).
+
+A georeferenced raster (``raster.is_scene``) is always a scene: read by window, its outputs in its own grid. An
+ordinary image larger than the tiling threshold is read whole and predicted by tiles (``raster.ArrayScene``);
+any other image is predicted as before, whole.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from segdet.data.io import image_size, load_rgb
+from segdet.scenes.outputs import VectorSettings
+from segdet.scenes.raster import ArrayScene, is_scene, open_scene
+from segdet.scenes.tiles import TileSettings
+
+
+def input_path(cfg) -> str:
+    """``input.path``; a config composed from ``input=P`` directly (not through the CLI) holds the plain string."""
+    given = cfg.get("input")
+    if isinstance(given, str) or given is None:
+        return str(given)
+    return str(given.get("path"))
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    bands: tuple[int, ...] | None = None
+    scale: str = "auto"
+    tile: TileSettings = TileSettings()
+    vector: VectorSettings = VectorSettings()
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "SceneOptions":
+        given = cfg.get("input")
+        bands, scale = None, "auto"
+        if given is not None and not isinstance(given, str):
+            bands = given.get("bands")
+            if OmegaConf.is_config(bands):
+                bands = tuple(OmegaConf.to_container(bands))
+            scale = str(given.get("scale") or "auto")
+        return cls(bands, scale, TileSettings.from_cfg(cfg.get("tile")), VectorSettings.from_cfg(cfg.get("vector")))
+
+    def open(self, path: Path, model_size: int):
+        """A scene for ``path`` when it is read by window or tiled, else None (an ordinary image, predicted whole).
+        A BadSample (an unreadable image) or a SegdetError (a bad band) passes to the caller."""
+        if is_scene(path):
+            return open_scene(path, self.bands, self.scale)
+        w, h = image_size(path)
+        if self.tile.tiled(w, h, model_size):
+            return ArrayScene(load_rgb(path), path)
+        return None
