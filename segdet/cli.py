@@ -127,6 +127,8 @@ def _command_line(command: str, args: list[str]) -> list[str]:
     args = with_sweeper_settings(args)
     task = overrides.value(args, "task")
     if not asks_help:
+        if task is None and overrides.options(args, "task"):
+            fail("task= takes one task, not a sweep (its config groups depend on it): one sweep per task")
         if task is None:
             fail(f"task is required: segdet {command} task=<{'|'.join(TASKS)}> ...")
         if task not in TASKS:

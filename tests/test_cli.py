@@ -44,6 +44,7 @@ def test_help_lists_commands_and_tasks():
     (["train", "task=sam", "data=nope"], ["unknown data 'nope'", "folder", "synthetic"]),
     (["train", "task=sam", "optim=lion"], ["unknown optim 'lion'", "adam"]),
     (["eval", "task=sam"], ["ckpt is required"]),
+    (["train", "-m", "task=sam,frcnn"], ["task= takes one task, not a sweep"]),
 ])
 def test_usage_errors_are_one_line_exit_2(args, words, tmp_path):
     assert_usage_error(segdet(*args, f"hydra.run.dir={tmp_path}"), *words)

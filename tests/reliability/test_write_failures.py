@@ -7,6 +7,7 @@ The failures are injected (``os.replace`` raising, a file-size limit): CI runs a
 folder is still writable."""
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import logging
@@ -77,6 +78,14 @@ def test_a_write_that_runs_out_of_room_midway_is_the_os_error_not_torchs(tmp_pat
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert path.read_bytes() == before and temps(tmp_path) == []
+
+
+def test_a_csv_is_what_csv_writer_writes_to_a_file(tmp_path):
+    rows = [["id", "dice"], ["a,b", "0.500000"], ['say "hi"', 1], ["two\nlines", None]]
+    with open(tmp_path / "reference.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    atomic.write_csv(tmp_path / "report.csv", rows)
+    assert (tmp_path / "report.csv").read_bytes() == (tmp_path / "reference.csv").read_bytes()
 
 
 # --- training --------------------------------------------------------------------------------------------------
