@@ -92,6 +92,7 @@ def test_hf_folder_loads_strictly_in_plain_transformers_and_gives_predicts_masks
     assert sum(s["differ_where_decided"] for s in stats) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_boxes_reaching_the_image_edge_give_what_plain_transformers_gives(shared_data, sam_ckpt, tmp_path):
     """A box to the image's edge ([0, 0, W, H] the whole image) reaches SAM unmoved, as transformers' processor
