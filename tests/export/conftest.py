@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from segdet.commands import export as export_cmd
@@ -109,7 +110,9 @@ def run_clients(jobs: list[tuple[Path, list[list[str]]]], workdir: Path) -> None
                     f"    sys.argv = ['client.py', {str(export_dir)!r}, *args]\n"
                     f"    runpy.run_path({str(client)!r}, run_name='__main__')\n")
     harness += "assert not [m for m in sys.modules if m.split('.')[0] == 'segdet'], 'the client imported segdet'\n"
+    # the test's thread count: float sums, and so a RoI near a pooling cell's edge, depend on it
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     proc = subprocess.run([sys.executable, "-I", "-c", harness], cwd=workdir, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

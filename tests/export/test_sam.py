@@ -92,6 +92,8 @@ def test_hf_folder_loads_strictly_in_plain_transformers_and_gives_predicts_masks
     assert sum(s["differ_where_decided"] for s in stats) == 0
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
 def test_boxes_reaching_the_image_edge_give_what_plain_transformers_gives(shared_data, sam_ckpt, tmp_path):
     """A box to the image's edge ([0, 0, W, H] the whole image) reaches SAM unmoved, as transformers' processor
     passes it: segdet predict and the plain client on the hf folder agree, image by image."""
@@ -161,6 +163,7 @@ def test_onnx_graphs_match_pytorch_in_onnxruntime_and_give_predicts_masks(water_
 
 
 @pytest.mark.slow
+@pytest.mark.realdata
 def test_pt2_programs_match_pytorch_and_give_predicts_masks(water_predictions, sam_ckpt, tmp_path):
     """format=pt2: torch.export programs in the ONNX layout, run by the plain client (torch.export.load(...)
     .module(), no segdet), give segdet predict's masks."""

@@ -50,6 +50,8 @@ def resize_linear_exact(image: torch.Tensor, size: List[int]) -> torch.Tensor:
     At the same size it copies the pixels (scale 1: every weight on the pixel itself). The sizes stay symbolic
     under ``torch.export`` (no ``int()`` or branch on them), so one exported program resizes images of any size."""
     h, w = image.shape[-2], image.shape[-1]
+    if torch.jit.is_tracing():  # the ONNX tracer would make the sizes tensors, and the scales float32
+        h, w = int(h), int(w)
     y0, y1, wy0, wy1 = _axis(h, size[0], image.device)
     x0, x1, wx0, wx1 = _axis(w, size[1], image.device)
     rows = (image.index_select(-2, y0).to(torch.int32) * wy0[:, None]

@@ -11,7 +11,8 @@ The oracle test (tests/frcnn/test_oracle.py) checks both give the same proposals
   model.rpn.min_size=1e-3                              → hard-coded 1e-3 in RegionProposalNetwork
   model.roi_op=pool, roi_size=7                        → ``box_roi_pool``: RoIPool 7×7, scale 1/16, wrapped in a
                                                           MultiScaleRoIAlign subclass (the type torchvision insists on)
-  model.roi_op=align                                   → ``MultiScaleRoIAlign(sampling_ratio=2)``
+  model.roi_op=align                                   → ``box_roi_pool``: RoIAlign, scale 1/16, sampling_ratio=2,
+                                                          the same wrapping
   roi_head.box_head (fc6, fc7)                         → ``box_head`` (the same module, as TwoMLPHead would be)
   cls_score / bbox_pred                                → ``FastRCNNPredictor``
   roi_head.box_weights (10, 10, 5, 5)                  → ``bbox_reg_weights``
@@ -36,7 +37,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import MultiScaleRoIAlign, roi_pool
+from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
 
 from segdet.data.pixels import IMAGENET_MEAN, IMAGENET_STD
 from segdet.errors import SegdetError
@@ -52,6 +53,20 @@ class RoIPoolAsMultiScale(MultiScaleRoIAlign):
     def forward(self, x: Dict[str, Tensor], boxes: List[Tensor], image_shapes: List[Tuple[int, int]]) -> Tensor:
         # annotated: the exported detector (TorchScript) runs this module; in float32, as torchvision's CUDA autocast runs it (its CPU kernel has no bfloat16), as segdet's does
         return roi_pool(x["0"].float(), [b.float() for b in boxes], self.output_size, self.scale)
+
+
+class RoIAlignAsMultiScale(MultiScaleRoIAlign):
+    """RoIAlign on the single feature map at its known scale, under the type FasterRCNN accepts. MultiScaleRoIAlign
+    would infer the scale from the sizes on every call (1/16 here too), which torch.export cannot do on the
+    symbolic sizes of its dynamic images."""
+
+    def __init__(self, size: int, scale: float, sampling_ratio: int):
+        super().__init__(["0"], size, sampling_ratio=sampling_ratio)
+        self.scale = scale
+
+    def forward(self, x: Dict[str, Tensor], boxes: List[Tensor], image_shapes: List[Tuple[int, int]]) -> Tensor:
+        return roi_align(x["0"].float(), [b.float() for b in boxes], self.output_size, self.scale,
+                         self.sampling_ratio, False)
 
 
 class PreparedInputs(GeneralizedRCNNTransform):
@@ -71,7 +86,7 @@ def torchvision_twin(ours: nn.Module, m) -> TorchvisionFasterRCNN:
     backbone.out_channels = channels
     anchors = AnchorGenerator(sizes=(tuple(m.anchor.scales),), aspect_ratios=(tuple(m.anchor.ratios),))
     pool = (RoIPoolAsMultiScale(m.roi_size, 1 / 16) if m.roi_op == "pool"
-            else MultiScaleRoIAlign(["0"], m.roi_size, sampling_ratio=2))
+            else RoIAlignAsMultiScale(m.roi_size, 1 / 16, sampling_ratio=2))
     r, h = m.rpn, m.roi_head
     tv = TorchvisionFasterRCNN(
         backbone, num_classes=None,
