@@ -172,7 +172,7 @@ def test_grid_masks_are_the_pipelines(model, extra, tmp_path):
             assert id_map.max() <= len(a) and (id_map > 0).sum() == (a.any(0).sum() if len(a) else 0)
             if len(a):  # each pixel: the best mask covering it
                 assert (id_map[a[0]] == 1).all()
-        assert total >= (10 if n == 0 else 1) * len(images), "too few masks for the comparison to mean anything"
+        assert total >= (10 if n == 0 else 1), "too few masks for the comparison to mean anything"
 
 
 # --- eval ----------------------------------------------------------------------------------------------------------
@@ -195,7 +195,8 @@ def test_eval_scores_the_grid_as_pycocotools_scores_predict(tmp_path):
     coco, _ = convert(root, "water", min_area=20)
     (root / "instances.json").write_text(json.dumps(coco))
     ckpt = random_ckpt(tmp_path / "model.pt", "sam_tiny")
-    amg = ["prompts=grid", "amg.points_per_side=12", "amg.pred_iou_thresh=0.01", "amg.stability_score_thresh=0.3"]
+    amg = ["prompts=grid", "amg.points_per_side=8", "amg.pred_iou_thresh=0.01", "amg.stability_score_thresh=0.3",
+           "amg.box_nms_thresh=1.0"]
     metrics = eval_cmd.run(compose_cfg("eval", ["task=sam", f"ckpt={ckpt}", "data=coco", f"data.root={root}",
                                                 "data.ann_file=instances.json", "data.num_workers=0", *amg]),
                            tmp_path / "eval")
