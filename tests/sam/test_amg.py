@@ -23,6 +23,7 @@ from segdet.tasks.sam.amg import AmgSettings, crop_boxes, fill_small, mask_boxes
 from segdet.tasks.sam.synthetic import scene
 from tests.conftest import compose_cfg
 from tests.export.conftest import export
+from tests.reliability.cli import segdet, user_error
 
 PIPELINE = r"""
 import json, sys
@@ -85,6 +86,16 @@ def test_nonsense_settings_are_refused(key, value, words):
     with pytest.raises(SegdetError, match=f"amg.{key}") as e:
         AmgSettings.from_cfg({key: value})
     assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_nonsense_setting_stops_the_command_before_any_image(tmp_path):
+    ckpt = random_ckpt(tmp_path / "model.pt", "sam_tiny")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")  # reading it would be a warning, not this error
+    msg = user_error(segdet("predict", "task=sam", f"ckpt={ckpt}", f"input={tmp_path / 'in'}", "prompts=grid",
+                            "amg.stability_score_thresh=1.5", f"output={tmp_path / 'out'}",
+                            f"hydra.run.dir={tmp_path / 'run'}"), "amg.stability_score_thresh", "[0, 1]", alone=False)
+    assert "broken" not in msg and not (tmp_path / "out").exists()
 
 
 # --- the whole, against the pipeline ---------------------------------------------------------------------------------
