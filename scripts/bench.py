@@ -105,8 +105,8 @@ class Settings:
     amg_images: int = 8
     amg_image_px: int = 256
     amg_points: int = 32
-    amg_iou_thresh: float = 0.0
-    amg_stability_thresh: float = 0.8
+    amg_iou_thresh: float = 0.01
+    amg_stability_thresh: float = 0.3
     scratch: str = ""              # a folder both sides of a row read (set by main)
 
     @classmethod

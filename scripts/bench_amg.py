@@ -3,7 +3,7 @@
 Both sides: the same weights (a segdet checkpoint, and the same model exported with ``segdet export format=hf``
 for the pipeline), the same decoded images, the same settings (grid, points per batch, thresholds, one NMS). A
 random model's masks are faint (logits of hundredths), so the output layers of the mask hypernetworks are scaled
-up, giving a trained model's logit range and masks on both sides; the thresholds are lowered to let a random
+up (their biases zeroed), giving a trained model's logit range and masks on both sides; the thresholds are lowered to let a random
 model's masks through, and the note gives each side's mean number of masks per image (they must be the same masks:
 tests/sam/test_amg.py). segdet's side is its generator (``amg.Generator``: masks to RLE and the id map); the
 pipeline's ends with its masks and scores. Files are not written on either side.
@@ -55,7 +55,7 @@ def parts(s) -> tuple[Path, list[np.ndarray]]:
     with torch.no_grad():
         for mlp in model.sam.mask_decoder.output_hypernetworks_mlps:
             mlp.proj_out.weight.mul_(SCALE)
-            mlp.proj_out.bias.mul_(SCALE)
+            mlp.proj_out.bias.zero_()
     path = folder / "sam.pt"
     torch.save({**run_meta(task, cfg, {}), "format": FORMAT, "model": model.state_dict()}, path)
     save_hf(model.sam, folder / "hf")

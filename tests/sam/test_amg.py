@@ -23,6 +23,7 @@ from segdet.tasks.sam.amg import AmgSettings, crop_boxes, fill_small, mask_boxes
 from segdet.tasks.sam.synthetic import scene
 from tests.conftest import compose_cfg
 from tests.export.conftest import export
+from tests.reliability.cli import segdet, user_error
 
 PIPELINE = r"""
 import json, sys
@@ -30,13 +31,14 @@ import numpy as np
 from PIL import Image
 from transformers import pipeline
 
-folder, out, kwargs, *images = sys.argv[1:]
+folder, out, settings, *images = sys.argv[1:]
 generator = pipeline("mask-generation", model=folder, device="cpu")
 found = {}
-for path in images:
-    r = generator(Image.open(path).convert("RGB"), **json.loads(kwargs))
-    found[path] = np.stack([np.asarray(m, bool) for m in r["masks"]]) if len(r["masks"]) else np.zeros((0, 1, 1), bool)
-np.savez_compressed(out, **{str(i): found[p] for i, p in enumerate(images)})
+for n, kwargs in enumerate(json.loads(settings)):
+    for i, path in enumerate(images):
+        masks = generator(Image.open(path).convert("RGB"), **kwargs)["masks"]
+        found[f"{n}_{i}"] = np.stack([np.asarray(m, bool) for m in masks]) if len(masks) else np.zeros((0, 1, 1), bool)
+np.savez_compressed(out, **found)
 assert not [m for m in sys.modules if m.split(".")[0] == "segdet"]
 """
 
@@ -86,6 +88,16 @@ def test_nonsense_settings_are_refused(key, value, words):
     assert words in str(e.value) and "\n" not in str(e.value)
 
 
+def test_nonsense_setting_stops_the_command_before_any_image(tmp_path):
+    ckpt = random_ckpt(tmp_path / "model.pt", "sam_tiny")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")  # reading it would be a warning, not this error
+    msg = user_error(segdet("predict", "task=sam", f"ckpt={ckpt}", f"input={tmp_path / 'in'}", "prompts=grid",
+                            "amg.stability_score_thresh=1.5", f"output={tmp_path / 'out'}",
+                            f"hydra.run.dir={tmp_path / 'run'}"), "amg.stability_score_thresh", "[0, 1]", alone=False)
+    assert "broken" not in msg and not (tmp_path / "out").exists()
+
+
 # --- the whole, against the pipeline ---------------------------------------------------------------------------------
 def random_ckpt(path, model: str, *extra: str):
     """A random tiny model of the family as a segdet checkpoint. Its masks' hypernetworks are scaled (biases
@@ -97,7 +109,8 @@ def random_ckpt(path, model: str, *extra: str):
     torch.manual_seed(0)
     net = task.build_model()
     with torch.no_grad():
-        for mlp in net.sam.mask_decoder.output_hypernetworks_mlps:
+        decoder = net.sam.mask_decoder
+        for mlp in [*decoder.output_hypernetworks_mlps, *([decoder.hq_mask_mlp] if model == "sam_hq_tiny" else [])]:
             mlp.proj_out.weight.mul_(100)
             mlp.proj_out.bias.zero_()
     save_atomic({**run_meta(task, cfg, {}), "format": FORMAT, "model": net.state_dict()}, path)
@@ -122,45 +135,45 @@ def decode(instances: list[dict], image_id: int) -> np.ndarray:
 
 def best_match(a: np.ndarray, b: np.ndarray) -> float:
     """Mean over the masks of ``a`` of the best IoU with a mask of ``b``."""
-    inter = (a[:, None] & b[None]).sum((2, 3))
-    union = (a[:, None] | b[None]).sum((2, 3))
+    fa, fb = a.reshape(len(a), -1).astype(np.float32), b.reshape(len(b), -1).astype(np.float32)
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None] - inter
     return float((inter / np.maximum(union, 1)).max(1).mean())
 
 
 SETTINGS = [  # (segdet's amg keys, the pipeline's keywords): NMS off, then the default NMS
-    ({"points_per_side": 16, "points_per_batch": 48, "pred_iou_thresh": 0.01, "stability_score_thresh": 0.3,
-      "box_nms_thresh": 1.0}, {"points_per_crop": 16, "points_per_batch": 64, "pred_iou_thresh": 0.01,
+    ({"points_per_side": 8, "points_per_batch": 24, "pred_iou_thresh": 0.01, "stability_score_thresh": 0.3,
+      "box_nms_thresh": 1.0}, {"points_per_crop": 8, "points_per_batch": 64, "pred_iou_thresh": 0.01,
                                "stability_score_thresh": 0.3, "crops_nms_thresh": 1.0}),
-    ({"points_per_side": 16, "pred_iou_thresh": 0.01, "stability_score_thresh": 0.3},
-     {"points_per_crop": 16, "pred_iou_thresh": 0.01, "stability_score_thresh": 0.3}),
+    ({"points_per_side": 8, "pred_iou_thresh": 0.01, "stability_score_thresh": 0.3},
+     {"points_per_crop": 8, "pred_iou_thresh": 0.01, "stability_score_thresh": 0.3}),
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model,extra", [("sam_tiny", ()), ("sam_hq_tiny", ()), ("sam2_tiny", ()),
-                                         ("sam_tiny", ("model.peft=lora",))])
+                                         ("sam_tiny", ("model.peft=lora", "model.train_parts=[prompt_encoder,mask_decoder]"))])
 def test_grid_masks_are_the_pipelines(model, extra, tmp_path):
     ckpt = random_ckpt(tmp_path / "model.pt", model, *extra)
     images = scenes(tmp_path / "images", square=model == "sam2_tiny")
     hf_dir = tmp_path / "hf"
     export(ckpt, "hf", hf_dir)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    for n, (amg, kwargs) in enumerate(SETTINGS):
+    proc = subprocess.run([sys.executable, "-I", "-c", PIPELINE, str(hf_dir), str(tmp_path / "theirs.npz"),
+                           json.dumps([kwargs for _, kwargs in SETTINGS]), *map(str, images)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = np.load(tmp_path / "theirs.npz")
+    for n, (amg, _) in enumerate(SETTINGS):
         ours = tmp_path / f"pred{n}"
         predict_cmd.run(compose_cfg("predict", ["task=sam", f"ckpt={ckpt}", f"input={images[0].parent}",
                                                 "prompts=grid", f"output={ours}",
                                                 *[f"amg.{k}={v}" for k, v in amg.items()]]), tmp_path / f"run{n}")
-        theirs_file = tmp_path / f"theirs{n}.npz"
-        proc = subprocess.run([sys.executable, "-I", "-c", PIPELINE, str(hf_dir), str(theirs_file),
-                               json.dumps(kwargs), *map(str, images)], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        theirs = np.load(theirs_file)
         instances = json.loads((ours / "instances.json").read_text())
         ids = {im["file_name"]: im["id"] for im in json.loads((ours / "images.json").read_text())}
         total = 0
         for i, path in enumerate(images):
-            a, b = decode(instances, ids[path.name]), theirs[str(i)]
+            a, b = decode(instances, ids[path.name]), theirs[f"{n}_{i}"]
             print(f"{model} {extra} settings {n} {path.name}: segdet {len(a)} masks, pipeline {len(b)}")
             assert abs(len(a) - len(b)) <= 0.1 * len(b)
             if len(b):
@@ -170,7 +183,7 @@ def test_grid_masks_are_the_pipelines(model, extra, tmp_path):
             assert id_map.max() <= len(a) and (id_map > 0).sum() == (a.any(0).sum() if len(a) else 0)
             if len(a):  # each pixel: the best mask covering it
                 assert (id_map[a[0]] == 1).all()
-        assert total >= (20 if n == 0 else 1) * len(images), "too few masks for the comparison to mean anything"
+        assert total >= (10 if n == 0 else 1), "too few masks for the comparison to mean anything"
 
 
 # --- eval ----------------------------------------------------------------------------------------------------------
@@ -193,7 +206,8 @@ def test_eval_scores_the_grid_as_pycocotools_scores_predict(tmp_path):
     coco, _ = convert(root, "water", min_area=20)
     (root / "instances.json").write_text(json.dumps(coco))
     ckpt = random_ckpt(tmp_path / "model.pt", "sam_tiny")
-    amg = ["prompts=grid", "amg.points_per_side=12", "amg.pred_iou_thresh=0.01", "amg.stability_score_thresh=0.3"]
+    amg = ["prompts=grid", "amg.points_per_side=8", "amg.pred_iou_thresh=0.01", "amg.stability_score_thresh=0.3",
+           "amg.box_nms_thresh=1.0"]
     metrics = eval_cmd.run(compose_cfg("eval", ["task=sam", f"ckpt={ckpt}", "data=coco", f"data.root={root}",
                                                 "data.ann_file=instances.json", "data.num_workers=0", *amg]),
                            tmp_path / "eval")
