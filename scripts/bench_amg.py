@@ -67,7 +67,7 @@ def parts(s) -> tuple[Path, list[np.ndarray]]:
 def segdet_side(s, ckpt: Path, images: list[np.ndarray]) -> tuple[list[float], float]:
     """(images/s of each pass, the first warm-up; mean masks per image) through segdet's generator."""
     from segdet.config import compose as segdet_compose
-    from segdet.engine import checkpoint as ckpt_io
+    from segdet.engine.rebuild import rebuild
     from segdet.engine.runtime import prepare
     from segdet.tasks.sam import TASK
     from segdet.tasks.sam.amg import Generator
@@ -76,7 +76,7 @@ def segdet_side(s, ckpt: Path, images: list[np.ndarray]) -> tuple[list[float], f
     cfg = segdet_compose("predict", ["task=sam", f"ckpt={ckpt}", "input=x", "prompts=grid", *keys,
                                      f"trainer.device={s.device}", f"trainer.precision={s.precision}",
                                      *s.segdet_overrides])
-    _, _, task, model = ckpt_io.rebuild(cfg, TASK)
+    _, _, task, model = rebuild(cfg, TASK)
     runtime = prepare(model, cfg.trainer, torch.device(s.device))
     generator = Generator(model.segmenter, task.amg)
     tensors = [torch.from_numpy(np.ascontiguousarray(px.transpose(2, 0, 1))) for px in images]
