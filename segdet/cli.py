@@ -10,7 +10,7 @@ import re
 import sys
 from datetime import datetime
 
-from segdet.commands import ALIASES, COMMANDS, TASK_FROM_CHECKPOINT
+from segdet.commands import ALIASES, COMMANDS, IMPLIED_TASK, TASK_FROM_CHECKPOINT
 from segdet.config import task_config_dir, task_of
 from segdet.engine.cluster import env_rank, launched_distributed
 from segdet.errors import SegdetError
@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     asks_help = any(a in ("--help", "-h", "--hydra-help", "--info") for a in args)
     if command in TASK_FROM_CHECKPOINT and task_of(args) is None and not asks_help:
         args = [f"task={_checkpoint_task(args)}"] + args
+    if command in IMPLIED_TASK and task_of(args) is None:
+        args = [f"task={IMPLIED_TASK[command]}"] + args
     if task_of(args) in TASKS:
         try:
             check_command(task_of(args), command)
