@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 from fastapi import Body, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -105,19 +106,30 @@ class Guard:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             return await _too_large(self.max_body)(scope, receive, send)
-        seen = 0
+        state = {"seen": 0, "over": False, "answered": False}
 
         async def bounded():
-            nonlocal seen
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_body:
+            state["seen"] += len(message.get("body", b""))
+            if state["seen"] > self.max_body:
+                state["over"] = True
                 raise _BodyTooLarge
             return message
+
+        async def answer(message):
+            """Once the body is found too large, whatever the app answers (its body parser turns the exception
+            into a 400) is replaced by the 413."""
+            if not state["over"]:
+                return await send(message)
+            if not state["answered"]:
+                state["answered"] = True
+                await _too_large(self.max_body)(scope, receive, send)
         try:
-            await self.app(scope, bounded, send)
+            await self.app(scope, bounded, answer)
         except _BodyTooLarge:
-            await _too_large(self.max_body)(scope, receive, send)
+            if not state["answered"]:
+                state["answered"] = True
+                await _too_large(self.max_body)(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):
@@ -135,6 +147,15 @@ def create_app(store, engine, trainer=None, *, token: str | None = None, max_bod
         def handler(request: Request, exc: Exception, code=code):
             return JSONResponse({"detail": str(exc)}, code)
         app.add_exception_handler(kind, handler)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, exc: RequestValidationError):
+        """One line naming where each problem is (the input itself is left out: it may be huge, or NaN)."""
+        errors = exc.errors()
+        where = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+                 for e in errors[:3]]
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        return JSONResponse({"detail": "; ".join(where) + more}, 422)
 
     @app.exception_handler(BadSample)
     def unreadable(request: Request, exc: BadSample):

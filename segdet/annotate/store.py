@@ -48,6 +48,36 @@ class Invalid(SegdetError):
     """A well-formed request the annotations cannot take: a mask of another size, an unknown class (HTTP 422)."""
 
 
+def rle_counts(counts) -> list[int]:
+    """The run lengths of an RLE's ``counts``: a list as given, or COCO's compressed text decoded as pycocotools'
+    ``rleFrString`` does. Checked here before pycocotools sees them: its decoder trusts the runs to add up to the
+    image, and a request's may not. Raises ``Invalid`` for text that is not such an encoding or negative runs."""
+    if isinstance(counts, list):
+        runs = counts
+    elif isinstance(counts, str):
+        runs, p = [], 0
+        while p < len(counts):
+            x = k = 0
+            more = True
+            while more:
+                if p >= len(counts) or not 48 <= ord(counts[p]) < 112:
+                    raise Invalid("segmentation counts are not COCO's compressed RLE text")
+                c = ord(counts[p]) - 48
+                x |= (c & 0x1F) << (5 * k)
+                more = bool(c & 0x20)
+                p, k = p + 1, k + 1
+                if not more and c & 0x10:
+                    x |= -1 << (5 * k)
+            if len(runs) > 2:
+                x += runs[-2]
+            runs.append(x)
+    else:
+        raise Invalid("segmentation counts must be COCO's compressed RLE text or a list of run lengths")
+    if any(not isinstance(r, int) or r < 0 for r in runs):
+        raise Invalid("segmentation counts hold a negative run")
+    return runs
+
+
 def _inside(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root)
@@ -210,6 +240,9 @@ class AnnotationStore:
         if list(size or []) != [im["height"], im["width"]]:
             raise Invalid(f"segmentation size {size} is not the image's [height, width] "
                           f"[{im['height']}, {im['width']}]")
+        total = sum(rle_counts(segmentation.get("counts")))
+        if total != im["height"] * im["width"]:
+            raise Invalid(f"segmentation counts cover {total} pixels, not the image's {im['height'] * im['width']}")
         try:
             mask = decode({"segmentation": segmentation}, im["height"], im["width"])
         except Exception as e:  # noqa: BLE001 -- pycocotools' errors for malformed counts have no common type
