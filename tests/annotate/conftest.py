@@ -1,10 +1,16 @@
 """A real headless Chromium for the page tests (skipped, with the reason, where there is none)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
+import time
+from pathlib import Path
 
 import pytest
+
+from tests.reliability.conftest import sam_ckpt  # noqa: F401 -- the smoke-trained tiny SAM (session-wide)
 
 # Quiet and self-contained: no sandbox (CI runs as root), no GPU, nothing fetched from outside.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -41,3 +47,35 @@ def page(browser):
     new.on("pageerror", lambda error: new.errors.append(str(error)))
     yield new
     context.close()
+
+
+@contextlib.contextmanager
+def serve(root: Path, run_dir: Path, *overrides: str):
+    """``segdet annotate data.root=ROOT`` in a thread of this process, on 127.0.0.1 and a free port; yields its URL."""
+    import torch
+    import uvicorn
+
+    from segdet.commands.annotate import build, listen
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg("annotate", ["task=sam", f"data.root={root}", "trainer.device=cpu", "prefetch=false",
+                                   f"cache_dir={run_dir / 'cache'}", *overrides])
+    app, engine, trainer = build(cfg, run_dir, torch.device("cpu"))
+    sock = listen("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the annotate server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/" + (f"?token={cfg.token}" if cfg.get("token") else "")
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        if trainer is not None:
+            trainer.stop()
+        engine.close()
+        sock.close()

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
+from PIL import Image
+
+from tests.annotate.conftest import serve
 
 pytestmark = pytest.mark.browser
 
@@ -80,3 +84,255 @@ def _runs(mask: np.ndarray) -> list[int]:
     bounds = np.concatenate([[0], edges, [flat.size]])
     runs = np.diff(bounds).tolist()
     return ([0] + runs) if flat[0] == 1 else runs
+
+
+# --- the page against the real server ---------------------------------------------------------------------------
+SIZES = [(72, 96), (64, 64), (80, 56)]  # (height, width) of the generated images
+
+
+def make_images(root: Path) -> Path:
+    """Small images with a bright rectangle on noise, under root/images."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    for k, (h, w) in enumerate(SIZES):
+        img = (rng.random((h, w, 3)) * 120).astype(np.uint8)
+        img[10:40, 12:44] = [240, 220, 40]
+        Image.fromarray(img).save(root / "images" / f"im{k}.png")
+    return root
+
+
+def unrle(r: dict) -> np.ndarray:
+    return mask_utils.decode({"size": r["size"], "counts": r["counts"].encode()}).astype(bool)
+
+
+def open_page(page, url: str) -> dict:
+    """Load the page and wait for its first image; the canvas's box in CSS pixels."""
+    page.goto(url)
+    page.wait_for_selector("[data-testid=canvas][data-image-id]")
+    return page.locator("[data-testid=canvas]").bounding_box()
+
+
+def at(box: dict, fx: float, fy: float) -> tuple[float, float]:
+    return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+
+
+def answered(page, action) -> tuple[dict, dict]:
+    """Run `action` (a prompt) and wait until the page has drawn the server's answer: (request body, answer)."""
+    with page.expect_response(lambda r: r.url.split("?")[0].endswith("/segment")) as info:
+        action()
+    page.wait_for_selector("[data-testid=canvas][data-busy='0']")
+    return info.value.request.post_data_json, info.value.json()
+
+
+def server_objects(url: str, image_id) -> list[dict]:
+    import httpx
+
+    base, _, query = url.partition("?")
+    return httpx.get(f"{base}api/images/{image_id}/objects?{query}").json()
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, request):
+    """The server on three generated images, the smoke-trained tiny SAM, two fixed classes, and a token."""
+    import os
+    sam_ckpt = os.environ.get("DEV_CKPT") or request.getfixturevalue("sam_ckpt")
+    root = make_images(tmp_path_factory.mktemp("small"))
+    with serve(root, root / "run", f"segmenter={sam_ckpt}", "classes=[water,road]", "token=t0ken") as url:
+        yield url
+
+
+def test_prompts_reach_the_api_in_image_pixels(page, small):
+    box = open_page(page, small)
+    image_id = page.get_attribute("[data-testid=canvas]", "data-image-id")
+    h, w = SIZES[0]
+    assert page.text_content("[data-testid=progress]") == "0 done · 3 to do"
+    body, _ = answered(page, lambda: page.mouse.click(*at(box, 0.25, 0.5)))
+    assert body["points"] == [pytest.approx([0.25 * w, 0.5 * h, 1], abs=0.5)] and body["boxes"] == []
+    shift_click = {"position": {"x": 0.75 * box["width"], "y": 0.2 * box["height"]}, "modifiers": ["Shift"]}
+    body, _ = answered(page, lambda: page.click("[data-testid=canvas]", **shift_click))
+    assert body["points"][1] == pytest.approx([0.75 * w, 0.2 * h, 0], abs=0.5)
+
+    def drag():
+        page.mouse.move(*at(box, 0.1, 0.2))
+        page.mouse.down()
+        page.mouse.move(*at(box, 0.6, 0.9), steps=4)
+        page.mouse.up()
+    body, _ = answered(page, drag)
+    assert body["boxes"] == [pytest.approx([0.1 * w, 0.2 * h, 0.6 * w, 0.9 * h], abs=0.5)]
+    assert len(body["points"]) == 2 and body["multimask"] is False
+
+    # Esc clears the prompts; Ctrl+Z brings them back.
+    page.keyboard.press("Escape")
+    assert page.locator("[data-testid=candidate]").count() == 0
+    page.keyboard.press("Control+z")
+    assert page.locator("[data-testid=candidate]").count() == 1
+
+    # N and P, and the buttons, move through the list.
+    ids = [page.get_attribute("[data-testid=canvas]", "data-image-id")]
+    for move in (lambda: page.keyboard.press("n"), lambda: page.click("[data-testid=next]"),
+                 lambda: page.keyboard.press("p"), lambda: page.click("[data-testid=prev]")):
+        move()
+        page.wait_for_function("id => document.querySelector('[data-testid=canvas]').dataset.imageId"
+                               " && document.querySelector('[data-testid=canvas]').dataset.imageId !== id", arg=ids[-1])
+        ids.append(page.get_attribute("[data-testid=canvas]", "data-image-id"))
+    assert ids[0] == image_id and ids[1] != ids[0] and ids[2] not in ids[:2] and ids[3] == ids[1] and ids[4] == ids[0]
+    assert page.errors == []
+
+
+def test_candidates_keep_undo_delete_and_errors(page, small):
+    box = open_page(page, small)
+    image_id = page.get_attribute("[data-testid=canvas]", "data-image-id")
+    page.check("[data-testid=multimask]")
+    body, out = answered(page, lambda: page.mouse.click(*at(box, 0.3, 0.35)))
+    assert body["multimask"] is True and len(out["masks"]) == 3
+    shown = page.locator("[data-testid=candidate]").all_text_contents()
+    assert shown == [f"{i + 1} · IoU {s:.3f}" for i, s in enumerate(out["scores"])]
+    page.keyboard.press("2")
+    assert page.text_content("[data-testid=candidate].chosen") == shown[1]
+
+    # Enter keeps the chosen candidate, exactly as the server answered it, with the class of the field.
+    page.fill("[data-testid=category]", "road")
+    page.locator("[data-testid=canvas]").focus()
+    with page.expect_response(lambda r: r.request.method == "POST" and "/objects" in r.url):
+        page.keyboard.press("Enter")
+    kept = server_objects(small, image_id)
+    assert [o["category"] for o in kept] == ["road"]
+    np.testing.assert_array_equal(unrle(kept[0]["segmentation"]), unrle(out["masks"][1]))
+    assert page.locator("[data-testid=object]").count() == 1
+    assert page.text_content("[data-testid=progress]") == "1 done · 2 to do"
+
+    # Ctrl+Z takes it back (on the server too) and restores the prompts.
+    with page.expect_response(lambda r: r.request.method == "DELETE"):
+        page.keyboard.press("Control+z")
+    assert server_objects(small, image_id) == [] and page.locator("[data-testid=candidate]").count() == 3
+
+    # Keep again with the button, select it in the list, delete it.
+    page.click("[data-testid=commit]")
+    page.wait_for_selector("[data-testid=object]")
+    page.click("[data-testid=object]")
+    with page.expect_response(lambda r: r.request.method == "DELETE"):
+        page.keyboard.press("Delete")
+    assert server_objects(small, image_id) == []
+
+    # The server's 4xx shows in the page: a class the server does not know.
+    answered(page, lambda: page.mouse.click(*at(box, 0.5, 0.5)))
+    page.fill("[data-testid=category]", "forest")
+    page.click("[data-testid=commit]")
+    error = page.locator("[data-testid=error]")
+    error.wait_for(state="visible")
+    assert "422" in error.text_content() and "unknown category 'forest'" in error.text_content()
+    assert server_objects(small, image_id) == [] and page.errors == []
+
+
+def test_propose_accept_and_reject(page, small):
+    open_page(page, small)
+    page.click("[data-testid=next]")
+    page.wait_for_function("document.querySelector('[data-testid=canvas]').dataset.imageId")
+    image_id = page.get_attribute("[data-testid=canvas]", "data-image-id")
+    with page.expect_response(lambda r: "/propose" in r.url) as info:
+        page.click("[data-testid=propose]")
+    proposed = info.value.json()["masks"]
+    if len(proposed) < 2:
+        pytest.skip("the random model proposed fewer than two distinct masks here")
+    page.wait_for_selector("[data-testid=proposal]")
+    assert page.locator("[data-testid=proposal]").count() == len(proposed)
+    page.fill("[data-testid=category]", "water")
+    page.locator("[data-testid=canvas]").focus()
+    with page.expect_response(lambda r: r.request.method == "POST" and "/objects" in r.url):
+        page.keyboard.press("a")
+    page.keyboard.press("x")
+    assert page.locator("[data-testid=proposal]").count() == len(proposed) - 2
+    kept = server_objects(small, image_id)
+    assert len(kept) == 1 and kept[0]["category"] == "water"
+    np.testing.assert_array_equal(unrle(kept[0]["segmentation"]), unrle(proposed[0]))
+    assert page.errors == []
+
+
+# --- the whole loop on real water images ---------------------------------------------------------------------------
+DIFF = """() => { const c = document.querySelector('[data-testid=canvas]');
+  const now = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, before = window.__before;
+  const m = {h: c.height, w: c.width, data: new Uint8Array(c.width * c.height)};
+  for (let i = 0; i < m.data.length; i++)
+    for (let k = 0; k < 3; k++) if (now[4 * i + k] !== before[4 * i + k]) m.data[i] = 1;
+  return (%s)(m); }""" % TO_BITS
+SNAPSHOT = """() => { const c = document.querySelector('[data-testid=canvas]');
+  window.__before = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; }"""
+
+
+def inside(water: np.ndarray) -> tuple[int, int]:
+    """A water pixel (x, y) as far inside the water body as a few erosions allow."""
+    core = water.copy()
+    for _ in range(6):
+        shrunk = core.copy()
+        shrunk[1:] &= core[:-1]
+        shrunk[:-1] &= core[1:]
+        shrunk[:, 1:] &= core[:, :-1]
+        shrunk[:, :-1] &= core[:, 1:]
+        if not shrunk.any():
+            break
+        core = shrunk
+    ys, xs = np.nonzero(core)
+    k = np.argmin((ys - np.median(ys)) ** 2 + (xs - np.median(xs)) ** 2)
+    return int(xs[k]), int(ys[k])
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_click_keep_reload_train_on_water(page, shared_data, tmp_path, request):
+    import os
+    import shutil
+
+    water = shared_data / "water_bodies"
+    names = ["water_body_1014.jpg", "water_body_1020.jpg", "water_body_1034.jpg"]
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    for name in names:
+        shutil.copy(water / "images" / name, tmp_path / "d" / "images" / name)
+    sam_ckpt = os.environ.get("DEV_CKPT") or request.getfixturevalue("sam_ckpt")
+    short = "train.overrides=" + json.dumps(["trainer.max_epochs=1", "data.batch_size=2", "data.num_workers=0",
+                                             "data.val_fraction=0.5"])
+    with serve(tmp_path / "d", tmp_path / "run", f"segmenter={sam_ckpt}", short) as url:
+        box = open_page(page, url)
+        image_id = page.get_attribute("[data-testid=canvas]", "data-image-id")
+        name = page.text_content("[data-testid=image-item].current .name")
+        truth = np.asarray(Image.open(water / "masks" / Path(name).name).convert("L")) > 127
+        h, w = truth.shape
+        x, y = inside(truth)
+
+        # A click inside the water body: the overlay shows exactly the mask the server answered.
+        page.evaluate(SNAPSHOT)
+        body, out = answered(page, lambda: page.mouse.click(*at(box, (x + 0.5) / w, (y + 0.5) / h)))
+        assert body["points"] == [pytest.approx([x + 0.5, y + 0.5, 1], abs=0.5)]
+        changed = np.unpackbits(np.frombuffer(base64.b64decode(page.evaluate(DIFF)), np.uint8))[: h * w]
+        changed = changed.reshape(h, w).astype(bool)
+        mask = unrle(out["masks"][0])
+        assert mask.shape == (h, w) and mask.any(), "the model answered an empty mask"
+        yy, xx = np.mgrid[:h, :w]
+        away = (xx - x) ** 2 + (yy - y) ** 2 > (10 * w / box["width"]) ** 2  # outside the point's marker
+        assert (changed & away).sum() >= 0.99 * (mask & away).sum()
+        assert not (changed & away & ~mask).any()
+
+        # Keep it, reload: the object is there, on the server and on disk.
+        page.keyboard.press("Enter")
+        page.wait_for_selector("[data-testid=object]")
+        page.screenshot(path=tmp_path / "annotate.png")
+        if os.environ.get("SEGDET_DOCS_SCREENSHOT"):
+            shutil.copy(tmp_path / "annotate.png", Path(__file__).resolve().parents[2] / "docs" / "annotate.png")
+        page.reload()
+        page.wait_for_selector("[data-testid=object]")
+        assert page.get_attribute("[data-testid=canvas]", "data-image-id") == image_id
+        kept = server_objects(url, image_id)
+        assert len(kept) == 1
+        np.testing.assert_array_equal(unrle(kept[0]["segmentation"]), mask)
+        assert "1 done" in page.text_content("[data-testid=progress]")
+
+        # Train from the page; when the run ends, the page names the new best.pt as the model in use.
+        before = page.text_content("[data-testid=model]")
+        page.click("[data-testid=train]")
+        page.wait_for_function("!document.querySelector('[data-testid=status]').textContent.includes('running')"
+                               " && document.querySelector('[data-testid=status]').textContent.includes('training')",
+                               timeout=300_000)
+        status = page.text_content("[data-testid=status]")
+        assert "training done" in status and "epoch 1" in status and "loss" in status, status
+        model = page.text_content("[data-testid=model]")
+        assert model != before and model.endswith(".pt") and str(tmp_path / "run") in model
+        assert page.errors == []

@@ -455,7 +455,8 @@ const propose = guarded(async function propose() {
   if (S.index !== index) return;
   const items = answer.candidates
     ? answer.candidates.map((c) => ({ segmentation: c.segmentation, score: c.score, category: c.category }))
-    : (answer.masks || []).map((rle, i) => ({ segmentation: rle, score: (answer.scores || [])[i] }));
+    : (answer.masks || []).map((rle, i) => ({ segmentation: rle, score: (answer.scores || [])[i],
+                                              category: (answer.categories || [])[i] || undefined }));
   S.proposals = items.map((p) => ({ ...p, mask: rleDecode(p.segmentation), layer: null }));
   S.focused = 0;
   renderPanel(); draw();
@@ -526,16 +527,19 @@ function renderPanel() {
     proposals.appendChild(li);
   });
   $("accept-all").hidden = S.proposals.length === 0;
-  const names = new Set(S.objects.map((o) => o.category).filter(Boolean));
+  offerCategories(S.objects.map((o) => o.category));
+}
+
+// The class field offers every name seen (the server's list, then the objects'); empty, it takes the first.
+function offerCategories(names) {
   const list = $("categories");
   for (const name of names) {
-    if (![...list.options].some((opt) => opt.value === name)) {
-      const opt = document.createElement("option");
-      opt.value = name;
-      list.appendChild(opt);
-    }
+    if (!name || [...list.options].some((opt) => opt.value === name)) continue;
+    const opt = document.createElement("option");
+    opt.value = name;
+    list.appendChild(opt);
   }
-  if (!$("category").value && names.size) $("category").value = [...names][0];
+  if (!$("category").value && list.options.length) $("category").value = list.options[0].value;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -552,8 +556,9 @@ function showTrain(t) {
   if (!t.state || t.state === "idle") return;
   const parts = [`training ${t.state}`];
   if (t.epoch !== undefined && t.epoch !== null) parts.push(`epoch ${t.epoch}`);
-  const loss = metric(t.metrics, (k) => k.includes("loss") && !k.includes("val"));
-  const dice = metric(t.metrics, (k) => k.includes("dice"));
+  // The trainer's log keys: train/loss, val/dice (train/dice_ce is a loss, not a Dice).
+  const loss = metric(t.metrics, (k) => k === "train/loss") ?? metric(t.metrics, (k) => k.endsWith("loss"));
+  const dice = metric(t.metrics, (k) => k === "val/dice") ?? metric(t.metrics, (k) => k.startsWith("val") && k.includes("dice"));
   if (loss !== undefined) parts.push(`loss ${loss.toFixed(4)}`);
   if (dice !== undefined) parts.push(`val dice ${dice.toFixed(3)}`);
   if (t.checkpoint && t.state !== "running") parts.push(`checkpoint ${t.checkpoint}`);
@@ -581,7 +586,7 @@ const train = guarded(async function train() {
     await api("POST", "train", {});
   } catch (e) { $("train").disabled = false; throw e; }
   S.train.state = "running";
-  setStatus("training started");
+  setStatus("training running · starting");
   pollTrain();
 });
 
@@ -607,7 +612,8 @@ function objectAt(x, y) {
 
 canvas.addEventListener("mousedown", (e) => {
   if (e.button !== 0 || !S.img) return;
-  e.preventDefault();
+  e.preventDefault();                       // no text selection while dragging; the keys go to the page again
+  canvas.focus({ preventScroll: true });
   S.drag = { start: toImage(e), end: toImage(e), x0: e.clientX, y0: e.clientY, moved: false };
 });
 window.addEventListener("mousemove", (e) => {
@@ -639,7 +645,7 @@ document.addEventListener("keydown", (e) => {
   if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") { e.preventDefault(); undo(); return; }
   if (e.ctrlKey || e.metaKey || e.altKey) return;
   const key = e.key;
-  if (key === "Enter") { e.preventDefault(); commit(); }
+  if (key === "Enter") { e.preventDefault(); if (typing) e.target.blur(); commit(); }
   else if (key === "Escape") { if (typing) e.target.blur(); clearPrompts(); }
   else if (key === "n" || key === "N") guarded(goTo)(S.index + 1);
   else if (key === "p" || key === "P") guarded(goTo)(S.index - 1);
@@ -669,6 +675,7 @@ new ResizeObserver(() => { fitCanvas(); draw(); }).observe($("stage"));
 
 const start = guarded(async function start() {
   S.images = await api("GET", "images");
+  try { offerCategories(await api("GET", "categories")); } catch (e) { /* optional: the field takes any name */ }
   if (!S.images.length) { $("progress").textContent = "no images"; setStatus("no images under data.root"); return; }
   const wanted = new URLSearchParams(location.hash.slice(1)).get("image");
   let index = S.images.findIndex((im) => String(im.id) === wanted);
