@@ -402,8 +402,8 @@ def test_sigkill_during_commits_loses_no_acknowledged_object(data, sam_ckpt):  #
 @pytest.mark.slow
 def test_train_from_the_page_then_clicks_use_the_new_best(tmp_path, sam_ckpt):  # noqa: F811
     root = make_data(tmp_path / "t", masks=True)
-    c = client(root, f"segmenter={sam_ckpt}", "train.overrides=[trainer.max_epochs=1,data.num_workers=0,"
-                                               "data.batch_size=2,data.val_fraction=0.34]",
+    c = client(root, f"segmenter={sam_ckpt}", "train.overrides=['trainer.max_epochs=1','data.num_workers=0',"
+                                               "'data.batch_size=2','data.val_fraction=0.34']",
                run_dir=tmp_path / "run")
     assert (root / "annotations.json").is_file()
     # the file as it stands trains from the command line ...
