@@ -450,3 +450,12 @@ def test_rle_counts_reads_pycocotools_text_and_refuses_what_would_overrun():
     for bad in ("ab cd", "\x00", 7):
         with pytest.raises(Invalid):
             rle_counts(bad)
+
+
+def test_the_command_line_errors_are_one_line(tmp_path):
+    from tests.reliability.cli import user_error
+
+    user_error(segdet("annotate", f"hydra.run.dir={tmp_path / 'a'}"), "data.root is required")
+    user_error(segdet("annotate", f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'b'}"),
+               "nowhere", "no such folder", alone=False)
+    user_error(segdet("annotate", "task=frcnn", f"data.root={tmp_path}"), "task=frcnn has no 'annotate'")
