@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
 from pathlib import Path
+
+import httpx
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -125,17 +129,13 @@ def answered(page, action) -> tuple[dict, dict]:
 
 
 def server_objects(url: str, image_id) -> list[dict]:
-    import httpx
-
     base, _, query = url.partition("?")
     return httpx.get(f"{base}api/images/{image_id}/objects?{query}").json()
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory, request):
+def small(tmp_path_factory, sam_ckpt):
     """The server on three generated images, the smoke-trained tiny SAM, two fixed classes, and a token."""
-    import os
-    sam_ckpt = os.environ.get("DEV_CKPT") or request.getfixturevalue("sam_ckpt")
     root = make_images(tmp_path_factory.mktemp("small"))
     with serve(root, root / "run", f"segmenter={sam_ckpt}", "classes=[water,road]", "token=t0ken") as url:
         yield url
@@ -276,21 +276,27 @@ def inside(water: np.ndarray) -> tuple[int, int]:
     return int(xs[k]), int(ys[k])
 
 
+def screenshot(page, path: Path) -> None:
+    """The page as it is, into ``path``; with SEGDET_DOCS_SCREENSHOT=1 also docs/annotate.png (palette PNG, small)."""
+    page.screenshot(path=path)
+    if os.environ.get("SEGDET_DOCS_SCREENSHOT"):
+        small = Image.open(path).convert("RGB").quantize(colors=256)
+        small.save(Path(__file__).resolve().parents[2] / "docs" / "annotate.png", optimize=True)
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_click_keep_reload_train_on_water(page, shared_data, tmp_path, request):
-    import os
-    import shutil
-
+def test_click_keep_reload_train_on_water(page, shared_data, tmp_path, sam_ckpt):
     water = shared_data / "water_bodies"
-    names = ["water_body_1014.jpg", "water_body_1020.jpg", "water_body_1034.jpg"]
-    (tmp_path / "d" / "images").mkdir(parents=True)
+    names = ["water_body_1014.jpg", "water_body_1092.jpg", "water_body_1245.jpg"]
+    for sub in ("images", "masks"):
+        (tmp_path / "d" / sub).mkdir(parents=True)
     for name in names:
         shutil.copy(water / "images" / name, tmp_path / "d" / "images" / name)
-    sam_ckpt = os.environ.get("DEV_CKPT") or request.getfixturevalue("sam_ckpt")
+    shutil.copy(water / "masks" / names[1], tmp_path / "d" / "masks" / names[1])  # imported on start: done
     short = "train.overrides=" + json.dumps(["trainer.max_epochs=1", "data.batch_size=2", "data.num_workers=0",
                                              "data.val_fraction=0.5"])
-    with serve(tmp_path / "d", tmp_path / "run", f"segmenter={sam_ckpt}", short) as url:
+    with serve(tmp_path / "d", tmp_path / "run", f"segmenter={sam_ckpt}", "classes=[water]", short) as url:
         box = open_page(page, url)
         image_id = page.get_attribute("[data-testid=canvas]", "data-image-id")
         name = page.text_content("[data-testid=image-item].current .name")
@@ -311,19 +317,25 @@ def test_click_keep_reload_train_on_water(page, shared_data, tmp_path, request):
         assert (changed & away).sum() >= 0.99 * (mask & away).sum()
         assert not (changed & away & ~mask).any()
 
-        # Keep it, reload: the object is there, on the server and on disk.
+        # Keep it, reload: the object is there, on the server.
         page.keyboard.press("Enter")
         page.wait_for_selector("[data-testid=object]")
-        page.screenshot(path=tmp_path / "annotate.png")
-        if os.environ.get("SEGDET_DOCS_SCREENSHOT"):
-            shutil.copy(tmp_path / "annotate.png", Path(__file__).resolve().parents[2] / "docs" / "annotate.png")
         page.reload()
         page.wait_for_selector("[data-testid=object]")
         assert page.get_attribute("[data-testid=canvas]", "data-image-id") == image_id
         kept = server_objects(url, image_id)
         assert len(kept) == 1
         np.testing.assert_array_equal(unrle(kept[0]["segmentation"]), mask)
-        assert "1 done" in page.text_content("[data-testid=progress]")
+        assert page.text_content("[data-testid=progress]") == "2 done · 1 to do"
+
+        # The image with the objects imported from masks/ (listed first): the documentation's screenshot.
+        page.keyboard.press("p")
+        page.wait_for_function("id => document.querySelector('[data-testid=canvas]').dataset.imageId"
+                               " && document.querySelector('[data-testid=canvas]').dataset.imageId !== id",
+                               arg=image_id)
+        page.wait_for_selector("[data-testid=object]")
+        page.click("[data-testid=object]")
+        screenshot(page, tmp_path / "annotate.png")
 
         # Train from the page; when the run ends, the page names the new best.pt as the model in use.
         before = page.text_content("[data-testid=model]")
@@ -334,5 +346,26 @@ def test_click_keep_reload_train_on_water(page, shared_data, tmp_path, request):
         status = page.text_content("[data-testid=status]")
         assert "training done" in status and "epoch 1" in status and "loss" in status, status
         model = page.text_content("[data-testid=model]")
-        assert model != before and model.endswith(".pt") and str(tmp_path / "run") in model
+        assert model != before and model.endswith("checkpoints/best.pt")
+        assert str(tmp_path / "run" / "train") in page.get_attribute("[data-testid=model]", "title")
         assert page.errors == []
+
+
+def test_without_the_token_and_a_failed_training_run_show_their_errors(page, small):
+    base = small.split("?")[0]
+    page.goto(base)
+    error = page.locator("[data-testid=error]")
+    error.wait_for(state="visible")
+    assert "401" in error.text_content() and "token" in error.text_content()
+
+    # A run that fails (an override it refuses, slipped into the page's own request): its one line shows.
+    open_page(page, small)
+    page.route("**/api/train*", lambda route: route.continue_(post_data=json.dumps(
+        {"overrides": ["model=no_such_model"]})) if route.request.method == "POST" else route.continue_())
+    page.click("[data-testid=train]")
+    error.wait_for(state="visible", timeout=120_000)
+    state = httpx.get(small.replace("/?", "/api/train?")).json()
+    assert state["state"] == "failed" and state["error"]
+    assert error.text_content().startswith(f"training failed: {state['error']}")
+    assert "training failed" in page.text_content("[data-testid=status]")
+    assert not page.is_disabled("[data-testid=train]")

@@ -167,7 +167,7 @@ function renderImageList() {
     li.className = (n > 0 ? "done" : "") + (i === S.index ? " current" : "");
     const name = document.createElement("span");
     name.className = "name";
-    name.textContent = image.file_name;
+    name.textContent = image.file_name.split("/").pop();
     const count = document.createElement("span");
     count.className = "count";
     count.textContent = n ? String(n) : "";
@@ -552,7 +552,13 @@ function metric(metrics, test) {
 
 function showTrain(t) {
   const modelName = t.model || S.train.model;
-  if (modelName) { S.train.model = modelName; $("model").textContent = `model: ${modelName}`; }
+  if (modelName) {
+    S.train.model = modelName;
+    // A long path shows by its last parts (the run and the file); the whole of it is the tooltip.
+    const parts = modelName.split("/");
+    $("model").textContent = `model: ${parts.length > 4 ? "…/" + parts.slice(-4).join("/") : modelName}`;
+    $("model").title = `the model that segments now: ${modelName}`;
+  }
   if (!t.state || t.state === "idle") return;
   const parts = [`training ${t.state}`];
   if (t.epoch !== undefined && t.epoch !== null) parts.push(`epoch ${t.epoch}`);
