@@ -564,10 +564,10 @@ function showTrain(t) {
   if (t.epoch !== undefined && t.epoch !== null) parts.push(`epoch ${t.epoch}`);
   // The trainer's log keys: train/loss, val/dice (train/dice_ce is a loss, not a Dice).
   const loss = metric(t.metrics, (k) => k === "train/loss") ?? metric(t.metrics, (k) => k.endsWith("loss"));
-  const dice = metric(t.metrics, (k) => k === "val/dice") ?? metric(t.metrics, (k) => k.startsWith("val") && k.includes("dice"));
+  const dice = metric(t.metrics, (k) => k === "val/dice")
+    ?? metric(t.metrics, (k) => k.startsWith("val") && k.includes("dice"));
   if (loss !== undefined) parts.push(`loss ${loss.toFixed(4)}`);
   if (dice !== undefined) parts.push(`val dice ${dice.toFixed(3)}`);
-  if (t.checkpoint && t.state !== "running") parts.push(`checkpoint ${t.checkpoint}`);
   setStatus(parts.join(" · "));
   $("train").disabled = t.state === "running";
 }
