@@ -182,7 +182,9 @@ function renderImageList() {
 }
 
 function resetPrompts() {
-  S.points = []; S.box = null; S.masks = []; S.scores = []; S.choice = 0; S.segSeq++;
+  S.points = []; S.box = null; S.masks = []; S.scores = []; S.choice = 0;
+  S.segSeq++;                               // an answer still on its way belongs to the old prompts
+  canvas.dataset.busy = "0";
 }
 
 async function goTo(index) {
@@ -194,6 +196,8 @@ async function goTo(index) {
   history.replaceState(null, "", `${location.pathname}${location.search}#image=${encodeURIComponent(image.id)}`);
   resetPrompts();
   S.objects = []; S.selected = null; S.proposals = []; S.history = [];
+  S.img = null;                             // no prompts on the old picture while the new one loads
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
   canvas.removeAttribute("data-image-id");
   renderImageList();
   renderPanel();
@@ -306,6 +310,7 @@ function snapshot() {
 }
 function restore(snap) {
   S.segSeq++;                               // an answer still on its way belongs to the old prompts
+  canvas.dataset.busy = "0";
   Object.assign(S, { points: snap.points.slice(), box: snap.box, masks: snap.masks, scores: snap.scores,
                      choice: snap.choice });
   renderCandidates(); draw();
@@ -365,7 +370,6 @@ function clearPrompts() {
   if (S.points.length || S.box || S.masks.length) S.history.push({ type: "prompts", before: snapshot() });
   resetPrompts();
   S.selected = null;
-  canvas.dataset.busy = "0";
   renderCandidates(); renderPanel(); draw();
 }
 
