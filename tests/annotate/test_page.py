@@ -206,12 +206,24 @@ def test_candidates_keep_undo_delete_and_errors(page, small):
         page.keyboard.press("Control+z")
     assert server_objects(small, image_id) == [] and page.locator("[data-testid=candidate]").count() == 3
 
-    # Keep again with the button, select it in the list, delete it.
+    # Keep again with the button; alt-click on it selects it; Delete deletes it, Ctrl+Z brings it back.
     page.click("[data-testid=commit]")
     page.wait_for_selector("[data-testid=object]")
-    page.click("[data-testid=object]")
+    ys, xs = np.nonzero(unrle(out["masks"][1]))
+    h, w = SIZES[0]
+    on_it = {"x": (xs[0] + 0.5) / w * box["width"], "y": (ys[0] + 0.5) / h * box["height"]}
+    page.click("[data-testid=canvas]", position=on_it, modifiers=["Alt"])
+    page.wait_for_selector("[data-testid=object].selected")
     with page.expect_response(lambda r: r.request.method == "DELETE"):
         page.keyboard.press("Delete")
+    assert server_objects(small, image_id) == []
+    with page.expect_response(lambda r: r.request.method == "POST" and "/objects" in r.url):
+        page.keyboard.press("Control+z")
+    again = server_objects(small, image_id)
+    np.testing.assert_array_equal(unrle(again[0]["segmentation"]), unrle(out["masks"][1]))
+    page.click("[data-testid=object]")
+    with page.expect_response(lambda r: r.request.method == "DELETE"):
+        page.click("[data-testid=delete]")
     assert server_objects(small, image_id) == []
 
     # The server's 4xx shows in the page: a class the server does not know.
