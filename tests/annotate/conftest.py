@@ -39,12 +39,14 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    """A fresh page (own storage) whose console errors and uncaught exceptions are collected in `page.errors`."""
+    """A fresh page (own storage); its uncaught exceptions are collected in `page.errors`, the URLs it asked for in
+    `page.asked`."""
     context = browser.new_context(viewport={"width": 1100, "height": 700})
     new = context.new_page()
     new.set_default_timeout(20_000)
-    new.errors = []
+    new.errors, new.asked = [], []
     new.on("pageerror", lambda error: new.errors.append(str(error)))
+    new.on("request", lambda request: new.asked.append(request.url))
     yield new
     context.close()
 

@@ -176,6 +176,10 @@ def test_prompts_reach_the_api_in_image_pixels(page, small):
                                " && document.querySelector('[data-testid=canvas]').dataset.imageId !== id", arg=ids[-1])
         ids.append(page.get_attribute("[data-testid=canvas]", "data-image-id"))
     assert ids[0] == image_id and ids[1] != ids[0] and ids[2] not in ids[:2] and ids[3] == ids[1] and ids[4] == ids[0]
+    # Everything the page needed came from the server itself (it works offline).
+    origin = small.split("?")[0]
+    fetched = [url for url in page.asked if not url.startswith(("blob:", "data:"))]  # made by the page itself
+    assert fetched and all(url.startswith(origin) for url in fetched), fetched
     assert page.errors == []
 
 
