@@ -173,7 +173,7 @@ function renderImageList() {
     count.textContent = n ? String(n) : "";
     li.append(name, count);
     li.title = `${image.file_name} · ${image.width}×${image.height} · ${n} object${n === 1 ? "" : "s"}`;
-    li.onclick = () => goTo(i);
+    li.onclick = () => guarded(goTo)(i);
     list.appendChild(li);
   });
   $("progress").textContent = `${done} done · ${S.images.length - done} to do`;
@@ -390,31 +390,39 @@ function category() {
 // Saves a new object, or again one that was deleted (undo), which then carries its new id: steps further down
 // the undo stack hold the same object.
 async function saveObject(segmentation, name, again = null) {
+  const index = S.index;
   const answer = await api("POST", imagePath("objects"), { segmentation, category: name });
   const o = again || keptObject({ id: answer.id, category: name, segmentation });
   o.id = answer.id;
-  S.objects.push(o);
-  objectsChanged();
+  if (S.index === index) S.objects.push(o);
+  objectsChanged(index, +1);
   return o;
 }
 
 async function removeObject(o) {
+  const index = S.index;
   await api("DELETE", imagePath(`objects/${encodeURIComponent(String(o.id))}`));
-  S.objects = S.objects.filter((x) => x !== o);
-  if (S.selected === o.id) S.selected = null;
-  objectsChanged();
+  if (S.index === index) {
+    S.objects = S.objects.filter((x) => x !== o);
+    if (S.selected === o.id) S.selected = null;
+  }
+  objectsChanged(index, -1);
 }
 
-function objectsChanged() {
-  S.images[S.index].objects = S.objects.length;
-  renderImageList(); renderPanel(); draw();
+// The answer may come after the user moved to another image: only that image's count changes then.
+function objectsChanged(index, change) {
+  const image = S.images[index];
+  image.objects = S.index === index ? S.objects.length : Math.max(0, objectCount(image) + change);
+  renderImageList();
+  if (S.index === index) { renderPanel(); draw(); }
 }
 
 const commit = serial(async function commit() {
   const mask = currentMask();
   if (!mask) throw new Error("nothing to keep: click the object first");
-  const before = snapshot();
+  const before = snapshot(), index = S.index;
   const o = await saveObject(mask.segmentation, category());
+  if (S.index !== index) return;           // kept; the user is on another image by now
   S.history.push({ type: "keep", object: o, before });
   resetPrompts();
   renderCandidates(); draw();
@@ -432,15 +440,17 @@ const deleteSelected = serial(async function deleteSelected() {
 const undo = serial(async function undo() {
   const step = S.history.pop();
   if (!step) { setStatus("nothing to undo"); return; }
-  if (step.type === "prompts") restore(step.before);
-  else if (step.type === "keep") { await removeObject(step.object); restore(step.before); }
-  else if (step.type === "delete") await saveObject(step.object.segmentation, step.object.category, step.object);
-  else if (step.type === "accept") {
-    await removeObject(step.object);
-    S.proposals.splice(step.at, 0, step.proposal);
-    S.focused = step.at;
-    renderPanel(); draw();
-  } else if (step.type === "reject") {
+  const index = S.index;
+  try {
+    if (step.type === "keep" || step.type === "accept") await removeObject(step.object);
+    else if (step.type === "delete") await saveObject(step.object.segmentation, step.object.category, step.object);
+  } catch (e) {
+    if (S.index === index) S.history.push(step);   // not undone: it can be tried again
+    throw e;
+  }
+  if (S.index !== index) return;
+  if (step.type === "prompts" || step.type === "keep") restore(step.before);
+  if (step.type === "accept" || step.type === "reject") {
     S.proposals.splice(step.at, 0, step.proposal);
     S.focused = step.at;
     renderPanel(); draw();
@@ -470,7 +480,9 @@ const propose = guarded(async function propose() {
 const accept = serial(async function accept(i = S.focused) {
   const p = S.proposals[i];
   if (!p) throw new Error("no proposal to accept (press Propose first)");
+  const index = S.index;
   const o = await saveObject(p.segmentation, p.category || category());
+  if (S.index !== index) return;
   S.proposals.splice(i, 1);
   S.focused = Math.min(i, S.proposals.length - 1);
   S.history.push({ type: "accept", object: o, proposal: p, at: i });
