@@ -92,7 +92,11 @@ def build(cfg: DictConfig, run_dir: Path, device):
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     import uvicorn
 
+    import torch
+
     device = start(cfg, Path(run_dir), "annotate")
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     host, token = access(cfg)
     with_token = OmegaConf.merge(cfg, {"token": token})
     app, engine, trainer = build(with_token, run_dir, device)
