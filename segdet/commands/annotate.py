@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from segdet.engine.session import start
+from segdet.engine.session import claim, start
 from segdet.errors import SegdetError
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     device = start(cfg, Path(run_dir), "annotate")
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
+    root = Path(str(cfg.data.root)).expanduser()
+    if root.is_dir():  # one server per folder: two would each write the annotations file over the other's
+        claim(root, "data.root", "annotate")
     host, token = access(cfg)
     with_token = OmegaConf.merge(cfg, {"token": token})
     app, engine, trainer = build(with_token, run_dir, device)

@@ -381,6 +381,10 @@ def test_sigkill_during_commits_loses_no_acknowledged_object(data, sam_ckpt):  #
                 if r.status_code == 200:
                     acked.append(r.json()["id"])
     try:
+        from tests.reliability.cli import user_error
+
+        second = segdet("annotate", f"data.root={data}", "port=0", f"hydra.run.dir={data.parent / 'second'}")
+        user_error(second, "in use by", alone=False)  # one server per folder
         threads = [threading.Thread(target=tab) for _ in range(3)]
         [t.start() for t in threads]
         deadline = time.time() + 60
