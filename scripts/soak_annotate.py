@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_annotate import start, stop  # noqa: E402
+from bench_annotate import start as start_server, stop as stop_server  # noqa: E402
 from soak import rss_mib  # noqa: E402
 
 
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         cmd = [sys.executable, "-m", "segdet", "annotate", f"data.root={root}", "port=0", "memory_items=4",
                f"cache_dir={Path(scratch) / 'cache'}", f"hydra.run.dir={Path(scratch) / 'run'}", *a.overrides]
         try:
-            server, url = start(cmd)
+            server, url = start_server(cmd)
         except RuntimeError as e:
             print(e, file=sys.stderr)
             return 1
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
             for t in threads:
                 t.join(130)
         finally:
-            stop(server)
+            stop_server(server)
 
     failures = [r for r in records if not r[3]]
     warm = max(a.warmup, max(seen.values(), default=0.0) if len(seen) == len(ids) else a.warmup)

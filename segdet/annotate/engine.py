@@ -61,7 +61,8 @@ def load(cfg, source: str | None, device: torch.device) -> Loaded:
     else:
         log.warning("annotate: no segmenter= given: clicks use a small random SAM (model=sam_tiny) until a "
                     "training run gives a better one; pass segmenter=PATH|HF_DIR|HUB_ID for a real model")
-        model = SamTask(cfg).build_model()
+        model = SamTask(OmegaConf.create({"task": {"name": "sam"}, "model": OmegaConf.to_container(cfg.model),
+                                          "loss": {"name": "dice_ce"}})).build_model()  # no loss is computed
         name = "random sam_tiny"
     for p in model.parameters():  # served, never trained here: the embeddings do not depend on a trained part
         p.requires_grad_(False)

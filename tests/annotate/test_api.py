@@ -26,7 +26,7 @@ from segdet.annotate.store import AnnotationStore
 from segdet.commands.annotate import access, build
 from tests.conftest import compose_cfg
 from tests.reliability.cli import ROOT, ok, segdet
-from tests.reliability.conftest import sam_ckpt  # noqa: F401 -- the tiny trained sam checkpoint (session)
+from tests.reliability.conftest import frcnn_ckpt, sam_ckpt  # noqa: F401 -- tiny trained checkpoints (session)
 
 SIZES = [(48, 64), (64, 48), (40, 40)]  # (height, width) of the images
 
@@ -170,6 +170,14 @@ def test_the_memory_cache_is_bounded(data, sam_ckpt):  # noqa: F811
     assert len(c.engine.cache) == 2
 
 
+def test_without_a_segmenter_a_random_sam_tiny_answers(data, caplog):
+    c = client(data)
+    assert "no segmenter= given" in caplog.text
+    r = c.post("/api/images/1/segment", json={"boxes": [[10, 8, 30, 24]]})
+    assert r.status_code == 200 and unrle(r.json()["masks"][0]).shape == SIZES[0]
+    assert c.get("/api/train").json()["model"] == "random sam_tiny"
+
+
 def test_propose_gives_distinct_masks_of_the_image_size(api):
     image_id = api.get("/api/images").json()[0]["id"]
     out = api.post(f"/api/images/{image_id}/propose", json={}).json()
@@ -180,6 +188,18 @@ def test_propose_gives_distinct_masks_of_the_image_size(api):
         for j in range(i):
             iou = (masks[i] & masks[j]).sum() / (masks[i] | masks[j]).sum()
             assert iou <= 0.7
+
+
+@pytest.mark.slow
+def test_propose_with_a_detector_gives_its_classes(data, sam_ckpt, frcnn_ckpt):  # noqa: F811
+    from segdet.engine.checkpoint import load
+
+    classes = load(frcnn_ckpt)["task_state"]["classes"]
+    c = client(data, f"segmenter={sam_ckpt}", f"detector={frcnn_ckpt}", "propose.score_threshold=0.0")
+    out = c.post("/api/images/1/propose", json={"max_masks": 5}).json()
+    assert 1 <= len(out["masks"]) == len(out["scores"]) == len(out["categories"]) <= 5
+    assert set(out["categories"]) <= set(classes)
+    assert all(unrle(m).shape == SIZES[0] for m in out["masks"])
 
 
 # --- storage -----------------------------------------------------------------------------------------------------
