@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import sam_ckpt  # noqa: F401 -- the smoke-trained tiny SAM (session-wide)
-
 # Quiet and self-contained: no sandbox (CI runs as root), no GPU, nothing fetched from outside.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
