@@ -14,7 +14,7 @@ COMMANDS = {
                 "segdet predict task=frcnn ckpt=PATH input=DIR"),
     "export": ("segdet.commands.export", "write a ckpt for other tools", "segdet export ckpt=PATH format=onnx "
                "output=DIR"),
-    "annotate": ("segdet.commands.annotate", "serve a page to annotate with SAM", "segdet annotate data.root=DIR "
+    "annotate": ("segdet.commands.annotate", "annotate images with SAM clicks", "segdet annotate data.root=DIR "
                  "[segmenter=PATH]"),
 }
 ALIASES = {"evaluate": "eval"}
