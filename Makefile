@@ -29,8 +29,9 @@ test: install  ## run the whole test suite
 bench: install  ## segdet against the usual alternatives, side by side (table + outputs/bench/latest.json)
 	$(PY) scripts/bench.py
 
-soak: install  ## train the smoke models for many epochs; fails if memory grows >5% after epoch 3 (not in `test`)
+soak: install  ## train the smoke models for many epochs, and 8 clients on segdet annotate for a minute; fails on errors or memory growing >5% (not in `test`)
 	$(PY) scripts/soak.py
+	$(PY) scripts/soak_annotate.py
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf outputs/*/ .pytest_cache

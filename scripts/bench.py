@@ -10,6 +10,7 @@ Rows (docs/benchmarks.md has the latest figures and what each comparison is):
   sam_lora      SAM fine-tuning with LoRA on the encoder vs the whole encoder trained MiB      full / LoRA
                 (peak memory of the training run; images/s of both in the row's note)
   amg_predict   segment everything (prompts=grid) vs transformers' mask-generation pipeline  images/s  segdet / other
+  annotate_click  segdet annotate's click-to-mask latency vs a server running transformers per click  ms (p50)  other / segdet
 
     python scripts/bench.py                      # CPU: the tiny models, 1-3 minutes on 2 cores
     python scripts/bench.py --device cuda        # SAM ViT-B geometry at 1024, VGG16 at 600 px, bf16
@@ -43,16 +44,17 @@ import torch  # noqa: E402
 from segdet.malloc import keep_freed_memory  # noqa: E402
 
 ROWS = ("sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict", "sam_lora",
-        "amg_predict")
+        "amg_predict", "annotate_click")
 OTHER = {"sam_train": "transformers tutorial loop", "sam_cache": "cache off",
          "frcnn_train": "torchvision FasterRCNN", "frcnn_infer": "torchvision FasterRCNN",
          "frcnn_memory": "torchvision FasterRCNN",
          "detseg_predict": "torchvision twin per image + transformers SAM per box",
          "sam_lora": "full fine-tuning of the same model",
-         "amg_predict": "transformers pipeline(\"mask-generation\")"}
+         "amg_predict": "transformers pipeline(\"mask-generation\")",
+         "annotate_click": "FastAPI + transformers SamProcessor/SamModel per click"}
 # The targets (ratio, higher is better for segdet); the GPU ones also name absolute figures.
 TARGETS = {"cpu": {"sam_train": 2.0, "sam_cache": 5.0, "frcnn_train": 1.3, "frcnn_infer": 1.0, "frcnn_memory": 1.0,
-                   "detseg_predict": 3.0, "amg_predict": 1.5},
+                   "detseg_predict": 3.0, "amg_predict": 1.5, "annotate_click": 50.0},
            "cuda": {"sam_train": 30.0, "amg_predict": 1.5}}
 ABSOLUTE_TARGETS = {"cuda": {"sam_train": 150.0, "frcnn_train": 50.0, "frcnn_infer": 120.0}}
 
@@ -107,6 +109,12 @@ class Settings:
     amg_points: int = 32
     amg_iou_thresh: float = 0.01
     amg_stability_thresh: float = 0.3
+    # annotate_click: both servers load this model (vit_b: random ViT-B weights; tiny: sam_tiny) and get the same
+    # clicks on one image this wide (3:4); segdet's p50/p95 over annotate_clicks, the naive one's over fewer
+    annotate_model: str = "vit_b"
+    annotate_image_px: int = 800
+    annotate_clicks: int = 30
+    annotate_other_clicks: int = 6
     scratch: str = ""              # a folder both sides of a row read (set by main)
 
     @classmethod
@@ -126,6 +134,7 @@ class Settings:
             s.repeats, s.sam_images, s.sam_batch, s.frcnn_images, s.frcnn_batch, s.memory_steps = 1, 8, 4, 4, 2, 1
             s.detseg_images = 4
             s.amg_images, s.amg_image_px, s.amg_points = 2, 96, 8
+            s.annotate_model, s.annotate_image_px, s.annotate_clicks, s.annotate_other_clicks = "tiny", 128, 3, 2
             s.sam_cache_model, s.sam_lora_model, s.sam_lora_images, s.sam_lora_batch = [], [], 8, 4
             s.sam_compile = False  # compiling takes tens of seconds; tests/sam/test_model.py covers it
             if s.device.startswith("cuda"):
@@ -229,6 +238,7 @@ def main(argv=None) -> int:
 
         hf_logging.disable_progress_bar()
     import bench_amg
+    import bench_annotate
     import bench_detseg
     import bench_frcnn
     import bench_sam
@@ -236,7 +246,8 @@ def main(argv=None) -> int:
     measure = {"sam_train": bench_sam.sam_train, "sam_cache": bench_sam.sam_cache,
                "frcnn_train": bench_frcnn.frcnn_train, "frcnn_infer": bench_frcnn.frcnn_infer,
                "frcnn_memory": bench_frcnn.frcnn_memory, "detseg_predict": bench_detseg.detseg_predict,
-               "sam_lora": bench_sam.sam_lora, "amg_predict": bench_amg.amg_predict}
+               "sam_lora": bench_sam.sam_lora, "amg_predict": bench_amg.amg_predict,
+               "annotate_click": bench_annotate.annotate_click}
     kind = "cuda" if a.device.startswith("cuda") else "cpu"
     device = describe_device(a.device)
     print(f"segdet bench on {device}; {s.repeats} timed epoch(s) per side after 1 warm-up", flush=True)

@@ -11,7 +11,7 @@ import sys
 from datetime import datetime
 
 from segdet import overrides
-from segdet.commands import ALIASES, COMMANDS, TASK_FROM_CHECKPOINT
+from segdet.commands import ALIASES, COMMANDS, IMPLIED_TASK, TASK_FROM_CHECKPOINT
 from segdet.config import task_config_dir
 from segdet.engine.cluster import env_rank, launched_distributed
 from segdet.errors import SegdetError
@@ -111,6 +111,8 @@ def _command_line(command: str, args: list[str]) -> list[str]:
     asks_help = overrides.asks_help(args)
     if command in TASK_FROM_CHECKPOINT and overrides.value(args, "task") is None and not asks_help:
         args = [f"task={_checkpoint_task(args)}"] + args
+    if command in IMPLIED_TASK:  # annotate is SAM's
+        args = overrides.with_default(args, "task", IMPLIED_TASK[command])
     if overrides.value(args, "task") in TASKS:
         check_command(overrides.value(args, "task"), command)
     if asks_help:  # Hydra's help composes a config, so it needs a task

@@ -14,6 +14,9 @@ COMMANDS = {
                 "segdet predict task=frcnn ckpt=PATH input=DIR"),
     "export": ("segdet.commands.export", "write a ckpt for other tools", "segdet export ckpt=PATH format=onnx "
                "output=DIR"),
+    "annotate": ("segdet.commands.annotate", "annotate images with SAM clicks", "segdet annotate data.root=DIR "
+                 "[segmenter=PATH]"),
 }
 ALIASES = {"evaluate": "eval"}
 TASK_FROM_CHECKPOINT = ("export",)  # commands whose task is the checkpoint's, not given as task=
+IMPLIED_TASK = {"annotate": "sam"}  # commands of one task, which the command line does not name

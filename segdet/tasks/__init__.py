@@ -20,7 +20,8 @@ class TaskInfo:
 
 
 TASKS = {
-    "sam": TaskInfo("fine-tune Segment Anything for binary segmentation"),
+    "sam": TaskInfo("fine-tune Segment Anything for binary segmentation",
+                    ("train", "eval", "predict", "export", "annotate")),
     "frcnn": TaskInfo("Faster R-CNN object detection (VGG16, the paper's way)"),
     "detseg": TaskInfo("detect -> segment: a frcnn detector's boxes prompt SAM (classed instance masks)",
                        ("eval", "predict"),

@@ -60,8 +60,7 @@ class SamDataset(Dataset):
     def key(self, i: int, copy: int) -> str:
         """What the encoder sees: source image ``i`` (its file's bytes or its scene's recipe) as is, or its offline
         copy ``copy``. Known without decoding the image, so a cached sample never decodes it."""
-        what = self.source.key(i) + (f"|copy {copy}|{self._copy_recipe}" if copy else "")
-        return hashlib.blake2b(what.encode(), digest_size=16).hexdigest()
+        return entry_key(self.source.key(i) + (f"|copy {copy}|{self._copy_recipe}" if copy else ""))
 
     def _load(self, pos: int, rng=None) -> tuple[int, np.ndarray, np.ndarray]:
         """Load ``indices[pos]``; a file that fails to decode is recorded (warned about, listed in the run dir's
@@ -128,6 +127,12 @@ class SamDataset(Dataset):
             p["draws"] = point_rng.random((len(p["boxes"]), corrections, 2), dtype=np.float32)
         return pack_sample(picture, p, self.source.ids[i] + (f"#aug{copy}" if copy else ""),
                            box_prompt=self.prompt.mode != "points", size=hw, key=key, embedding=entry)
+
+
+def entry_key(what: str) -> str:
+    """The embedding cache's key of what the encoder sees (``SamDataset.key``; segdet annotate keys its images the
+    same way, so both share entries)."""
+    return hashlib.blake2b(what.encode(), digest_size=16).hexdigest()
 
 
 def _albumentations_version() -> str:

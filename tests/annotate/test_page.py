@@ -1,0 +1,394 @@
+"""The annotate page in a real headless Chromium (Playwright)."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+from PIL import Image
+
+from tests.annotate.conftest import serve
+
+pytestmark = pytest.mark.browser
+
+STATIC = Path(__file__).resolve().parents[2] / "segdet" / "annotate" / "static"
+
+
+def _static_only(page) -> None:
+    """The page's own files from disk, and an empty image list: enough to run its code without the server."""
+    def answer(route):
+        path = route.request.url.split("annotate.test/", 1)[1].split("?")[0].split("#")[0] or "index.html"
+        if path == "api/images" or path == "api/train":
+            route.fulfill(json=[] if path == "api/images" else {"state": "idle"})
+        elif path.startswith("static/"):
+            route.fulfill(path=STATIC / path.removeprefix("static/"))
+        else:
+            route.fulfill(path=STATIC / "index.html")
+    page.route("http://annotate.test/**", answer)
+    page.goto("http://annotate.test/")
+    page.wait_for_function("window.segdetRle !== undefined")
+
+
+def _masks() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    masks = [np.zeros((7, 5), np.uint8), np.ones((7, 5), np.uint8), np.ones((1, 1), np.uint8),
+             np.zeros((1, 9), np.uint8)]
+    for h, w, p in [(13, 17, 0.5), (40, 23, 0.05), (23, 40, 0.95), (64, 64, 0.3)]:
+        masks.append((rng.random((h, w)) < p).astype(np.uint8))
+    blob = np.zeros((120, 90), np.uint8)
+    blob[30:100, 10:70] = 1
+    masks.append(blob)
+    # Runs of a million (five 5-bit groups), and differences to the run two before that are negative.
+    big = np.zeros((1500, 1200), np.uint8)
+    big[:, 400:1100] = 1
+    big[5:7, 3] = 1
+    masks.append(big)
+    return masks
+
+
+# Masks cross between Python and the page as row-major bits packed into bytes, base64 (numpy's packbits order).
+TO_BITS = """m => { const bytes = new Uint8Array(Math.ceil(m.data.length / 8));
+  for (let i = 0; i < m.data.length; i++) if (m.data[i]) bytes[i >> 3] |= 128 >> (i & 7);
+  let s = ""; for (let i = 0; i < bytes.length; i += 8192) s += String.fromCharCode(...bytes.subarray(i, i + 8192));
+  return btoa(s); }"""
+FROM_BITS = """([h, w, b64]) => { const s = atob(b64), data = new Uint8Array(h * w);
+  for (let i = 0; i < h * w; i++) data[i] = (s.charCodeAt(i >> 3) >> (7 - (i & 7))) & 1;
+  return {h, w, data}; }"""
+
+
+def test_rle_decode_and_encode_match_pycocotools(page):
+    _static_only(page)
+    for mask in _masks():
+        rle = mask_utils.encode(np.asfortranarray(mask))
+        counts = rle["counts"].decode()
+        bits = page.evaluate(f"rle => ({TO_BITS})(segdetRle.decode(rle))", {"size": rle["size"], "counts": counts})
+        decoded = np.unpackbits(np.frombuffer(base64.b64decode(bits), np.uint8))[: mask.size].reshape(mask.shape)
+        np.testing.assert_array_equal(decoded, mask)
+        packed = base64.b64encode(np.packbits(mask)).decode()
+        encoded = page.evaluate(f"args => segdetRle.encode(({FROM_BITS})(args))", [*mask.shape, packed])
+        assert encoded == {"size": list(mask.shape), "counts": counts}
+    # The compressed string holds the same runs as pycocotools' uncompressed form.
+    mask = _masks()[5]
+    counts = mask_utils.encode(np.asfortranarray(mask))["counts"].decode()
+    assert page.evaluate("s => segdetRle.countsFromString(s)", counts) == _runs(mask)
+    assert page.errors == []
+
+
+def _runs(mask: np.ndarray) -> list[int]:
+    """Column-major runs, starting with 0s: the uncompressed RLE."""
+    flat = mask.flatten(order="F")
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], edges, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return ([0] + runs) if flat[0] == 1 else runs
+
+
+# --- the page against the real server ---------------------------------------------------------------------------
+SIZES = [(72, 96), (64, 64), (80, 56)]  # (height, width) of the generated images
+
+
+def make_images(root: Path) -> Path:
+    """Small images with a bright rectangle on noise, under root/images."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    for k, (h, w) in enumerate(SIZES):
+        img = (rng.random((h, w, 3)) * 120).astype(np.uint8)
+        img[10:40, 12:44] = [240, 220, 40]
+        Image.fromarray(img).save(root / "images" / f"im{k}.png")
+    return root
+
+
+def unrle(r: dict) -> np.ndarray:
+    return mask_utils.decode({"size": r["size"], "counts": r["counts"].encode()}).astype(bool)
+
+
+def open_page(page, url: str) -> dict:
+    """Load the page and wait for its first image; the canvas's box in CSS pixels."""
+    page.goto(url)
+    page.wait_for_selector("[data-testid=canvas][data-image-id]")
+    return page.locator("[data-testid=canvas]").bounding_box()
+
+
+def at(box: dict, fx: float, fy: float) -> tuple[float, float]:
+    return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+
+
+def answered(page, action) -> tuple[dict, dict]:
+    """Run `action` (a prompt) and wait until the page has drawn the server's answer: (request body, answer)."""
+    with page.expect_response(lambda r: r.url.split("?")[0].endswith("/segment")) as info:
+        action()
+    page.wait_for_selector("[data-testid=canvas][data-busy='0']")
+    return info.value.request.post_data_json, info.value.json()
+
+
+def server_objects(url: str, image_id) -> list[dict]:
+    base, _, query = url.partition("?")
+    return httpx.get(f"{base}api/images/{image_id}/objects?{query}").json()
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """The server on three generated images, the random tiny SAM (no segmenter=), two fixed classes, a token."""
+    root = make_images(tmp_path_factory.mktemp("small"))
+    with serve(root, root / "run", "classes=[water,road]", "token=t0ken") as url:
+        yield url
+
+
+def test_prompts_reach_the_api_in_image_pixels(page, small):
+    box = open_page(page, small)
+    image_id = page.get_attribute("[data-testid=canvas]", "data-image-id")
+    h, w = SIZES[0]
+    assert page.text_content("[data-testid=progress]") == "0 done · 3 to do"
+    body, _ = answered(page, lambda: page.mouse.click(*at(box, 0.25, 0.5)))
+    assert body["points"] == [pytest.approx([0.25 * w, 0.5 * h, 1], abs=0.5)] and body["boxes"] == []
+    shift_click = {"position": {"x": 0.75 * box["width"], "y": 0.2 * box["height"]}, "modifiers": ["Shift"]}
+    body, _ = answered(page, lambda: page.click("[data-testid=canvas]", **shift_click))
+    assert body["points"][1] == pytest.approx([0.75 * w, 0.2 * h, 0], abs=0.5)
+
+    def drag():
+        page.mouse.move(*at(box, 0.1, 0.2))
+        page.mouse.down()
+        page.mouse.move(*at(box, 0.6, 0.9), steps=4)
+        page.mouse.up()
+    body, _ = answered(page, drag)
+    assert body["boxes"] == [pytest.approx([0.1 * w, 0.2 * h, 0.6 * w, 0.9 * h], abs=0.5)]
+    assert len(body["points"]) == 2 and body["multimask"] is False
+
+    # Esc clears the prompts; Ctrl+Z brings them back.
+    page.keyboard.press("Escape")
+    assert page.locator("[data-testid=candidate]").count() == 0
+    page.keyboard.press("Control+z")
+    assert page.locator("[data-testid=candidate]").count() == 1
+
+    # N and P, and the buttons, move through the list.
+    ids = [page.get_attribute("[data-testid=canvas]", "data-image-id")]
+    for move in (lambda: page.keyboard.press("n"), lambda: page.click("[data-testid=next]"),
+                 lambda: page.keyboard.press("p"), lambda: page.click("[data-testid=prev]")):
+        move()
+        page.wait_for_function("id => document.querySelector('[data-testid=canvas]').dataset.imageId"
+                               " && document.querySelector('[data-testid=canvas]').dataset.imageId !== id", arg=ids[-1])
+        ids.append(page.get_attribute("[data-testid=canvas]", "data-image-id"))
+    assert ids[0] == image_id and ids[1] != ids[0] and ids[2] not in ids[:2] and ids[3] == ids[1] and ids[4] == ids[0]
+    # Everything the page needed came from the server itself (it works offline).
+    origin = small.split("?")[0]
+    fetched = [url for url in page.asked if not url.startswith(("blob:", "data:"))]  # made by the page itself
+    assert fetched and all(url.startswith(origin) for url in fetched), fetched
+    assert page.errors == []
+
+
+def test_candidates_keep_undo_delete_and_errors(page, small):
+    box = open_page(page, small)
+    image_id = page.get_attribute("[data-testid=canvas]", "data-image-id")
+    page.check("[data-testid=multimask]")
+    body, out = answered(page, lambda: page.mouse.click(*at(box, 0.3, 0.35)))
+    assert body["multimask"] is True and len(out["masks"]) == 3
+    shown = page.locator("[data-testid=candidate]").all_text_contents()
+    assert shown == [f"{i + 1} · IoU {s:.3f}" for i, s in enumerate(out["scores"])]
+    page.keyboard.press("2")
+    assert page.text_content("[data-testid=candidate].chosen") == shown[1]
+
+    # Enter keeps the chosen candidate, exactly as the server answered it, with the class of the field.
+    page.fill("[data-testid=category]", "road")
+    page.locator("[data-testid=canvas]").focus()
+    with page.expect_response(lambda r: r.request.method == "POST" and "/objects" in r.url):
+        page.keyboard.press("Enter")
+    kept = server_objects(small, image_id)
+    assert [o["category"] for o in kept] == ["road"]
+    np.testing.assert_array_equal(unrle(kept[0]["segmentation"]), unrle(out["masks"][1]))
+    assert page.locator("[data-testid=object]").count() == 1
+    assert page.text_content("[data-testid=progress]") == "1 done · 2 to do"
+
+    # Ctrl+Z takes it back (on the server too) and restores the prompts.
+    with page.expect_response(lambda r: r.request.method == "DELETE"):
+        page.keyboard.press("Control+z")
+    assert server_objects(small, image_id) == [] and page.locator("[data-testid=candidate]").count() == 3
+
+    # Keep again with the button; alt-click on it selects it; Delete deletes it, Ctrl+Z brings it back.
+    page.click("[data-testid=commit]")
+    page.wait_for_selector("[data-testid=object]")
+    ys, xs = np.nonzero(unrle(out["masks"][1]))
+    h, w = SIZES[0]
+    on_it = {"x": (xs[0] + 0.5) / w * box["width"], "y": (ys[0] + 0.5) / h * box["height"]}
+    page.click("[data-testid=canvas]", position=on_it, modifiers=["Alt"])
+    page.wait_for_selector("[data-testid=object].selected")
+    with page.expect_response(lambda r: r.request.method == "DELETE"):
+        page.keyboard.press("Delete")
+    assert server_objects(small, image_id) == []
+    with page.expect_response(lambda r: r.request.method == "POST" and "/objects" in r.url):
+        page.keyboard.press("Control+z")
+    again = server_objects(small, image_id)
+    np.testing.assert_array_equal(unrle(again[0]["segmentation"]), unrle(out["masks"][1]))
+    page.click("[data-testid=object]")
+    with page.expect_response(lambda r: r.request.method == "DELETE"):
+        page.click("[data-testid=delete]")
+    assert server_objects(small, image_id) == []
+
+    # The server's 4xx shows in the page: a class the server does not know.
+    answered(page, lambda: page.mouse.click(*at(box, 0.5, 0.5)))
+    page.fill("[data-testid=category]", "forest")
+    page.click("[data-testid=commit]")
+    error = page.locator("[data-testid=error]")
+    error.wait_for(state="visible")
+    assert "422" in error.text_content() and "unknown category 'forest'" in error.text_content()
+    assert server_objects(small, image_id) == [] and page.errors == []
+
+
+def test_propose_accept_and_reject(page, small):
+    open_page(page, small)
+    page.click("[data-testid=next]")
+    page.wait_for_function("document.querySelector('[data-testid=canvas]').dataset.imageId")
+    image_id = page.get_attribute("[data-testid=canvas]", "data-image-id")
+    with page.expect_response(lambda r: "/propose" in r.url) as info:
+        page.click("[data-testid=propose]")
+    proposed = info.value.json()["masks"]
+    if not proposed:
+        pytest.skip("the random model proposed nothing here")
+    page.wait_for_selector("[data-testid=proposal]")
+    rows = page.locator("[data-testid=proposal]")
+    assert rows.count() == len(proposed)
+    page.fill("[data-testid=category]", "water")
+    page.locator("[data-testid=canvas]").focus()
+    # X rejects the first (nothing is sent), Ctrl+Z brings it back, A accepts it: the server has that mask.
+    page.keyboard.press("x")
+    assert rows.count() == len(proposed) - 1 and server_objects(small, image_id) == []
+    page.keyboard.press("Control+z")
+    page.wait_for_function("n => document.querySelectorAll('[data-testid=proposal]').length === n",
+                           arg=len(proposed))
+    with page.expect_response(lambda r: r.request.method == "POST" and "/objects" in r.url):
+        page.keyboard.press("a")
+    page.wait_for_selector("[data-testid=object]")
+    assert rows.count() == len(proposed) - 1
+    kept = server_objects(small, image_id)
+    assert len(kept) == 1 and kept[0]["category"] == "water"
+    np.testing.assert_array_equal(unrle(kept[0]["segmentation"]), unrle(proposed[0]))
+    assert page.errors == []
+
+
+# --- the whole loop on real water images ---------------------------------------------------------------------------
+DIFF = """() => { const c = document.querySelector('[data-testid=canvas]');
+  const now = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, before = window.__before;
+  const m = {h: c.height, w: c.width, data: new Uint8Array(c.width * c.height)};
+  for (let i = 0; i < m.data.length; i++)
+    for (let k = 0; k < 3; k++) if (now[4 * i + k] !== before[4 * i + k]) m.data[i] = 1;
+  return (%s)(m); }""" % TO_BITS
+SNAPSHOT = """() => { const c = document.querySelector('[data-testid=canvas]');
+  window.__before = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; }"""
+
+
+def inside(water: np.ndarray) -> tuple[int, int]:
+    """A water pixel (x, y) as far inside the water body as a few erosions allow."""
+    core = water.copy()
+    for _ in range(6):
+        shrunk = core.copy()
+        shrunk[1:] &= core[:-1]
+        shrunk[:-1] &= core[1:]
+        shrunk[:, 1:] &= core[:, :-1]
+        shrunk[:, :-1] &= core[:, 1:]
+        if not shrunk.any():
+            break
+        core = shrunk
+    ys, xs = np.nonzero(core)
+    k = np.argmin((ys - np.median(ys)) ** 2 + (xs - np.median(xs)) ** 2)
+    return int(xs[k]), int(ys[k])
+
+
+def screenshot(page, path: Path) -> None:
+    """The page as it is, into ``path``; with SEGDET_DOCS_SCREENSHOT=1 also docs/annotate.png (palette PNG, small)."""
+    page.screenshot(path=path)
+    if os.environ.get("SEGDET_DOCS_SCREENSHOT"):
+        small = Image.open(path).convert("RGB").quantize(colors=256)
+        small.save(Path(__file__).resolve().parents[2] / "docs" / "annotate.png", optimize=True)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_click_keep_reload_train_on_water(page, shared_data, tmp_path):
+    water = shared_data / "water_bodies"
+    names = ["water_body_1014.jpg", "water_body_1092.jpg", "water_body_1245.jpg"]
+    for sub in ("images", "masks"):
+        (tmp_path / "d" / sub).mkdir(parents=True)
+    for name in names:
+        shutil.copy(water / "images" / name, tmp_path / "d" / "images" / name)
+    shutil.copy(water / "masks" / names[1], tmp_path / "d" / "masks" / names[1])  # imported on start: done
+    short = "train.overrides=" + json.dumps(["trainer.max_epochs=1", "data.batch_size=2", "data.num_workers=0",
+                                             "data.val_fraction=0.5"])
+    with serve(tmp_path / "d", tmp_path / "run", "classes=[water]", short) as url:
+        box = open_page(page, url)
+        image_id = page.get_attribute("[data-testid=canvas]", "data-image-id")
+        name = page.text_content("[data-testid=image-item].current .name")
+        truth = np.asarray(Image.open(water / "masks" / Path(name).name).convert("L")) > 127
+        h, w = truth.shape
+        x, y = inside(truth)
+
+        # A click inside the water body: the overlay shows exactly the mask the server answered.
+        page.evaluate(SNAPSHOT)
+        body, out = answered(page, lambda: page.mouse.click(*at(box, (x + 0.5) / w, (y + 0.5) / h)))
+        assert body["points"] == [pytest.approx([x + 0.5, y + 0.5, 1], abs=0.5)]
+        changed = np.unpackbits(np.frombuffer(base64.b64decode(page.evaluate(DIFF)), np.uint8))[: h * w]
+        changed = changed.reshape(h, w).astype(bool)
+        mask = unrle(out["masks"][0])
+        assert mask.shape == (h, w) and mask.any(), "the model answered an empty mask"
+        yy, xx = np.mgrid[:h, :w]
+        away = (xx - x) ** 2 + (yy - y) ** 2 > (10 * w / box["width"]) ** 2  # outside the point's marker
+        assert (changed & away).sum() >= 0.99 * (mask & away).sum()
+        assert not (changed & away & ~mask).any()
+
+        # Keep it, reload: the object is there, on the server.
+        page.keyboard.press("Enter")
+        page.wait_for_selector("[data-testid=object]")
+        page.reload()
+        page.wait_for_selector("[data-testid=object]")
+        assert page.get_attribute("[data-testid=canvas]", "data-image-id") == image_id
+        kept = server_objects(url, image_id)
+        assert len(kept) == 1
+        np.testing.assert_array_equal(unrle(kept[0]["segmentation"]), mask)
+        assert page.text_content("[data-testid=progress]") == "2 done · 1 to do"
+
+        # The image with the objects imported from masks/ (listed first): the documentation's screenshot.
+        page.keyboard.press("p")
+        page.wait_for_function("id => document.querySelector('[data-testid=canvas]').dataset.imageId"
+                               " && document.querySelector('[data-testid=canvas]').dataset.imageId !== id",
+                               arg=image_id)
+        page.wait_for_selector("[data-testid=object]")
+        page.click("[data-testid=object]")
+        screenshot(page, tmp_path / "annotate.png")
+
+        # Train from the page; when the run ends, the page names the new best.pt as the model in use.
+        before = page.text_content("[data-testid=model]")
+        page.click("[data-testid=train]")
+        page.wait_for_function("!document.querySelector('[data-testid=status]').textContent.includes('running')"
+                               " && document.querySelector('[data-testid=status]').textContent.includes('training')",
+                               timeout=300_000)
+        status = page.text_content("[data-testid=status]")
+        assert "training done" in status and "epoch 1" in status and "loss" in status, status
+        model = page.text_content("[data-testid=model]")
+        assert model != before and model.endswith("checkpoints/best.pt")
+        assert str(tmp_path / "run" / "train") in page.get_attribute("[data-testid=model]", "title")
+        assert page.errors == []
+
+
+def test_without_the_token_and_a_failed_training_run_show_their_errors(page, small):
+    base = small.split("?")[0]
+    page.goto(base)
+    error = page.locator("[data-testid=error]")
+    error.wait_for(state="visible")
+    assert "401" in error.text_content() and "token" in error.text_content()
+
+    # A run that fails (an override it refuses, slipped into the page's own request): its one line shows.
+    open_page(page, small)
+    page.route("**/api/train*", lambda route: route.continue_(post_data=json.dumps(
+        {"overrides": ["model=no_such_model"]})) if route.request.method == "POST" else route.continue_())
+    page.click("[data-testid=train]")
+    error.wait_for(state="visible", timeout=120_000)
+    state = httpx.get(small.replace("/?", "/api/train?")).json()
+    assert state["state"] == "failed" and state["error"]
+    assert error.text_content().startswith(f"training failed: {state['error']}")
+    assert "training failed" in page.text_content("[data-testid=status]")
+    assert not page.is_disabled("[data-testid=train]")
