@@ -9,6 +9,8 @@ Rows (docs/benchmarks.md has the latest figures and what each comparison is):
   detseg_predict  detect → segment vs the detector per image + transformers' SAM per box   images/s   segdet / other
   sam_lora      SAM fine-tuning with LoRA on the encoder vs the whole encoder trained MiB      full / LoRA
                 (peak memory of the training run; images/s of both in the row's note)
+  scene_predict  sam predict on a GeoTIFF vs rasterio .read() + transformers' SAM tile by tile   px/s   segdet / other
+                (peak RSS of both in the row's note)
 
     python scripts/bench.py                      # CPU: the tiny models, 1-3 minutes on 2 cores
     python scripts/bench.py --device cuda        # SAM ViT-B geometry at 1024, VGG16 at 600 px, bf16
@@ -41,12 +43,14 @@ import torch  # noqa: E402
 
 from segdet.malloc import keep_freed_memory  # noqa: E402
 
-ROWS = ("sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict", "sam_lora")
+ROWS = ("sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict", "sam_lora",
+        "scene_predict")
 OTHER = {"sam_train": "transformers tutorial loop", "sam_cache": "cache off",
          "frcnn_train": "torchvision FasterRCNN", "frcnn_infer": "torchvision FasterRCNN",
          "frcnn_memory": "torchvision FasterRCNN",
          "detseg_predict": "torchvision twin per image + transformers SAM per box",
-         "sam_lora": "full fine-tuning of the same model"}
+         "sam_lora": "full fine-tuning of the same model",
+         "scene_predict": "rasterio .read() + transformers SAM per tile"}
 # The targets (ratio, higher is better for segdet); the GPU ones also name absolute figures.
 TARGETS = {"cpu": {"sam_train": 2.0, "sam_cache": 5.0, "frcnn_train": 1.3, "frcnn_infer": 1.0, "frcnn_memory": 1.0,
                    "detseg_predict": 3.0},
@@ -97,6 +101,9 @@ class Settings:
     # best detseg_boxes boxes
     detseg_images: int = 32
     detseg_boxes: int = 8
+    # scene_predict: a generated RGB GeoTIFF of scene_px² in tiles of scene_tile px
+    scene_px: int = 2048
+    scene_tile: int = 256
     scratch: str = ""              # a folder both sides of a row read (set by main)
 
     @classmethod
@@ -108,12 +115,13 @@ class Settings:
                     sam_images=128, sam_image_px=256, sam_batch=16,
                     frcnn_model=["model=frcnn_default", "model.backbone.weights=none"],
                     frcnn_images=64, frcnn_image_px=600, frcnn_batch=8, memory_steps=4,
-                    detseg_images=16)  # the other side runs SAM ViT-B once per box
+                    detseg_images=16,  # the other side runs SAM ViT-B once per box
+                    scene_px=8192, scene_tile=1024)
         else:
             s = cls(device=device)
         if quick:  # seconds: for the test of this script
             s.repeats, s.sam_images, s.sam_batch, s.frcnn_images, s.frcnn_batch, s.memory_steps = 1, 8, 4, 4, 2, 1
-            s.detseg_images = 4
+            s.detseg_images, s.scene_px = 4, 512
             s.sam_cache_model, s.sam_lora_model, s.sam_lora_images, s.sam_lora_batch = [], [], 8, 4
             s.sam_compile = False  # compiling takes tens of seconds; tests/sam/test_model.py covers it
             if s.device.startswith("cuda"):
@@ -219,11 +227,12 @@ def main(argv=None) -> int:
     import bench_detseg
     import bench_frcnn
     import bench_sam
+    import bench_scene
 
     measure = {"sam_train": bench_sam.sam_train, "sam_cache": bench_sam.sam_cache,
                "frcnn_train": bench_frcnn.frcnn_train, "frcnn_infer": bench_frcnn.frcnn_infer,
                "frcnn_memory": bench_frcnn.frcnn_memory, "detseg_predict": bench_detseg.detseg_predict,
-               "sam_lora": bench_sam.sam_lora}
+               "sam_lora": bench_sam.sam_lora, "scene_predict": bench_scene.scene_predict}
     kind = "cuda" if a.device.startswith("cuda") else "cpu"
     device = describe_device(a.device)
     print(f"segdet bench on {device}; {s.repeats} timed epoch(s) per side after 1 warm-up", flush=True)
@@ -232,7 +241,7 @@ def main(argv=None) -> int:
     rows, failed = [], []
     with tempfile.TemporaryDirectory(prefix="segdet-bench-") as scratch:
         s.scratch = scratch
-        if any(r.startswith(("sam", "detseg")) for r in only) and s.sam_model == ["model=sam_vit_base"]:
+        if any(r.startswith(("sam", "detseg", "scene")) for r in only) and s.sam_model == ["model=sam_vit_base"]:
             s.sam_model = s.sam_model + [f"model.pretrained={random_sam_vit_b(Path(scratch) / 'sam_vit_b')}"]
         for name in ROWS:
             if name not in only:

@@ -12,6 +12,7 @@ from bench import Settings  # first: it puts a checkout's segdet on the path
 import bench_detseg
 import bench_frcnn
 import bench_sam
+import bench_scene
 from segdet.malloc import keep_freed_memory
 
 SIDES = {("sam_train", "tutorial"): bench_sam.tutorial_side,
@@ -21,7 +22,9 @@ SIDES = {("sam_train", "tutorial"): bench_sam.tutorial_side,
          ("frcnn_memory", "torchvision"): lambda s: bench_frcnn.measure_memory("torchvision", s),
          ("detseg_predict", "composition"): bench_detseg.composition_side,
          ("sam_lora", "lora"): lambda s: bench_sam.lora_side("lora", s),
-         ("sam_lora", "full"): lambda s: bench_sam.lora_side("full", s)}
+         ("sam_lora", "full"): lambda s: bench_sam.lora_side("full", s),
+         ("scene_predict", "segdet"): bench_scene.segdet_side,
+         ("scene_predict", "transformers"): bench_scene.transformers_side}
 
 
 def main() -> None:

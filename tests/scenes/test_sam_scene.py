@@ -17,7 +17,7 @@ from segdet.commands import predict as predict_cmd  # noqa: E402
 from segdet.errors import SegdetError  # noqa: E402
 from segdet.files.prediction_outputs import Pieces  # noqa: E402
 from tests.conftest import compose_cfg  # noqa: E402
-from tests.scenes.scenes import CRS, ORIGIN, PIXEL, write_scene  # noqa: E402
+from segdet.scenes.synthetic import CRS, ORIGIN, PIXEL, write_scene  # noqa: E402
 
 # what a GIS user runs on the outputs: rasterio and shapely only
 READ_BACK = r"""
