@@ -42,6 +42,7 @@ def main() -> None:
     from segdet.tasks.sam.synthetic import scene as synthetic_scene
 
     work = a.work or Path(tempfile.mkdtemp(prefix="scene_figure_"))
+    work.mkdir(parents=True, exist_ok=True)
     scene = work / "lakes.tif"
     rgb, wet = synthetic_scene(a.seed, a.index, SIDE)
     transform = from_origin(*ORIGIN, PIXEL, PIXEL)
