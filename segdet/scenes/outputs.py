@@ -104,7 +104,7 @@ def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[t
     loader = _Loader(load)
 
     def write(tmp):
-        work = tmp.with_name(tmp.name + ".strips.tif")
+        work = tmp.with_name(tmp.name[: -len(".tmp")] + ".strips.tmp")  # a kill leaves a temp the next run clears
         try:
             with rasterio.open(work, "w", **profile) as dst:
                 for y0 in range(0, scene.height, STRIP):
