@@ -170,3 +170,34 @@ def test_a_corrupt_tile_is_skipped_and_the_rest_predicted(scene_sam_ckpt, tmp_pa
     assert "unreadable, left out of the input.scale statistics" in caplog.text
     with rasterio.open(tmp_path / "out/masks/torn.tif") as m:
         assert m.width == 256
+
+
+@pytest.mark.slow
+def test_a_sigkilled_scene_predict_resumes_to_the_same_bytes(scene_sam_ckpt, tmp_path):
+    """A real SIGKILL once some tiles are journaled: the resumed predict writes an uninterrupted run's bytes."""
+    import os
+    import signal
+    import time
+
+    from tests.reliability.cli import ROOT, ok, segdet
+
+    scene = tmp_path / "k.tif"
+    write_scene(scene, 640, 480, seed=9)
+    args = ["predict", "task=sam", f"ckpt={scene_sam_ckpt}", f"input={scene}", "trainer.progress=false",
+            "tile.enabled=true", "tile.size=128", "tile.overlap=16"]
+    ok(segdet(*args, f"output={tmp_path / 'full'}", f"hydra.run.dir={tmp_path / 'r0'}"))
+    journal = tmp_path / "part/.segdet-pieces/k/windows/pieces.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "segdet", *args, f"output={tmp_path / 'part'}",
+                             f"hydra.run.dir={tmp_path / 'r1'}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    deadline = time.time() + 300
+    while not (journal.is_file() and journal.read_text().count("\n") >= 4):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "part/masks/k.tif").exists()
+    again = ok(segdet(*args, f"output={tmp_path / 'part'}", f"hydra.run.dir={tmp_path / 'r2'}", "resume=true"))
+    assert "resuming k.tif:" in again.stderr
+    for rel in ("masks/k.tif", "vectors/k.geojson"):
+        assert (tmp_path / "part" / rel).read_bytes() == (tmp_path / "full" / rel).read_bytes(), rel
