@@ -151,12 +151,14 @@ class Scene(_Base):
         from rasterio.windows import Window
 
         samples, bad = [], 0
-        side = 512
-        for y in range(0, self.height, side):
-            for x in range(0, self.width, side):
+        # one window a block (a strip-organised file: 64 rows at least), so a torn block costs only itself
+        bh, bw = self._ds.block_shapes[self.bands[0] - 1]
+        bh *= max(1, -(-64 // bh))
+        for y in range(0, self.height, bh):
+            for x in range(0, self.width, bw):
                 try:
-                    samples.append(self._decimated(Window(x, y, min(side, self.width - x),
-                                                          min(side, self.height - y)), f))
+                    samples.append(self._decimated(Window(x, y, min(bw, self.width - x),
+                                                          min(bh, self.height - y)), f))
                 except Exception:  # noqa: BLE001 -- the corrupt block: left out of the statistics
                     bad += 1
         if not samples:

@@ -30,6 +30,7 @@ print(json.dumps({"dtype": dtype, "crs": crs, "pixels": {int(v): int(c) for v, c
 """
 
 
+@pytest.mark.slow
 def test_instances_of_a_tiled_scene(scene_frcnn_ckpt, scene_sam_ckpt, tmp_path):
     scene = tmp_path / "d.tif"
     write_scene(scene, 320, 260)
