@@ -11,6 +11,8 @@ Rows (docs/benchmarks.md has the latest figures and what each comparison is):
                 (peak memory of the training run; images/s of both in the row's note)
   amg_predict   segment everything (prompts=grid) vs transformers' mask-generation pipeline  images/s  segdet / other
   annotate_click  segdet annotate's click-to-mask latency vs a server running transformers per click  ms (p50)  other / segdet
+  scene_predict  sam predict on a GeoTIFF vs rasterio .read() + transformers' SAM tile by tile   px/s   segdet / other
+                (peak RSS of both in the row's note)
 
     python scripts/bench.py                      # CPU: the tiny models, 1-3 minutes on 2 cores
     python scripts/bench.py --device cuda        # SAM ViT-B geometry at 1024, VGG16 at 600 px, bf16
@@ -44,14 +46,15 @@ import torch  # noqa: E402
 from segdet.malloc import keep_freed_memory  # noqa: E402
 
 ROWS = ("sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict", "sam_lora",
-        "amg_predict", "annotate_click")
+        "amg_predict", "annotate_click", "scene_predict")
 OTHER = {"sam_train": "transformers tutorial loop", "sam_cache": "cache off",
          "frcnn_train": "torchvision FasterRCNN", "frcnn_infer": "torchvision FasterRCNN",
          "frcnn_memory": "torchvision FasterRCNN",
          "detseg_predict": "torchvision twin per image + transformers SAM per box",
          "sam_lora": "full fine-tuning of the same model",
          "amg_predict": "transformers pipeline(\"mask-generation\")",
-         "annotate_click": "FastAPI + transformers SamProcessor/SamModel per click"}
+         "annotate_click": "FastAPI + transformers SamProcessor/SamModel per click",
+         "scene_predict": "rasterio .read() + transformers SAM per tile"}
 # The targets (ratio, higher is better for segdet); the GPU ones also name absolute figures.
 TARGETS = {"cpu": {"sam_train": 2.0, "sam_cache": 5.0, "frcnn_train": 1.3, "frcnn_infer": 1.0, "frcnn_memory": 1.0,
                    "detseg_predict": 3.0, "amg_predict": 1.5, "annotate_click": 50.0},
@@ -115,6 +118,9 @@ class Settings:
     annotate_image_px: int = 800
     annotate_clicks: int = 30
     annotate_other_clicks: int = 6
+    # scene_predict: a generated RGB GeoTIFF of scene_px² in tiles of scene_tile px
+    scene_px: int = 2048
+    scene_tile: int = 256
     scratch: str = ""              # a folder both sides of a row read (set by main)
 
     @classmethod
@@ -127,7 +133,7 @@ class Settings:
                     frcnn_model=["model=frcnn_default", "model.backbone.weights=none"],
                     frcnn_images=64, frcnn_image_px=600, frcnn_batch=8, memory_steps=4,
                     detseg_images=16,  # the other side runs SAM ViT-B once per box
-                    amg_image_px=1024)
+                    amg_image_px=1024, scene_px=8192, scene_tile=1024)
         else:
             s = cls(device=device)
         if quick:  # seconds: for the test of this script
@@ -135,6 +141,7 @@ class Settings:
             s.detseg_images = 4
             s.amg_images, s.amg_image_px, s.amg_points = 2, 96, 8
             s.annotate_model, s.annotate_image_px, s.annotate_clicks, s.annotate_other_clicks = "tiny", 128, 3, 2
+            s.scene_px = 512
             s.sam_cache_model, s.sam_lora_model, s.sam_lora_images, s.sam_lora_batch = [], [], 8, 4
             s.sam_compile = False  # compiling takes tens of seconds; tests/sam/test_model.py covers it
             if s.device.startswith("cuda"):
@@ -242,12 +249,14 @@ def main(argv=None) -> int:
     import bench_detseg
     import bench_frcnn
     import bench_sam
+    import bench_scene
 
     measure = {"sam_train": bench_sam.sam_train, "sam_cache": bench_sam.sam_cache,
                "frcnn_train": bench_frcnn.frcnn_train, "frcnn_infer": bench_frcnn.frcnn_infer,
                "frcnn_memory": bench_frcnn.frcnn_memory, "detseg_predict": bench_detseg.detseg_predict,
                "sam_lora": bench_sam.sam_lora, "amg_predict": bench_amg.amg_predict,
-               "annotate_click": bench_annotate.annotate_click}
+               "annotate_click": bench_annotate.annotate_click,
+               "scene_predict": bench_scene.scene_predict}
     kind = "cuda" if a.device.startswith("cuda") else "cpu"
     device = describe_device(a.device)
     print(f"segdet bench on {device}; {s.repeats} timed epoch(s) per side after 1 warm-up", flush=True)
@@ -256,7 +265,8 @@ def main(argv=None) -> int:
     rows, failed = [], []
     with tempfile.TemporaryDirectory(prefix="segdet-bench-") as scratch:
         s.scratch = scratch
-        if any(r.startswith(("sam", "detseg", "amg")) for r in only) and s.sam_model == ["model=sam_vit_base"]:
+        if (any(r.startswith(("sam", "detseg", "amg", "scene")) for r in only)
+                and s.sam_model == ["model=sam_vit_base"]):
             s.sam_model = s.sam_model + [f"model.pretrained={random_sam_vit_b(Path(scratch) / 'sam_vit_b')}"]
         for name in ROWS:
             if name not in only:

@@ -13,6 +13,7 @@ import bench_amg
 import bench_detseg
 import bench_frcnn
 import bench_sam
+import bench_scene
 from segdet.malloc import keep_freed_memory
 
 SIDES = {("sam_train", "tutorial"): bench_sam.tutorial_side,
@@ -23,7 +24,9 @@ SIDES = {("sam_train", "tutorial"): bench_sam.tutorial_side,
          ("detseg_predict", "composition"): bench_detseg.composition_side,
          ("sam_lora", "lora"): lambda s: bench_sam.lora_side("lora", s),
          ("sam_lora", "full"): lambda s: bench_sam.lora_side("full", s),
-         ("amg_predict", "pipeline"): bench_amg.pipeline_side}
+         ("amg_predict", "pipeline"): bench_amg.pipeline_side,
+         ("scene_predict", "segdet"): bench_scene.segdet_side,
+         ("scene_predict", "transformers"): bench_scene.transformers_side}
 
 
 def main() -> None:

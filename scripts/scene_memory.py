@@ -62,7 +62,9 @@ def main() -> None:
     for side in a.sides:
         scene = work / f"scene_{side}.tif"
         if not scene.exists():
-            build(scene, side)
+            partial = scene.with_suffix(".part.tif")
+            build(partial, side)
+            partial.replace(scene)  # a script stopped while building leaves no scene cut short
         rss, seconds = peak_rss([sys.executable, "-m", "segdet", "predict", "task=sam", f"ckpt={a.ckpt}",
                                  f"input={scene}", f"output={work / f'out_{side}'}", "overwrite=true",
                                  "tile.enabled=true", f"tile.size={a.tile}", "trainer.progress=false",

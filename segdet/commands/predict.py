@@ -1,5 +1,8 @@
 """segdet predict: run a checkpoint on an image or a folder of images and write what it sees.
 
+Under ``torchrun`` the inputs are shared out across the ranks (``files.prediction_outputs``): each input's files
+are written by one rank, and the result is a single-process run's.
+
 The output folder is claimed for this process (one writer) and opened for the predict's settings: a new folder,
 ``overwrite=true``, or ``resume=true`` to continue an interrupted predict into it (``files.prediction_outputs``).
 """
@@ -14,6 +17,7 @@ from segdet.data.io import IMAGE_SUFFIXES, list_images
 from segdet.scenes.raster import RASTER_SUFFIXES
 from segdet.scenes.source import input_path
 from segdet.files.prediction_outputs import open_output
+from segdet.engine import distributed
 from segdet.engine.rebuild import rebuild, source_keys, source_of
 from segdet.engine.runtime import prepare
 from segdet.engine.session import claim, start
@@ -72,9 +76,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise SegdetError(f"{out_dir}: output= is a file, not a folder")
     task_class = get_task_class(cfg.task.name)
     _, _, task, model = rebuild(cfg, task_class)
-    claim(out_dir, "output=", "predict")
-    open_output(out_dir, settings=settings(cfg, task_class), resume=bool(cfg.get("resume", False)),
-                overwrite=bool(cfg.overwrite), progress=bool(cfg.trainer.get("progress", True)))
+    given = settings(cfg, task_class)
+
+    def prepare_folder():  # under torchrun rank 0 claims and opens the folder, and the ranks then share it
+        claim(out_dir, "output=", "predict")
+        open_output(out_dir, settings=given, resume=bool(cfg.get("resume", False)), overwrite=bool(cfg.overwrite),
+                    progress=bool(cfg.trainer.get("progress", True)))
+    distributed.on_main(prepare_folder)
     runtime = prepare(model, cfg.trainer, device)
     log.info("predicting %d image(s) with %s on %s (precision %s)", len(inputs), source_of(cfg, task_class),
              device, runtime.precision)

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from segdet.engine import distributed
 from segdet.files import atomic
 from segdet.data.io import output_names
 from segdet.errors import SegdetError, WriteFailed
@@ -137,13 +138,17 @@ class PredictionOutputs:
             e = by_input.get(_key(path))
             if e is not None and self._complete(path, e):
                 self._records[path] = e.get("record") or {}
+        # under torchrun each rank predicts every world_size-th input (by input position) and writes its files;
+        # the journal is shared (one appended line per input), and rank 0 writes the summary files at the end
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.mine = set(self.inputs[self.rank::self.world])
         self.resumed = len(self._records)
-        if self.resumed:
+        if self.resumed and self.rank == 0:
             log.info("resuming: %d of %d input(s) already predicted in %s", self.resumed, len(self.inputs), self.dir)
         # the bar counts inputs, starting at those an earlier run completed; a large input adds a bar of its tiles
         self.progress = _PROGRESS.get(self.dir.resolve(), True)
-        self.bar = tqdm(total=len(self.inputs), initial=self.resumed, desc="predict", unit="img", leave=False,
-                        disable=None if self.progress else True, dynamic_ncols=True)  # None: off when not a terminal
+        self.bar = tqdm(total=len(self.mine), initial=len(self.mine & set(self._records)), desc="predict", unit="img",
+                        leave=False, disable=None if self.progress and self.rank == 0 else True, dynamic_ncols=True)  # None: off when not a terminal
 
     def _complete(self, path: Path, entry: dict) -> bool:
         try:
@@ -158,14 +163,16 @@ class PredictionOutputs:
         return self.names[Path(path)]
 
     def todo(self) -> list[Path]:
-        """The inputs not complete yet, in input order."""
-        return [p for p in self.inputs if p not in self._records]
+        """This rank's inputs not complete yet, in input order."""
+        return [p for p in self.inputs if p not in self._records and p in self.mine]
 
     def batches(self, size: int) -> list[list[Path]]:
         """The inputs in batches of ``size`` by input position (so a resumed run batches exactly as an
         uninterrupted one, and its results match), leaving out batches whose inputs are all complete."""
         size = max(1, int(size))
         chunks = [self.inputs[i: i + size] for i in range(0, len(self.inputs), size)]
+        chunks = chunks[self.rank::self.world]  # under torchrun: whole batches by position, so batching is unchanged
+        self.mine = {p for c in chunks for p in c}
         return [c for c in chunks if any(p not in self._records for p in c)]
 
     # --- writing -----------------------------------------------------------------------------------------------
@@ -202,7 +209,9 @@ class PredictionOutputs:
         return path
 
     def write_json(self, rel: str, obj, indent: int | None = 1) -> Path:
-        """A summary file built from ``records()`` (or any JSON), atomically."""
+        """A summary file built from ``records()`` (or any JSON), atomically; by rank 0 alone under torchrun."""
+        if self.rank != 0:
+            return self.dir / rel
         return atomic.write_json(self.dir / rel, obj, indent=indent)
 
     def done(self, path: Path, record: dict | None = None) -> None:
@@ -235,10 +244,21 @@ class PredictionOutputs:
 
     def finish(self) -> dict:
         """skipped.txt (written when inputs were skipped, removed when none were), a warning naming them, and an
-        error when no input at all could be predicted. Returns counts for the log."""
+        error when no input at all could be predicted. Returns counts for the log. Under torchrun every rank waits
+        here for the others, and then knows every rank's records (from the journal) and skipped inputs."""
         self.bar.close()
+        if self.world > 1:
+            self.skipped = distributed.gather_lists(self.skipped)
+            self.new = sum(distributed.gather_lists([self.new]))
+            by_input = {e["input"]: e for e in _read(self.journal)[1]}
+            for path in self.inputs:
+                e = by_input.get(_key(path))
+                if path not in self._records and e is not None and self._complete(path, e):
+                    self._records[path] = e.get("record") or {}
         listing = self.dir / "skipped.txt"
-        if self.skipped:
+        if self.rank != 0:
+            pass
+        elif self.skipped:
             log.warning("skipped %d input(s) that could not be read: %s%s", len(self.skipped),
                         "; ".join(self.skipped[:10]), " ..." if len(self.skipped) > 10 else "")
             atomic.write_text(listing, "".join(f"{line}\n" for line in self.skipped))

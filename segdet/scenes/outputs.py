@@ -104,7 +104,7 @@ def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[t
     loader = _Loader(load)
 
     def write(tmp):
-        work = tmp.with_name(tmp.name + ".strips.tif")
+        work = tmp.with_name(tmp.name[: -len(".tmp")] + ".strips.tmp")  # a kill leaves a temp the next run clears
         try:
             with rasterio.open(work, "w", **profile) as dst:
                 for y0 in range(0, scene.height, STRIP):
@@ -142,44 +142,72 @@ def _area_m2(geoms, crs):
     return shapely.area(geoms) * factor ** 2
 
 
-def trace(path, scene_crs, transform, width: int, height: int, binary: bool):
-    """(geometries, values) traced from the mask GeoTIFF at ``path`` (band 1): one polygon per connected region of
-    a 0/1 mask, one (multi)polygon per instance id, holes kept, in the scene's CRS."""
-    import rasterio
+def _strip_polygons(src, y0: int, width: int, height: int):
+    """(polygon, value) of rows y0..y0+STRIP of band 1, in scene pixels (so strip edges compare exactly)."""
     import shapely
+    from affine import Affine
     from rasterio.features import shapes
     from rasterio.windows import Window
-    from rasterio.windows import transform as window_transform
 
-    parts: dict[int, list] = {}
+    win = Window(0, y0, width, min(STRIP, height - y0))
+    strip = src.read(1, window=win)
+    if not strip.any():
+        return []
+    return [(shapely.geometry.shape(g), int(v))
+            for g, v in shapes(strip, mask=strip > 0, transform=Affine.translation(0, y0))]
+
+
+def trace(path, width: int, height: int, binary: bool):
+    """Batches of (geometries, values) traced from the mask GeoTIFF at ``path`` (band 1), in scene pixels: one
+    polygon per connected region of a 0/1 mask, one (multi)polygon per instance id, holes kept.
+
+    A 0/1 mask is traced a strip at a time, and a region is given out as soon as the strip below no longer
+    touches it; only the regions crossing the current strip's edge are held, so memory follows the strip, not
+    the scene. Instance ids (at most ``max_instances`` of them) are joined over the whole mask."""
+    import rasterio
+    import shapely
+
     with rasterio.open(path) as src:
+        if not binary:
+            parts: dict[int, list] = {}
+            for y0 in range(0, height, STRIP):
+                for g, v in _strip_polygons(src, y0, width, height):
+                    parts.setdefault(v, []).append(g)
+            values = sorted(parts)
+            yield [shapely.unary_union(parts[v]) for v in values], values
+            return
+        open_: list = []  # regions that reach the bottom edge of the strip before
         for y0 in range(0, height, STRIP):
-            win = Window(0, y0, width, min(STRIP, height - y0))
-            strip = src.read(1, window=win)
-            if not strip.any():
-                continue
-            for geom, value in shapes(strip, mask=strip > 0, transform=window_transform(win, transform)):
-                parts.setdefault(int(value), []).append(shapely.geometry.shape(geom))
-    geoms, values = [], []
-    for value in sorted(parts):
-        joined = shapely.unary_union(parts[value])
-        if binary:
-            for g in getattr(joined, "geoms", [joined]):
-                geoms.append(g)
-                values.append(value)
-        else:
-            geoms.append(joined)
-            values.append(value)
-    return geoms, values
+            y1 = min(y0 + STRIP, height)
+            new = [g for g, _ in _strip_polygons(src, y0, width, height)]
+            joins = [g for g in new if g.bounds[1] <= y0] if open_ else []
+            rest = [g for g in new if not (open_ and g.bounds[1] <= y0)]
+            if open_:
+                joined = shapely.unary_union(open_ + joins)
+                rest = list(getattr(joined, "geoms", [joined])) + rest
+            done = [g for g in rest if g.bounds[3] < y1 or y1 == height]
+            open_ = [g for g in rest if not (g.bounds[3] < y1 or y1 == height)]
+            if done:
+                yield done, [1] * len(done)
+        if open_:
+            yield open_, [1] * len(open_)
 
 
 def write_vectors(out, rel_stem: str, scene, mask_path, settings: VectorSettings, binary: bool,
                   properties) -> int:
     """``vectors/<stem>.geojson|gpkg`` from a mask GeoTIFF: its regions (``binary``) or instances, with
     ``properties(value) -> (class, score)``. Returns how many polygons were written."""
-    geoms, values = trace(mask_path, scene.crs, scene.transform, scene.width, scene.height, binary)
-    named = [properties(v) for v in values]
-    return write_features(out, rel_stem, scene, geoms, [c for c, _ in named], [s for _, s in named], settings)
+    import shapely
+
+    t = scene.transform
+    matrix = [t.a, t.b, t.d, t.e, t.c, t.f]
+
+    def batches():
+        for geoms, values in trace(mask_path, scene.width, scene.height, binary):
+            named = [properties(v) for v in values]
+            world = [shapely.affinity.affine_transform(g, matrix) for g in geoms]
+            yield world, [c for c, _ in named], [sc for _, sc in named]
+    return write_features(out, rel_stem, scene, batches(), settings, multi=not binary)
 
 
 def box_polygons(scene, boxes) -> list:
@@ -191,36 +219,46 @@ def box_polygons(scene, boxes) -> list:
             for x1, y1, x2, y2 in np.asarray(boxes, np.float64).tolist()]
 
 
-def write_features(out, rel_stem: str, scene, geoms: list, classes: list, scores: list,
-                   settings: VectorSettings) -> int:
-    """``vectors/<stem>.geojson|gpkg``: polygons with their class, score and area in m², simplified
-    (``vector.simplify``, metres) and filtered (``vector.min_area``, m²). Returns how many."""
+def write_features(out, rel_stem: str, scene, batches, settings: VectorSettings, multi: bool = False) -> int:
+    """``vectors/<stem>.geojson|gpkg`` from batches of (polygons in the scene's CRS, classes, scores): each with
+    its class, score and area in m², simplified (``vector.simplify``, metres) and filtered (``vector.min_area``,
+    m²), appended batch by batch to one temp file that then replaces the output. ``multi``: every geometry a
+    MultiPolygon (instances, which may come in parts). Returns how many were written."""
     import shapely
     from pyogrio.raw import write as ogr_write
 
-    if settings.simplify > 0 and geoms:
-        tolerance = settings.simplify
-        if scene.crs is not None and scene.crs.is_geographic:
-            tolerance /= METRES_PER_DEGREE
-        elif scene.crs is not None and scene.crs.linear_units_factor:
-            tolerance /= scene.crs.linear_units_factor[1]
-        geoms = list(shapely.simplify(np.array(geoms, dtype=object), tolerance, preserve_topology=True))
-    areas = _area_m2(np.array(geoms, dtype=object), scene.crs) if geoms else np.zeros(0)
-    keep = [i for i, a in enumerate(areas) if a >= settings.min_area and not geoms[i].is_empty]
+    tolerance = settings.simplify
+    if scene.crs is not None and scene.crs.is_geographic:
+        tolerance /= METRES_PER_DEGREE
+    elif scene.crs is not None and scene.crs.linear_units_factor:
+        tolerance /= scene.crs.linear_units_factor[1]
     driver, suffix = VECTOR_DRIVERS[settings.format]
-    kinds = {geoms[i].geom_type for i in keep}
-    multi = kinds != {"Polygon"} and bool(kinds)  # regions are polygons; an instance cut in parts a multipolygon
-    wkb = np.array([shapely.to_wkb(shapely.geometry.MultiPolygon([geoms[i]])
-                                   if multi and geoms[i].geom_type == "Polygon" else geoms[i]) for i in keep],
-                   dtype=object)
-    fields = ["class", "score", "area_m2"]
-    data = [np.array([classes[i] for i in keep], dtype=object),
-            np.array([np.nan if scores[i] is None else float(scores[i]) for i in keep], dtype=np.float64),
-            np.array([round(float(areas[i]), 3) for i in keep], dtype=np.float64)]
     crs = scene.crs.to_wkt() if scene.crs is not None else None
+    layer = rel_stem.rsplit("/", 1)[-1]
+    written = 0
 
     def write(tmp):
-        ogr_write(str(tmp), wkb, data, fields, crs=crs, driver=driver,
-                  geometry_type="MultiPolygon" if multi else "Polygon", layer=rel_stem.rsplit("/", 1)[-1])
+        nonlocal written
+        first = True
+        for geoms, classes, scores in batches:
+            if tolerance > 0 and geoms:
+                geoms = list(shapely.simplify(np.array(geoms, dtype=object), tolerance, preserve_topology=True))
+            areas = _area_m2(np.array(geoms, dtype=object), scene.crs) if geoms else np.zeros(0)
+            keep = [i for i, a in enumerate(areas) if a >= settings.min_area and not geoms[i].is_empty]
+            if not keep and not first:
+                continue
+            wkb = np.array([shapely.to_wkb(shapely.geometry.MultiPolygon([geoms[i]])
+                                           if multi and geoms[i].geom_type == "Polygon" else geoms[i])
+                            for i in keep], dtype=object)
+            data = [np.array([classes[i] for i in keep], dtype=object),
+                    np.array([np.nan if scores[i] is None else float(scores[i]) for i in keep], dtype=np.float64),
+                    np.array([round(float(areas[i]), 3) for i in keep], dtype=np.float64)]
+            ogr_write(str(tmp), wkb, data, ["class", "score", "area_m2"], crs=crs, driver=driver, layer=layer,
+                      geometry_type="MultiPolygon" if multi else "Polygon", append=not first)
+            first, written = False, written + len(keep)
+        if first:  # no batch at all: an empty layer
+            ogr_write(str(tmp), np.array([], dtype=object), [np.array([], dtype=object), np.zeros(0), np.zeros(0)],
+                      ["class", "score", "area_m2"], crs=crs, driver=driver, layer=layer,
+                      geometry_type="MultiPolygon" if multi else "Polygon")
     out.write_with(f"vectors/{rel_stem}{suffix}", write)
-    return len(keep)
+    return written

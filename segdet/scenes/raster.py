@@ -17,6 +17,7 @@ where the pixels come from. A window that cannot be decoded (a corrupt tile) rai
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -27,6 +28,7 @@ from segdet.data.io import BadSample
 from segdet.errors import SegdetError
 from segdet.scenes import need_geo
 
+log = logging.getLogger(__name__)
 SCALES = ("auto", "percentile", "minmax", "none")
 PERCENTILES = (2.0, 98.0)
 STATS_SIDE = 1024
@@ -35,6 +37,7 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
 # GDAL's block cache defaults to a share of the machine's memory, so a long scene read would keep every block it
 # decoded; a fixed cache keeps the resident memory independent of the scene's size (the user's setting wins)
 GDAL_CACHE_MB = "128"
+os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)  # before GDAL's first block read in this process
 
 
 class CorruptWindow(BadSample):
@@ -116,19 +119,14 @@ class Scene(_Base):
         scale = self.scale
         if scale == "none" or (scale == "auto" and self.dtype == np.uint8):
             return None, None
-        from rasterio.enums import Resampling
-
         f = min(1.0, STATS_SIDE / max(self.width, self.height))
-        shape = (len(self.bands), max(1, round(self.height * f)), max(1, round(self.width * f)))
         try:
-            data = self._ds.read(list(self.bands), out_shape=shape, resampling=Resampling.nearest).astype(np.float64)
-            ok = self._ds.read_masks(list(self.bands), out_shape=shape, resampling=Resampling.nearest) > 0
-        except Exception as e:  # noqa: BLE001 -- GDAL's errors (a corrupt block) are of many kinds
-            raise SegdetError(f"{self.path}: cannot read the scene to compute input.scale={scale} "
-                              f"({_first_line(e)})") from None
+            samples = [self._decimated(None, f)]
+        except Exception:  # noqa: BLE001 -- a corrupt block: the statistics from the windows that do read
+            samples = self._windowed_samples(f)
         lo, hi = np.zeros(len(self.bands)), np.full(len(self.bands), 255.0)
         for i in range(len(self.bands)):
-            values = data[i][ok[i] & np.isfinite(data[i])]
+            values = np.concatenate([d[i][ok[i] & np.isfinite(d[i])] for d, ok in samples])
             if values.size == 0:
                 continue
             if scale == "minmax":
@@ -138,6 +136,35 @@ class Scene(_Base):
             if hi[i] <= lo[i]:
                 hi[i] = lo[i] + 1.0
         return lo, hi
+
+    def _decimated(self, window, f: float):
+        """(values, valid) of ``window`` (None: the whole scene) read at ``f`` of its size."""
+        from rasterio.enums import Resampling
+
+        w, h = (self.width, self.height) if window is None else (window.width, window.height)
+        shape = (len(self.bands), max(1, round(h * f)), max(1, round(w * f)))
+        data = self._ds.read(list(self.bands), window=window, out_shape=shape, resampling=Resampling.nearest)
+        ok = self._ds.read_masks(list(self.bands), window=window, out_shape=shape, resampling=Resampling.nearest)
+        return data.astype(np.float64), ok > 0
+
+    def _windowed_samples(self, f: float) -> list:
+        from rasterio.windows import Window
+
+        samples, bad = [], 0
+        # one window a block (a strip-organised file: 64 rows at least), so a torn block costs only itself
+        bh, bw = self._ds.block_shapes[self.bands[0] - 1]
+        bh *= max(1, -(-64 // bh))
+        for y in range(0, self.height, bh):
+            for x in range(0, self.width, bw):
+                try:
+                    samples.append(self._decimated(Window(x, y, min(bw, self.width - x),
+                                                          min(bh, self.height - y)), f))
+                except Exception:  # noqa: BLE001 -- the corrupt block: left out of the statistics
+                    bad += 1
+        if not samples:
+            raise SegdetError(f"{self.path}: no part of the scene can be read (input.scale={self.scale} needs it)")
+        log.warning("%s: %d window(s) unreadable, left out of the input.scale statistics", self.path, bad)
+        return samples
 
     def _to_uint8(self, data: np.ndarray) -> np.ndarray:
         """bands×H×W values → H×W×3 uint8."""
@@ -223,7 +250,6 @@ def open_scene(path, bands=None, scale: str = "auto") -> Scene:
         raise SegdetError(f"input.scale must be one of {', '.join(SCALES)}, not '{scale}'")
     if not path.is_file():
         raise SegdetError(f"{path}: input not found")
-    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
     try:
         ds = rasterio.open(path)
     except Exception as e:  # noqa: BLE001 -- RasterioIOError, and anything GDAL says about a broken header

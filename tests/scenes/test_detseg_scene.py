@@ -13,7 +13,7 @@ rasterio = pytest.importorskip("rasterio")
 
 from segdet.commands import predict as predict_cmd  # noqa: E402
 from tests.conftest import compose_cfg  # noqa: E402
-from tests.scenes.scenes import write_scene  # noqa: E402
+from segdet.scenes.synthetic import write_scene  # noqa: E402
 
 READ_BACK = r"""
 import json, sys
@@ -30,6 +30,7 @@ print(json.dumps({"dtype": dtype, "crs": crs, "pixels": {int(v): int(c) for v, c
 """
 
 
+@pytest.mark.slow
 def test_instances_of_a_tiled_scene(scene_frcnn_ckpt, scene_sam_ckpt, tmp_path):
     scene = tmp_path / "d.tif"
     write_scene(scene, 320, 260)

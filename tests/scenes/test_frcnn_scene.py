@@ -14,7 +14,7 @@ rasterio = pytest.importorskip("rasterio")
 
 from segdet.commands import predict as predict_cmd  # noqa: E402
 from tests.conftest import compose_cfg  # noqa: E402
-from tests.scenes.scenes import write_scene  # noqa: E402
+from segdet.scenes.synthetic import write_scene  # noqa: E402
 
 READ_BACK = r"""
 import json, sys

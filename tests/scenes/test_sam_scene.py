@@ -17,7 +17,7 @@ from segdet.commands import predict as predict_cmd  # noqa: E402
 from segdet.errors import SegdetError  # noqa: E402
 from segdet.files.prediction_outputs import Pieces  # noqa: E402
 from tests.conftest import compose_cfg  # noqa: E402
-from tests.scenes.scenes import CRS, ORIGIN, PIXEL, write_scene  # noqa: E402
+from segdet.scenes.synthetic import CRS, ORIGIN, PIXEL, write_scene  # noqa: E402
 
 # what a GIS user runs on the outputs: rasterio and shapely only
 READ_BACK = r"""
@@ -153,7 +153,7 @@ def test_bad_inputs_end_with_one_line_naming_the_file(scene_sam_ckpt, tmp_path):
 
 def test_a_corrupt_tile_is_skipped_and_the_rest_predicted(scene_sam_ckpt, tmp_path, caplog):
     scene = tmp_path / "torn.tif"
-    write_scene(scene, 256, 256)
+    write_scene(scene, 256, 256, dtype="uint16")  # input.scale=auto: its statistics skip the torn block too
     with rasterio.open(scene, "r+") as ds:  # rewrite compressed, to break one block's bytes
         data, profile = ds.read(), ds.profile
     profile |= {"compress": "deflate"}
@@ -167,5 +167,37 @@ def test_a_corrupt_tile_is_skipped_and_the_rest_predicted(scene_sam_ckpt, tmp_pa
     with caplog.at_level(logging.WARNING):
         predict(scene_sam_ckpt, scene, tmp_path / "out", "tile.enabled=true", "tile.size=128", "tile.overlap=0")
     assert "torn.tif: cannot read pixels" in caplog.text
+    assert "unreadable, left out of the input.scale statistics" in caplog.text
     with rasterio.open(tmp_path / "out/masks/torn.tif") as m:
         assert m.width == 256
+
+
+@pytest.mark.slow
+def test_a_sigkilled_scene_predict_resumes_to_the_same_bytes(scene_sam_ckpt, tmp_path):
+    """A real SIGKILL once some tiles are journaled: the resumed predict writes an uninterrupted run's bytes."""
+    import os
+    import signal
+    import time
+
+    from tests.reliability.cli import ROOT, ok, segdet
+
+    scene = tmp_path / "k.tif"
+    write_scene(scene, 640, 480, seed=9)
+    args = ["predict", "task=sam", f"ckpt={scene_sam_ckpt}", f"input={scene}", "trainer.progress=false",
+            "tile.enabled=true", "tile.size=128", "tile.overlap=16"]
+    ok(segdet(*args, f"output={tmp_path / 'full'}", f"hydra.run.dir={tmp_path / 'r0'}"))
+    journal = tmp_path / "part/.segdet-pieces/k/windows/pieces.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "segdet", *args, f"output={tmp_path / 'part'}",
+                             f"hydra.run.dir={tmp_path / 'r1'}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    deadline = time.time() + 300
+    while not (journal.is_file() and journal.read_text().count("\n") >= 4):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "part/masks/k.tif").exists()
+    again = ok(segdet(*args, f"output={tmp_path / 'part'}", f"hydra.run.dir={tmp_path / 'r2'}", "resume=true"))
+    assert "resuming k.tif:" in again.stderr
+    for rel in ("masks/k.tif", "vectors/k.geojson"):
+        assert (tmp_path / "part" / rel).read_bytes() == (tmp_path / "full" / rel).read_bytes(), rel

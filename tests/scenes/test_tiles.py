@@ -20,7 +20,7 @@ from segdet.scenes.merge import merge  # noqa: E402
 from segdet.scenes.outputs import Piece, VectorSettings, write_geotiff, write_vectors  # noqa: E402
 from segdet.scenes.raster import open_scene  # noqa: E402
 from segdet.scenes.tiles import grid, window_around  # noqa: E402
-from tests.scenes.scenes import PIXEL, write_scene  # noqa: E402
+from segdet.scenes.synthetic import PIXEL, write_scene  # noqa: E402
 
 
 @pytest.mark.parametrize("w,h,size,halo", [(1000, 700, 256, 32), (256, 256, 256, 32), (300, 100, 128, 0),

@@ -55,8 +55,9 @@ def scene_outputs(runtime, model, transform, out, path, scene, scenes, classes, 
     det, found = _found(merged, score_threshold)
     name = out.name(path)
     if scene.georeferenced:
-        write_features(out, name, scene, box_polygons(scene, det["boxes"]),
-                       [classes[int(k) - 1] for k in det["labels"].tolist()], det["scores"].tolist(), scenes.vector)
+        write_features(out, name, scene, [(box_polygons(scene, det["boxes"]),
+                                           [classes[int(k) - 1] for k in det["labels"].tolist()],
+                                           det["scores"].tolist())], scenes.vector)
     else:
         shown = det["scores"] >= draw_threshold
         out.save_image(f"images/{name}.png", draw(scene.read((0, 0, scene.width, scene.height)),

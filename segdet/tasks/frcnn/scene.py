@@ -1,7 +1,7 @@
 """``segdet predict task=frcnn`` on a scene (a GeoTIFF, or an image large enough to tile): SAHI-style slicing.
 
 The detector runs on tiles of ``tile.size`` with a halo (``scenes.tiles.grid``); a tile keeps the boxes whose
-centre lies in its own centre, so each object is claimed by one tile, and ``tile.full_image`` adds a pass over the
+centre lies in its own centre, so each object is claimed by one tile (and none centred on nodata), and ``tile.full_image`` adds a pass over the
 whole scene (read decimated to the window's side) for objects larger than a tile. The boxes are then merged
 across tiles (``scenes.merge``: NMS or greedy merging). Each tile's boxes are journaled (``Pieces``), so a killed
 scene resumes from its last finished tile. A georeferenced scene also gets its boxes as polygons.
@@ -46,22 +46,27 @@ def detect_scene(runtime, model, transform, out: PredictionOutputs, path: Path, 
                    len(windows) + full, part)
     todo = [t for t in windows if t.index not in store]
     for start in range(0, len(todo), tiles.batch_size):
-        chunk, images = [], []
+        chunk, images, valid = [], [], []
         for t in todo[start: start + tiles.batch_size]:
             try:
                 images.append(scene.read(t.window))
+                valid.append(scene.valid(t.window))
                 chunk.append(t)
             except CorruptWindow as e:
                 log.warning("%s; that part of the scene gets no detections", e)
                 store.skipped()
         if not chunk:
             continue
-        for t, det in zip(chunk, _detect(runtime, model, transform, images, name)):
+        for t, ok, det in zip(chunk, valid, _detect(runtime, model, transform, images, name)):
             x, y = t.window[:2]
             boxes = det["boxes"] + torch.tensor([x, y, x, y], dtype=det["boxes"].dtype)
             cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
             x0, y0, x1, y1 = t.centre
             mine = (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)  # one tile claims each object
+            # an object centred on nodata or masked pixels is not one
+            col = (cx - x).long().clamp(0, ok.shape[1] - 1).numpy()
+            row = (cy - y).long().clamp(0, ok.shape[0] - 1).numpy()
+            mine &= torch.from_numpy(ok[row, col])
             store.save(t.index, boxes=boxes[mine].numpy(), scores=det["scores"][mine].numpy(),
                        labels=det["labels"][mine].numpy())
     if full and len(windows) not in store:

@@ -114,10 +114,10 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
     model.eval_rounds = 1  # no ground truth to draw corrective points from: each prompt is answered once
     used = {"json": 0, "mask": 0, "whole_image": 0, "vector": 0}
     mask_prompts = 0
-    scenes = SceneOptions.from_cfg(cfg)
+    scenes, side = SceneOptions.from_cfg(cfg), model_size(cfg)
     for path in out.todo():
         try:
-            scene = scenes.open(path, model_size(cfg))
+            scene = scenes.open(path, side)
         except BadSample as e:
             out.skip(path, str(e))
             continue
@@ -127,8 +127,8 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
                 used["vector" if vector else "json" if entry is not None else "whole_image"] += 1
                 t = scenes.tile
                 predict_scene(runtime, model, out, path, scene, entry,
-                              tiled=t.tiled(scene.width, scene.height, model_size(cfg)),
-                              size=t.side(model_size(cfg)), halo=t.halo(model_size(cfg)), context=t.context,
+                              tiled=t.tiled(scene.width, scene.height, side), size=t.side(side),
+                              halo=t.halo(side), context=t.context,
                               batch_size=t.batch_size, box_mode=prompt_cfg.mode != "points", save_prob=save_prob,
                               vector_settings=scenes.vector)
             continue

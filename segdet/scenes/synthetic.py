@@ -1,4 +1,5 @@
-"""Small georeferenced scenes with water shapes drawn in, built with rasterio (a known CRS and transform)."""
+"""Generated georeferenced water scenes (a known CRS and transform, lakes drawn in): for the tests, the docs' figure
+and trying scene predict without data."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,0 +1,105 @@
+"""scene_predict: segdet's scene predict against what a user writes today for a GeoTIFF too large for the model.
+
+The other side, as users write it: the scene read whole (rasterio ``.read()``), cut into tiles of ``scene_tile``
+pixels, each tile through transformers' ``SamProcessor`` and a full ``SamModel`` forward with the whole tile as
+its box, ``post_process_masks`` back to the tile's size, pasted into a scene-sized mask written as a GeoTIFF with
+rasterio. segdet's side: ``segdet predict task=sam input=scene.tif`` with the same tile size and no overlap (the
+same tiles; ``tile.batch_size=4``), writing its COG mask and polygons. Both sides: the same tiny random SAM (a
+segdet checkpoint, and the same weights saved with ``save_pretrained`` for transformers), in a process of their
+own, timed from the model's loading to the last file written. Pixels of the scene per second; the peak resident
+memory of each process goes in the row's note.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench_common import Row, fresh_process, peak_memory_mib
+
+
+def folder_of(s) -> Path:
+    return Path(s.scratch) / "scene"
+
+
+def make_scene(s) -> Path:
+    """An RGB GeoTIFF of scene_px² (the sam task's generated water scene), tiled and compressed."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from segdet.scenes.synthetic import CRS, ORIGIN, PIXEL
+    from segdet.tasks.sam.synthetic import scene
+
+    path = folder_of(s) / "scene.tif"
+    rgb, _ = scene(s.seed, 0, s.scene_px)
+    with rasterio.open(path, "w", driver="GTiff", width=s.scene_px, height=s.scene_px, count=3, dtype="uint8",
+                       crs=CRS, transform=from_origin(*ORIGIN, PIXEL, PIXEL), tiled=True, blockxsize=256,
+                       blockysize=256, compress="deflate") as dst:
+        dst.write(rgb.transpose(2, 0, 1))
+    return path
+
+
+def segdet_side(s) -> dict:
+    from segdet.commands import predict as predict_cmd
+    from segdet.config import compose as segdet_compose
+
+    folder = folder_of(s)
+    t0 = time.perf_counter()
+    cfg = segdet_compose("predict", ["task=sam", f"ckpt={folder / 'detseg' / 'segmenter.pt'}",
+                                     f"input={folder / 'scene.tif'}", f"output={folder / 'segdet_out'}",
+                                     "overwrite=true", "trainer.progress=false", f"trainer.device={s.device}",
+                                     f"trainer.precision={s.precision}", "tile.enabled=true",
+                                     f"tile.size={s.scene_tile}", "tile.overlap=0", "tile.batch_size=4",
+                                     *s.segdet_overrides])
+    predict_cmd.run(cfg, folder / "segdet_run")
+    return {"seconds": time.perf_counter() - t0, "peak_mib": peak_memory_mib(torch.device("cpu"))}
+
+
+def transformers_side(s) -> dict:
+    import rasterio
+    from transformers import SamImageProcessor, SamModel, SamProcessor
+
+    folder = folder_of(s)
+    device = torch.device(s.device)
+    t0 = time.perf_counter()
+    sam = SamModel.from_pretrained(folder / "detseg" / "sam_hf").to(device).eval()
+    size = int(sam.config.vision_config.image_size)
+    processor = SamProcessor(SamImageProcessor(size={"longest_edge": size}, pad_size={"height": size, "width": size}))
+    with rasterio.open(folder / "scene.tif") as src:
+        pixels, profile = src.read().transpose(1, 2, 0), src.profile
+    h, w = pixels.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    t = s.scene_tile
+    with torch.no_grad():
+        for y in range(0, h, t):
+            for x in range(0, w, t):
+                tile = pixels[y: y + t, x: x + t]
+                inputs = processor(tile, input_boxes=[[[0, 0, tile.shape[1], tile.shape[0]]]],
+                                   return_tensors="pt").to(device)
+                out = sam(pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"],
+                          multimask_output=False)
+                m = processor.image_processor.post_process_masks(out.pred_masks.cpu(), inputs["original_sizes"].cpu(),
+                                                                 inputs["reshaped_input_sizes"].cpu())[0]
+                mask[y: y + t, x: x + t] = m[0, 0].numpy()
+    profile.update(count=1, dtype="uint8")
+    with rasterio.open(folder / "transformers_mask.tif", "w", **profile) as dst:
+        dst.write(mask, 1)
+    return {"seconds": time.perf_counter() - t0, "peak_mib": peak_memory_mib(torch.device("cpu"))}
+
+
+def scene_predict(s) -> Row:
+    import bench_detseg
+
+    folder = folder_of(s)
+    folder.mkdir(parents=True, exist_ok=True)
+    bench_detseg.parts(s, folder / "detseg")  # a tiny SAM checkpoint and its save_pretrained twin
+    make_scene(s)
+    ours = fresh_process("scene_predict", "segdet", s)
+    theirs = fresh_process("scene_predict", "transformers", s)
+    px = s.scene_px ** 2
+    return Row("scene_predict", px / ours["seconds"], px / theirs["seconds"], "px/s",
+               theirs["seconds"] / ours["seconds"],
+               f"a {s.scene_px}² RGB GeoTIFF in tiles of {s.scene_tile} px, precision {s.precision}; peak RSS "
+               f"segdet {ours['peak_mib']:.0f} MiB vs {theirs['peak_mib']:.0f} MiB (the scene read whole)")
