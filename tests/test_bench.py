@@ -14,7 +14,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 EXPERIMENTS = ROOT / "experiments"
-ROWS = ["sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict", "sam_lora"]
+ROWS = ["sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict", "sam_lora",
+        "amg_predict"]
 # rows whose figures are costs (seconds, MiB): the ratio is other / segdet so that higher is better for segdet
 COSTS = {"sam_cache", "frcnn_memory", "sam_lora"}
 
@@ -40,7 +41,7 @@ def test_quick_bench_writes_every_row_with_oriented_ratios(quick_run):
     units = {r["name"]: r["unit"] for r in data["rows"]}
     assert units == {"sam_train": "images/s", "sam_cache": "s/epoch", "frcnn_train": "images/s",
                      "frcnn_infer": "images/s", "frcnn_memory": "MiB", "detseg_predict": "images/s",
-                     "sam_lora": "MiB"}
+                     "sam_lora": "MiB", "amg_predict": "images/s"}
 
 
 def test_quick_bench_prints_a_markdown_table(quick_run):
