@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from segdet.data.coco import encode, encode_many
 from segdet.data.io import load_rgb
-from segdet.engine.checkpoint import rebuild_part
+from segdet.engine.rebuild import rebuild_part
 from segdet.engine.runtime import Runtime, prepare
 from segdet.tasks.sam.cache import EmbeddingStore
 from segdet.tasks.sam.datasets import collate, entry_key, pack_sample
