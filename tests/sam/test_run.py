@@ -23,6 +23,7 @@ from tests.conftest import compose_cfg
 SAM_KEYS = ("iou", "dice", "box_baseline_iou", "box_baseline_dice")
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_on_synthetic_scenes(tmp_path):
     over = ["task=sam", "experiment=quickstart", "data.num_images=48", "data.image_size=64", "trainer.max_epochs=6",
             "trainer.progress=false", "trainer.samples_every_n_epochs=0"]
@@ -42,6 +43,7 @@ def test_tiny_model_learns_on_synthetic_scenes(tmp_path):
     assert max(dice[-2:]) > dice[0] + 0.1
 
 
+@pytest.mark.slow
 def test_short_water_run_writes_the_contract_then_eval_and_predict(shared_data, tmp_path):
     water = shared_data / "water_bodies"
     run = tmp_path / "train"
