@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install quickstart test test-fast bench soak clean
+.PHONY: help install quickstart test test-fast bench bench-quick soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -23,11 +23,17 @@ quickstart: install  ## train SAM on generated data (experiment=quickstart), eva
 	@echo "figures: outputs/quickstart/train/plots/  metrics: outputs/quickstart/eval/metrics.json"
 	@echo "tensorboard: $(VENV)/bin/tensorboard --logdir outputs/quickstart"
 
-test: install  ## run the whole test suite
+test: install  ## run the whole test suite (under 10 minutes on 2 cores)
 	$(PY) -m pytest -q
+
+test-fast: install  ## the inner loop: every test not marked slow (under 3 minutes on 2 cores)
+	$(PY) -m pytest -q -m "not slow"
 
 bench: install  ## segdet against the usual alternatives, side by side (table + outputs/bench/latest.json)
 	$(PY) scripts/bench.py
+
+bench-quick: install  ## every bench row at tiny sizes (minutes; checks the harness, not the figures; not in `test`)
+	$(PY) scripts/bench.py --quick --threads 2 --out outputs/bench/quick.json
 
 soak: install  ## train the smoke models for many epochs, and 8 clients on segdet annotate for a minute; fails on errors or memory growing >5% (not in `test`)
 	$(PY) scripts/soak.py

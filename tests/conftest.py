@@ -10,6 +10,8 @@ from segdet.config import compose
 
 torch.set_num_threads(2)
 
+pytest_plugins = ("tests.trained",)  # the session's shared smoke training runs
+
 SHARED_DATA = Path(os.environ.get("SEGDET_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -26,3 +28,10 @@ def shared_data() -> Path:
             pytest.fail(f"shared data not found at {SHARED_DATA} (CI must run the real-data tests)")
         pytest.skip(f"real data not present at {SHARED_DATA} (only in the CI checkout)")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(items):
+    """A test that reads the real data carries ``realdata`` (``-m "not realdata"`` on a fresh clone)."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realdata)

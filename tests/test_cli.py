@@ -127,10 +127,11 @@ def test_a_line_hydra_would_refuse_is_one_line(args, words, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["sam", "frcnn"])
-def test_smoke_train_writes_the_run_dir_contract_then_eval_and_predict(task, tmp_path):
-    run = tmp_path / "train"
-    proc = segdet("train", f"task={task}", "experiment=smoke", f"hydra.run.dir={run}")
+def test_smoke_train_writes_the_run_dir_contract_then_eval_and_predict(task, tmp_path, smoke_run):
+    # the session's `segdet train task=<task> experiment=smoke` (tests/trained.py), which other tests share
+    run, proc = smoke_run(task).dir, smoke_run(task).proc
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("config.yaml", "train.log", "metrics.json", "split.json", "checkpoints/last.pt",
                  "checkpoints/best.pt"):
@@ -191,6 +192,7 @@ def test_smoke_train_writes_the_run_dir_contract_then_eval_and_predict(task, tmp
                               f"hydra.run.dir={tmp_path / 'x'}"), f"'{task}' checkpoint")
 
 
+@pytest.mark.slow
 def test_sweep_makes_one_run_dir_per_job(tmp_path):
     proc = segdet("train", "-m", "task=sam", "experiment=smoke", "trainer.max_epochs=1", "optim.lr=1e-3,1e-4",
                   f"hydra.sweep.dir={tmp_path}", timeout=600)

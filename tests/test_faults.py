@@ -7,11 +7,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # trains in subprocesses, kills them, resumes
+
 ROOT = Path(__file__).resolve().parents[1]
-# Long enough to be interrupted: 3 epochs of 8 steps, a checkpoint after every step.
-ARGS = ["task=frcnn", "experiment=smoke", "data.num_images=20", "data.val_fraction=0.2", "trainer.max_epochs=3",
+# Long enough to be interrupted: 3 epochs of 4 steps, a checkpoint after every step.
+ARGS = ["task=frcnn", "experiment=smoke", "data.num_images=10", "data.val_fraction=0.2", "trainer.max_epochs=3",
         "trainer.checkpoint_every_n_steps=1"]
 
 
@@ -45,7 +48,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
 
     proc = start(tmp_path / "killed")
     last = tmp_path / "killed" / "checkpoints" / "last.pt"
-    wait_for_step(last, 11, proc)  # inside epoch 2
+    wait_for_step(last, 6, proc)  # inside epoch 2
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = torch.load(last, weights_only=True)

@@ -80,6 +80,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_slurm_tasks_train_one_model_in_one_run_dir(tmp_path):
     """Two processes with the environment srun gives the tasks of a 2-task step on one node train the smoke model
     under DDP (gloo): same weights on both ranks, as in the checkpoint, and one run dir."""

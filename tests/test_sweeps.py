@@ -52,6 +52,7 @@ def best_dice(job_dir: Path) -> float:
     return json.loads((job_dir / "metrics.json").read_text())["best_dice"]
 
 
+@pytest.mark.slow
 def test_optuna_search_optimises_the_monitored_metric_and_survives_a_failed_trial(tmp_path):
     # the sampler's seed 3 draws precision 32, 8, 32: trial 1 is a user error, reported, and the search goes on
     proc = segdet("train", "-m", *SMOKE, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3",
@@ -71,6 +72,7 @@ def test_optuna_search_optimises_the_monitored_metric_and_survives_a_failed_tria
     assert not (tmp_path / "1" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_processes_and_reports_a_failed_one(tmp_path):
     """Jobs run in joblib's worker processes: a user error there still fails the sweep, naming the job."""
     from joblib import cpu_count
@@ -88,6 +90,7 @@ def test_joblib_runs_jobs_in_parallel_processes_and_reports_a_failed_one(tmp_pat
     assert f"threads={max(1, cpu_count() // 2)}" in (tmp_path / "0" / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_submitit_local_jobs_nest_under_one_mlflow_run(tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = segdet("train", "-m", *SMOKE, "hydra/launcher=submitit_local", "optim.lr=1e-3,1e-4", "logger=mlflow",
@@ -106,6 +109,7 @@ def test_submitit_local_jobs_nest_under_one_mlflow_run(tmp_path):
         assert child["history"]["val/dice"][-1][1] == pytest.approx(best_dice(sweep / job))
 
 
+@pytest.mark.slow
 def test_mlflow_run_holds_config_metrics_and_files(tmp_path):
     run = tmp_path / "run"
     store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"

@@ -2,6 +2,7 @@
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -32,6 +33,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     dist_utils.cleanup()
 
 
+@pytest.mark.slow
 def test_two_ranks_end_with_the_same_weights(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))

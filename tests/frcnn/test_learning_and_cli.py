@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from PIL import Image
 
 from segdet.commands import evaluate, predict, train
 from tests.conftest import compose_cfg
+
+pytestmark = pytest.mark.slow  # trains until the detector has learned
 
 
 def test_tiny_detector_learns_synthetic_shapes_then_eval_and_predict(tmp_path):

@@ -30,6 +30,7 @@ def summary_lines(stderr: str) -> list[str]:
 
 
 # --- sam: DIR/images + DIR/masks -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sam_train_skips_bad_files_lists_them_and_trains(tmp_path):
     made = files.sam_folder(tmp_path / "data")
     run = tmp_path / "run"
@@ -59,6 +60,7 @@ def test_sam_error_policy_stops_at_the_first_bad_file(tmp_path):
     assert msg.startswith(f"{tmp_path / 'data' / 'images' / 'cutpng.png'}: unreadable image"), msg
 
 
+@pytest.mark.slow
 def test_a_file_failing_inside_a_dataloader_worker_is_still_one_line(tmp_path, sam_ckpt):
     data = tmp_path / "data"
     made = files.sam_folder(data)
@@ -160,6 +162,7 @@ def frcnn_task(*overrides):
     return TASK(compose_cfg("train", ["task=frcnn", "model=frcnn_tiny", *overrides]))
 
 
+@pytest.mark.slow
 def test_voc_train_skips_bad_files_lists_them_once_and_trains(tmp_path):
     made = files.voc_folder(tmp_path / "data")
     run = tmp_path / "run"

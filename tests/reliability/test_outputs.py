@@ -187,6 +187,7 @@ def test_predict_output_that_is_a_file_is_one_line(tmp_path, sam_ckpt):
 
 
 # --- sweeps ------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_failing_sweep_job_does_not_lose_the_others(tmp_path):
     proc = segdet("train", "-m", "task=sam", "experiment=smoke", "trainer.max_epochs=1",
                   "data.on_bad_sample=bogus,skip", f"hydra.sweep.dir={tmp_path}", timeout=600)

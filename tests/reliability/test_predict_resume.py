@@ -22,7 +22,7 @@ from segdet.errors import SegdetError
 from tests.conftest import compose_cfg
 from tests.reliability.cli import ROOT, ok, segdet
 
-N = 16
+N = 8
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,7 @@ def predict_args(task: str, ckpt: str, inputs: Path, out: Path, run: Path) -> li
             f"hydra.run.dir={run}"]
 
 
+@pytest.mark.slow
 def test_sigkill_halfway_then_resume_equals_an_uninterrupted_predict(frcnn_ckpt, inputs, tmp_path):
     """The detector: batches of 2 (stored with the checkpoint) and JSON files rebuilt from the journal."""
     ok(segdet(*predict_args("frcnn", frcnn_ckpt, inputs, tmp_path / "full", tmp_path / "run_full")))

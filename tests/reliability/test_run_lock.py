@@ -18,6 +18,7 @@ from tests.reliability.cli import ROOT, segdet, user_error
 TRAIN = ["train", "task=frcnn", "experiment=smoke", "trainer.max_epochs=1000", "trainer.progress=false"]
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path):
     run = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "segdet", *TRAIN, f"hydra.run.dir={run}"], cwd=ROOT,

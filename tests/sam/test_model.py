@@ -257,6 +257,7 @@ def test_local_pretrained_folder_loads(tmp_path):
     assert [n for n, p in loaded.named_parameters() if p.requires_grad][0].startswith("sam.mask_decoder")
 
 
+@pytest.mark.slow
 def test_compiled_encoder_matches_eager():
     task, model, batch = setup("model.train_parts=[mask_decoder]", "model.compile_encoder=true")
     keys = set(model.state_dict())
@@ -269,6 +270,7 @@ def test_compiled_encoder_matches_eager():
     assert set(model.state_dict()) == keys  # the compiled wrapper is not part of the checkpoint
 
 
+@pytest.mark.slow
 def test_compiled_decoder_trains_like_eager():
     """Same losses and same gradients through the compiled prompt encoder + mask decoder as through eager."""
     task, model, batch = setup("model.train_parts=[mask_decoder]", "model.compile_decoder=true")
