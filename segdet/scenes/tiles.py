@@ -19,6 +19,9 @@ from omegaconf import OmegaConf
 from segdet.errors import SegdetError
 
 
+AUTO_MIN_SIDE = 1024  # tile.enabled=auto without tile.size: images up to twice this side are seen whole
+
+
 @dataclass(frozen=True)
 class Tile:
     index: int
@@ -71,11 +74,15 @@ class TileSettings:
         return halo
 
     def tiled(self, width: int, height: int, model_size: int) -> bool:
-        """auto: an image more than about twice the window's side is tiled, a smaller one is seen whole."""
+        """auto: an image more than about twice the window's side is tiled, a smaller one is seen whole. Without a
+        ``tile.size`` the side counts as at least ``AUTO_MIN_SIDE``: a real SAM sees 1024 px and a real detector
+        about 1000, and an ordinary photo is not cut into tiles just because a test model's input is small (its
+        predict then stays what an exported model gives for the whole image)."""
         enabled = str(self.enabled).lower()
         if enabled != "auto":
             return enabled == "true"
-        return max(width, height) > 2 * self.side(model_size)
+        side = self.side(model_size) if self.size else max(model_size, AUTO_MIN_SIDE)
+        return max(width, height) > 2 * side
 
 
 def _starts(length: int, size: int, halo: int) -> list[tuple[int, int, int]]:
