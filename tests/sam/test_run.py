@@ -25,9 +25,8 @@ SAM_KEYS = ("iou", "dice", "box_baseline_iou", "box_baseline_dice")
 
 @pytest.mark.slow
 def test_tiny_model_learns_on_synthetic_scenes(tmp_path):
-    # the least that learns: 28 steps (at quickstart's lr of 1e-3 the same steps reach dice ~0.5; lr 3e-3 ~0.85)
-    over = ["task=sam", "experiment=quickstart", "data.num_images=32", "data.image_size=64", "trainer.max_epochs=4",
-            "optim.lr=3e-3", "trainer.progress=false", "trainer.samples_every_n_epochs=0"]
+    over = ["task=sam", "experiment=quickstart", "data.num_images=48", "data.image_size=64", "trainer.max_epochs=6",
+            "trainer.progress=false", "trainer.samples_every_n_epochs=0"]
     cfg = compose_cfg("train", over)
     torch.manual_seed(int(cfg.seed))
     task = TASK(cfg)
@@ -40,8 +39,8 @@ def test_tiny_model_learns_on_synthetic_scenes(tmp_path):
     print(f"val dice untrained {untrained['dice']:.3f}, per epoch {[round(d, 3) for d in dice]}, "
           f"box baseline {final['box_baseline_dice']:.3f}")
     assert final["dice"] > untrained["dice"] + 0.4
-    assert final["dice"] > final["box_baseline_dice"] + 0.2  # better than filling the prompt's box
-    assert max(dice[-2:]) > dice[0] + 0.3
+    assert final["dice"] > final["box_baseline_dice"] + 0.3  # better than filling the prompt's box
+    assert max(dice[-2:]) > dice[0] + 0.1
 
 
 @pytest.mark.slow
@@ -84,7 +83,7 @@ def test_short_water_run_writes_the_contract_then_eval_and_predict(shared_data, 
     summary = predict_cmd.run(compose_cfg("predict", [
         "task=sam", f"ckpt={run}/checkpoints/best.pt", f"input={inputs}", f"output={out}", f"prompts={prompts}",
         f"masks={masks}", "save_probabilities=true"]), tmp_path / "predict_run")
-    assert summary["prompts"] == {"json": 1, "mask": 1, "whole_image": 1}
+    assert summary["prompts"] == {"json": 1, "mask": 1, "whole_image": 1, "vector": 0}
     for n in names:
         size = Image.open(inputs / f"{n}.jpg").size
         mask = Image.open(out / "masks" / f"{n}.png")
