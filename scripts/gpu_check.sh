@@ -11,7 +11,8 @@
 #      transformers' SAM per box) -> bench_detseg.json;
 #   7. trains SAM, SAM-HQ (ViT-B) and SAM 2 (Hiera-T) at 1024 with random weights, decoder alone and with LoRA
 #      on the encoder: images/s and peak memory of each (scripts/bench_family.py -> bench_family.json);
-#   8. with what is left (up to 2 more minutes), times SAM's encoder with the folded attention experiment
+#   8. the segment-everything and scene rows (amg_predict, scene_predict) -> bench_amg_scene.json;
+#   9. with what is left (up to 2 more minutes), times SAM's encoder with the folded attention experiment
 #      (experiments/ab_vision_attention.py).
 # Everything goes under $OUT (default outputs/gpu_check) and is tee'd to $OUT/gpu_check.log. Each stage has its
 # own time limit and the benchmark gets what is left of 7 minutes (it writes its JSON after every row, so a cut
@@ -82,6 +83,11 @@ stage bench_detseg $((LEFT < 120 ? LEFT : 120)) python3 scripts/bench.py --devic
 LEFT=$((BUDGET - (SECONDS - START)))
 stage bench_sam "$LEFT" python3 scripts/bench.py --device cuda --repeats 2 --only sam_train,sam_cache \
   --out "$OUT/bench_sam.json"
+# Segment everything and whole scenes on the ViT-B geometry (the scene row needs rasterio among the wheels in .whl/;
+# without it the stage fails on one line and the next one runs).
+LEFT=$((BUDGET - (SECONDS - START)))
+stage bench_amg_scene $((LEFT < 150 ? LEFT : 150)) python3 scripts/bench.py --device cuda --repeats 1 \
+  --only amg_predict,scene_predict --out "$OUT/bench_amg_scene.json"
 # The SAM family's training rows: SAM-HQ and SAM 2 beside SAM, the decoder alone and LoRA on the encoder.
 stage bench_family 150 python3 scripts/bench_family.py --device cuda --repeats 2 --out "$OUT/bench_family.json"
 # The lever the H100 profile points at (54 % of a step builds the dense relative-position bias): the bias folded
