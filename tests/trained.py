@@ -25,6 +25,13 @@ class SmokeRun:
         return self.dir / "checkpoints" / "last.pt"
 
 
+def last_checkpoint(smoke_run, task: str) -> str:
+    """The smoke run's last.pt of ``task``; the test fails here, with the run's stderr, if that training failed."""
+    proc = smoke_run(task).proc
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return str(smoke_run(task).last)
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """``smoke_run(task)``: the session's smoke run of that task, trained on first use."""

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability.cli import ok
-
-
-def _last(smoke_run, task: str) -> str:
-    ok(smoke_run(task).proc)
-    return str(smoke_run(task).last)
+from tests.trained import last_checkpoint
 
 
 @pytest.fixture(scope="session")
 def sam_ckpt(smoke_run) -> str:
-    return _last(smoke_run, "sam")
+    return last_checkpoint(smoke_run, "sam")
 
 
 @pytest.fixture(scope="session")
 def frcnn_ckpt(smoke_run) -> str:
-    return _last(smoke_run, "frcnn")
+    return last_checkpoint(smoke_run, "frcnn")

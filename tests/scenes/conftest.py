@@ -1,22 +1,16 @@
-"""One tiny trained SAM checkpoint for every scene test (as tests/reliability/conftest.py does)."""
+"""The session's smoke checkpoints (tests/trained.py) for every scene test, under the names these tests use."""
 from __future__ import annotations
 
 import pytest
 
-from tests.reliability.cli import ok, segdet
+from tests.trained import last_checkpoint
 
 
 @pytest.fixture(scope="session")
-def scene_sam_ckpt(tmp_path_factory) -> str:
-    run = tmp_path_factory.mktemp("sam_smoke")
-    ok(segdet("train", "task=sam", "experiment=smoke", "trainer.max_epochs=1", "trainer.progress=false",
-              f"hydra.run.dir={run}"))
-    return str(run / "checkpoints" / "last.pt")
+def scene_sam_ckpt(smoke_run) -> str:
+    return last_checkpoint(smoke_run, "sam")
 
 
 @pytest.fixture(scope="session")
-def scene_frcnn_ckpt(tmp_path_factory) -> str:
-    run = tmp_path_factory.mktemp("frcnn_smoke")
-    ok(segdet("train", "task=frcnn", "experiment=smoke", "trainer.max_epochs=1", "trainer.progress=false",
-              f"hydra.run.dir={run}"))
-    return str(run / "checkpoints" / "last.pt")
+def scene_frcnn_ckpt(smoke_run) -> str:
+    return last_checkpoint(smoke_run, "frcnn")
