@@ -92,8 +92,9 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
     """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout.
     Inputs an earlier run into ``out_dir`` completed are not predicted again (``files.prediction_outputs``)."""
     if cfg.get("prompts") == "grid":  # segment everything, no prompts (amg.py)
-        from segdet.tasks.sam import amg
-        return amg.predict(runtime, cfg, inputs, out_dir, amg.AmgSettings.from_cfg(cfg.get("amg")))
+        from segdet.tasks.sam.amg import AmgSettings
+        from segdet.tasks.sam.amg_predict import predict as predict_grid
+        return predict_grid(runtime, cfg, inputs, out_dir, AmgSettings.from_cfg(cfg.get("amg")))
     prompt_cfg = PromptConfig.from_cfg(cfg.get("prompt"))
     vector = read_vector(cfg.prompts) if cfg.get("prompts") and is_vector_file(cfg.prompts) else None
     table = load_prompt_file(cfg.prompts) if cfg.get("prompts") and vector is None else {}
