@@ -28,6 +28,7 @@ from segdet.data.coco import encode, encode_many
 from segdet.data.io import load_rgb
 from segdet.engine.rebuild import rebuild_part
 from segdet.engine.runtime import Runtime, prepare
+from segdet.tasks.sam.amg import AmgSettings, Generator
 from segdet.tasks.sam.cache import EmbeddingStore
 from segdet.tasks.sam.datasets import collate, entry_key, pack_sample
 from segdet.tasks.sam.metrics import full_res_masks
@@ -120,12 +121,13 @@ class ClickEngine:
     request)."""
 
     def __init__(self, loaded: Loaded, images, memory_items: int = 8, prefetch: bool = True,
-                 propose_grid: int = 4, propose_iou: float = 0.7):
+                 amg: AmgSettings | None = None, propose_iou: float = 0.7):
         self.loaded, self.images = loaded, images
         self.cache = EmbeddingLRU(memory_items)
         self._keys: dict = {}  # file hashes, remembered while the file's size and time stay the same
         self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="annotate-prefetch") if prefetch else None
-        self.propose_grid, self.propose_iou = int(propose_grid), float(propose_iou)
+        self.amg = amg or AmgSettings()
+        self.propose_iou = float(propose_iou)
 
     def swap(self, loaded: Loaded) -> None:
         """Answer the next requests with ``loaded`` (keeping the detector); the in-memory embeddings of the old
@@ -150,8 +152,7 @@ class ClickEngine:
         def compute():
             found = loaded.store.read(key) if loaded.store is not None else None
             if found is None:
-                pixels = load_rgb(self.images.image_path(image_id))
-                image = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).to(loaded.runtime.device)
+                image = self._pixels(loaded, image_id)
                 with torch.no_grad(), loaded.runtime.autocast():
                     fresh = loaded.model.encode([image]).image(0)
                 if loaded.store is not None:
@@ -159,6 +160,11 @@ class ClickEngine:
                 found = fresh
             return tuple(t.detach().to(loaded.runtime.device).float() for t in found)
         return key, self.cache.get((fingerprint, key), compute)
+
+    def _pixels(self, loaded: Loaded, image_id) -> torch.Tensor:
+        """The image as the encoder takes it: uint8 (3, H, W) on the model's device."""
+        pixels = load_rgb(self.images.image_path(image_id))
+        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).to(loaded.runtime.device)
 
     def prefetch_after(self, image_id) -> None:
         """Compute the embedding of the image after ``image_id`` in the background."""
@@ -214,15 +220,15 @@ class ClickEngine:
 
     @torch.no_grad()
     def propose(self, image_id, max_masks: int = 32) -> dict:
-        """Candidate objects for the page to accept or reject: with a detector, its boxes through SAM (classed);
-        otherwise one positive point at each node of a coarse grid (``point_grid``), duplicates removed."""
+        """Candidate objects for the page to accept or reject, best first: with a detector, its boxes through SAM
+        (classed); otherwise segment-everything (``amg.Generator`` with the ``amg.*`` settings) over the image's
+        cached embedding."""
         loaded = self.loaded
+        if loaded.detector is None:
+            return self._everything(loaded, image_id, max_masks)
         im = self.images.image(image_id)
         h, w = im["height"], im["width"]
-        if loaded.detector is not None:
-            p, categories = self._detector_prompts(loaded, image_id)
-        else:
-            p, categories = point_grid(w, h, self.propose_grid), None
+        p, categories = self._detector_prompts(loaded, image_id)
         if len(p["boxes"]) == 0:
             return {"masks": [], "scores": [], "categories": []}
         batch = self._batch(loaded, image_id, p)
@@ -233,7 +239,16 @@ class ClickEngine:
         scores = outputs["iou_pred"].float()
         keep = distinct(masks, scores, self.propose_iou)[:max_masks]
         return {"masks": encode_many(masks[keep].cpu().numpy()), "scores": [round(float(scores[k]), 5) for k in keep],
-                "categories": [categories[k] for k in keep] if categories else [None] * len(keep)}
+                "categories": [categories[k] for k in keep]}
+
+    def _everything(self, loaded: Loaded, image_id, max_masks: int) -> dict:
+        _, emb = self.embedding(loaded, image_id)
+        image = self._pixels(loaded, image_id)  # its size and crops (amg.crop_n_layers) only: no encoder here
+        with loaded.runtime.autocast():
+            found = Generator(loaded.model, self.amg).generate(image, Embeddings.stack([emb]))
+        n = min(max_masks, len(found["rles"]))
+        return {"masks": found["rles"][:n], "scores": [round(float(v), 5) for v in found["scores"][:n]],
+                "categories": [None] * n}
 
     def _detector_prompts(self, loaded: Loaded, image_id) -> tuple[dict, list]:
         from segdet.tasks.frcnn.datasets import collate as detector_collate
@@ -253,17 +268,6 @@ class ClickEngine:
         classes = list(task.classes)
         return p, [classes[int(label) - 1] if 0 < int(label) <= len(classes) else None
                    for label in found["labels"].tolist()]
-
-
-def point_grid(width: int, height: int, n: int) -> dict:
-    """Prompts of one positive point at the centre of each cell of an n×n grid (the simple stand-in for
-    segment-everything; swap this function for it)."""
-    xs = (np.arange(n) + 0.5) / n * (width - 1)
-    ys = (np.arange(n) + 0.5) / n * (height - 1)
-    pts = np.array([[x, y] for y in ys for x in xs], np.float32)[:, None]
-    k = len(pts)
-    return {"boxes": np.zeros((k, 4), np.float32), "target_ids": np.zeros(k, np.int64), "points": pts,
-            "point_labels": np.ones((k, 1), np.int64), "box_prompt": False}
 
 
 def distinct(masks: torch.Tensor, scores: torch.Tensor, max_iou: float) -> list[int]:

@@ -61,6 +61,7 @@ def build(cfg: DictConfig, run_dir: Path, device):
     from segdet.annotate.app import create_app
     from segdet.annotate.store import AnnotationStore
     from segdet.annotate.training import Trainer
+    from segdet.tasks.sam.amg import AmgSettings
 
     classes = OmegaConf.to_container(cfg.classes) if cfg.get("classes") else None
     if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
@@ -71,7 +72,7 @@ def build(cfg: DictConfig, run_dir: Path, device):
         click.detector_part(cfg, str(cfg.detector), loaded)
     propose = cfg.get("propose") or {}
     engine = click.ClickEngine(loaded, store, memory_items=int(cfg.get("memory_items", 8)),
-                               prefetch=bool(cfg.get("prefetch", True)), propose_grid=int(propose.get("grid", 4)),
+                               prefetch=bool(cfg.get("prefetch", True)), amg=AmgSettings.from_cfg(cfg.get("amg")),
                                propose_iou=float(propose.get("iou", 0.7)))
     current = {"source": str(cfg.segmenter) if cfg.get("segmenter") else None}
 

@@ -178,16 +178,31 @@ def test_without_a_segmenter_a_random_sam_tiny_answers(data, caplog):
     assert c.get("/api/train").json()["model"] == "random sam_tiny"
 
 
-def test_propose_gives_distinct_masks_of_the_image_size(api):
-    image_id = api.get("/api/images").json()[0]["id"]
-    out = api.post(f"/api/images/{image_id}/propose", json={}).json()
-    assert len(out["masks"]) == len(out["scores"]) == len(out["categories"]) >= 1
-    masks = [unrle(m) for m in out["masks"]]
-    assert all(m.shape == SIZES[0] and m.any() for m in masks)
-    for i in range(len(masks)):
-        for j in range(i):
-            iou = (masks[i] & masks[j]).sum() / (masks[i] | masks[j]).sum()
-            assert iou <= 0.7
+def test_propose_is_the_segment_everything_generator_over_the_cached_embedding(data, sam_ckpt):  # noqa: F811
+    """Without a detector, Propose gives the amg Generator's masks and scores for the image and the amg.* settings,
+    best first, without encoding the image again."""
+    from segdet.tasks.sam.amg import AmgSettings, Generator
+
+    amg = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 0.5}
+    c = client(data, f"segmenter={sam_ckpt}", *(f"amg.{k}={v}" for k, v in amg.items()))
+    image = c.get("/api/images").json()[1]
+    assert c.post(f"/api/images/{image['id']}/segment", json={"points": [[5, 5, 1]]}).status_code == 200
+    model = c.engine.loaded.model
+    calls = []
+    encode = model.encode
+    model.encode = lambda images: calls.append(1) or encode(images)
+    out = c.post(f"/api/images/{image['id']}/propose", json={"max_masks": 256}).json()
+    top = c.post(f"/api/images/{image['id']}/propose", json={"max_masks": 2}).json()
+    assert calls == []  # the engine's cached embedding, not a second encoding
+
+    pixels = np.asarray(Image.open(data / image["file_name"]).convert("RGB"))
+    with torch.no_grad():
+        want = Generator(model, AmgSettings.from_cfg(amg)).generate(torch.from_numpy(pixels.transpose(2, 0, 1).copy()))
+    assert len(want["rles"]) >= 3
+    assert out["masks"] == want["rles"] and out["categories"] == [None] * len(want["rles"])
+    assert out["scores"] == pytest.approx(want["scores"].tolist(), abs=1e-5)
+    assert top["masks"] == want["rles"][:2]
+    assert all(unrle(m).shape == (image["height"], image["width"]) for m in out["masks"])
 
 
 @pytest.mark.slow

@@ -137,7 +137,8 @@ def server_objects(url: str, image_id) -> list[dict]:
 def small(tmp_path_factory):
     """The server on three generated images, the random tiny SAM (no segmenter=), two fixed classes, a token."""
     root = make_images(tmp_path_factory.mktemp("small"))
-    with serve(root, root / "run", "classes=[water,road]", "token=t0ken") as url:
+    amg = ["amg.points_per_side=8", "amg.pred_iou_thresh=0", "amg.stability_score_thresh=0"]  # Propose finds some
+    with serve(root, root / "run", "classes=[water,road]", "token=t0ken", *amg) as url:
         yield url
 
 
@@ -269,6 +270,75 @@ def test_propose_accept_and_reject(page, small):
     assert len(kept) == 1 and kept[0]["category"] == "water"
     np.testing.assert_array_equal(unrle(kept[0]["segmentation"]), unrle(proposed[0]))
     assert page.errors == []
+
+
+def _api(url: str, method: str, path: str, **kwargs) -> httpx.Response:
+    base, _, query = url.partition("?")
+    return httpx.request(method, f"{base}api/{path}?{query}", **kwargs)
+
+
+def test_edit_a_kept_object_and_a_stale_edit_shows_one_line_and_loses_nothing(page, small):
+    """Selecting a kept object makes its box the first prompt; a click refines it; Enter PUTs the new mask with
+    the object's version. Changed meanwhile elsewhere: a one-line 409 in the page, the new mask still there, and a
+    second Enter saves it."""
+    image = _api(small, "GET", "images").json()[2]
+    h, w = image["height"], image["width"]
+    square = np.zeros((h, w), bool)
+    square[12:30, 14:40] = True
+    rle = mask_utils.encode(np.asfortranarray(square.astype(np.uint8)))
+    made = _api(small, "POST", f"images/{image['id']}/objects", json={
+        "segmentation": {"size": list(square.shape), "counts": rle["counts"].decode()}, "category": "water"}).json()
+    oid = made["id"]
+    try:
+        box = open_page(page, f"{small}#image={image['id']}")
+        assert page.get_attribute("[data-testid=canvas]", "data-image-id") == str(image["id"])
+        page.click(f"[data-testid=object][data-object-id='{oid}']")
+        page.wait_for_selector("[data-testid=object].selected")
+        body, out = answered(page, lambda: page.mouse.click(*at(box, 30 / w, 20 / h)))
+        assert body["boxes"] == [[14, 12, 40, 30]]  # the object's own box, continuous pixels
+        assert body["points"] == [pytest.approx([30, 20, 1], abs=0.5)]
+        new = unrle(out["masks"][0])
+        if not new.any():
+            pytest.skip("the random model answered an empty mask here")
+        with page.expect_response(lambda r: r.request.method == "PUT") as put:
+            page.keyboard.press("Enter")
+        assert put.value.status == 200 and put.value.request.post_data_json["version"] == 1
+        now = server_objects(small, image["id"])
+        assert [(o["id"], o["version"], o["category"]) for o in now] == [(oid, 2, "water")]
+        np.testing.assert_array_equal(unrle(now[0]["segmentation"]), new)
+        page.wait_for_selector("[data-testid=object]:not(.selected)")
+        assert page.locator("[data-testid=candidate]").count() == 0
+
+        # Another tab changes it (version 3); this page still holds version 2.
+        other = np.zeros((h, w), bool)
+        other[40:60, 5:20] = True
+        orle = mask_utils.encode(np.asfortranarray(other.astype(np.uint8)))
+        assert _api(small, "PUT", f"images/{image['id']}/objects/{oid}", json={
+            "segmentation": {"size": [h, w], "counts": orle["counts"].decode()}, "version": 2}).status_code == 200
+        page.click(f"[data-testid=object][data-object-id='{oid}']")
+        body, out = answered(page, lambda: page.mouse.click(*at(box, 20 / w, 15 / h)))
+        assert body["boxes"] == [[14, 12, 40, 30]]  # the box of the object as this page knew it
+        mine = unrle(out["masks"][0])
+        if not mine.any():
+            pytest.skip("the random model answered an empty mask here")
+        with page.expect_response(lambda r: r.request.method == "PUT") as put:
+            page.keyboard.press("Enter")
+        assert put.value.status == 409
+        error = page.locator("[data-testid=error]")
+        error.wait_for(state="visible")
+        text = error.locator("#error-text").text_content()
+        assert "409" in text and "\n" not in text and "Enter saves it" in text
+        np.testing.assert_array_equal(unrle(server_objects(small, image["id"])[0]["segmentation"]), other)
+        assert page.locator("[data-testid=candidate]").count() == 1  # the new mask and its prompts are kept
+        with page.expect_response(lambda r: r.request.method == "PUT") as put:
+            page.keyboard.press("Enter")
+        assert put.value.status == 200 and put.value.request.post_data_json["version"] == 3
+        after = server_objects(small, image["id"])
+        assert after[0]["version"] == 4
+        np.testing.assert_array_equal(unrle(after[0]["segmentation"]), mine)
+        assert page.errors == []
+    finally:
+        _api(small, "DELETE", f"images/{image['id']}/objects/{oid}")
 
 
 # --- the whole loop on real water images ---------------------------------------------------------------------------

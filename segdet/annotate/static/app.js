@@ -86,7 +86,8 @@ const params = new URLSearchParams(location.search);
 const S = {
   token: params.get("token") || "",
   images: [], index: -1, img: null, W: 0, H: 0,
-  objects: [], selected: null,              // kept objects of this image, {id, category, segmentation, mask, color}
+  objects: [], selected: null,              // kept objects of this image, {id, category, segmentation, version,
+                                            // mask, color}; the selected one's id: new prompts refine it
   points: [], box: null,                    // prompts: [[x, y, 1|0]], [x1, y1, x2, y2] | null
   masks: [], scores: [], choice: 0,         // the answer to the current prompts
   proposals: [], focused: 0,                // candidates from Propose, {segmentation, score, category, mask}
@@ -123,7 +124,9 @@ async function api(method, path, body, raw = false) {
   if (!resp.ok) {
     let detail = resp.statusText;
     try { detail = formatDetail((await resp.json()).detail) || detail; } catch (e) { /* not JSON */ }
-    throw new Error(`${method} /api/${path}: ${resp.status} ${detail}`);
+    const error = new Error(`${method} /api/${path}: ${resp.status} ${detail}`);
+    error.status = resp.status;
+    throw error;
   }
   if (raw) return resp;
   const type = resp.headers.get("content-type") || "";
@@ -239,8 +242,31 @@ const CURRENT = [30, 144, 255];
 let colorIndex = 0;
 
 function keptObject(o) {
-  return { id: o.id, category: o.category, segmentation: o.segmentation, mask: rleDecode(o.segmentation),
-           color: PALETTE[colorIndex++ % PALETTE.length], layer: null };
+  return { id: o.id, category: o.category, segmentation: o.segmentation, version: o.version || 1,
+           mask: rleDecode(o.segmentation), color: PALETTE[colorIndex++ % PALETTE.length], layer: null };
+}
+
+// A kept object takes what the server holds now (after an edit here, or one made elsewhere).
+function setObject(o, segmentation, name, version) {
+  if (segmentation !== o.segmentation) { o.segmentation = segmentation; o.mask = rleDecode(segmentation); o.layer = null; }
+  o.category = name;
+  o.version = version;
+}
+
+// The continuous box [x1, y1, x2, y2] around a mask's pixels (a pixel's far edge included), or null when empty.
+function maskBox(mask) {
+  let x1 = Infinity, y1 = Infinity, x2 = -1, y2 = -1;
+  for (let y = 0; y < mask.h; y++) {
+    const row = y * mask.w;
+    for (let x = 0; x < mask.w; x++) {
+      if (!mask.data[row + x]) continue;
+      if (x < x1) x1 = x;
+      if (x > x2) x2 = x;
+      if (y < y1) y1 = y;
+      y2 = y;
+    }
+  }
+  return x2 < 0 ? null : [x1, y1, x2 + 1, y2 + 1];
 }
 
 // An offscreen canvas holding the mask in one colour (cached on the object that owns it).
@@ -279,7 +305,9 @@ function draw() {
   if (!S.img) return;
   ctx.clearRect(0, 0, S.W, S.H);
   ctx.drawImage(S.img, 0, 0);
-  for (const o of S.objects) drawLayer(o, o.color, o.id === S.selected ? 0.7 : 0.4);
+  // The selected object stands out; once its new mask is on the way, that mask does instead.
+  const editing = S.masks.length ? 0.2 : 0.7;
+  for (const o of S.objects) drawLayer(o, o.color, o.id === S.selected ? editing : 0.4);
   S.proposals.forEach((p, i) => drawLayer(p, [255, 200, 0], i === S.focused ? 0.55 : 0.25));
   const mask = currentMask();
   if (mask) drawLayer(mask, CURRENT, 0.5);
@@ -306,14 +334,30 @@ function draw() {
 // Prompts → masks
 
 function snapshot() {
-  return { points: S.points.slice(), box: S.box, masks: S.masks, scores: S.scores, choice: S.choice };
+  return { points: S.points.slice(), box: S.box, masks: S.masks, scores: S.scores, choice: S.choice,
+           selected: S.selected };
 }
 function restore(snap) {
   S.segSeq++;                               // an answer still on its way belongs to the old prompts
   canvas.dataset.busy = "0";
+  const selected = S.objects.some((o) => o.id === snap.selected) ? snap.selected : null;
   Object.assign(S, { points: snap.points.slice(), box: snap.box, masks: snap.masks, scores: snap.scores,
-                     choice: snap.choice });
-  renderCandidates(); draw();
+                     choice: snap.choice, selected });
+  renderCandidates(); renderPanel(); draw();
+}
+
+// Selecting a kept object starts its refinement: its box is the first prompt (drag another to replace it), the
+// clicks that follow add points to it, Enter saves the new mask over the object's (PUT, with its version).
+function select(o) {
+  if ((o ? o.id : null) === S.selected) {          // selecting it again lets it go
+    if (!o) return;
+    o = null;
+  }
+  S.history.push({ type: "prompts", before: snapshot() });
+  resetPrompts();
+  S.selected = o ? o.id : null;
+  S.box = o ? maskBox(o.mask) : null;
+  renderCandidates(); renderPanel(); draw();
 }
 
 function addPrompt(change) {
@@ -394,6 +438,7 @@ async function saveObject(segmentation, name, again = null) {
   const answer = await api("POST", imagePath("objects"), { segmentation, category: name });
   const o = again || keptObject({ id: answer.id, category: name, segmentation });
   o.id = answer.id;
+  o.version = answer.version;
   if (S.index === index) S.objects.push(o);
   objectsChanged(index, +1);
   return o;
@@ -419,6 +464,8 @@ function objectsChanged(index, change) {
 
 const commit = serial(async function commit() {
   const mask = currentMask();
+  const selected = S.objects.find((x) => x.id === S.selected);
+  if (selected) { await saveEdit(selected, mask); return; }
   if (!mask) throw new Error("nothing to keep: click the object first");
   const before = snapshot(), index = S.index;
   const o = await saveObject(mask.segmentation, category());
@@ -429,10 +476,58 @@ const commit = serial(async function commit() {
   setStatus(`kept object ${o.id} (${o.category}) · ${S.objects.length} on this image`);
 });
 
+// Enter on a selected object: its new mask (and the class in the field) replace its own, if nobody changed it
+// since this page read it; else (409) the page takes the object as it is now and keeps the new mask and its
+// prompts, so a second Enter saves them over that change and Esc drops them.
+async function saveEdit(o, mask) {
+  const name = category();
+  if (!mask && name === o.category) {
+    throw new Error(`object ${o.id} is selected: click or drag to change its mask (Esc lets it go)`);
+  }
+  const index = S.index, before = snapshot();
+  const old = { segmentation: o.segmentation, category: o.category };
+  const body = { category: name, version: o.version };
+  if (mask) body.segmentation = mask.segmentation;
+  let answer;
+  try {
+    answer = await api("PUT", imagePath(`objects/${encodeURIComponent(String(o.id))}`), body);
+  } catch (e) {
+    if ((e.status !== 409 && e.status !== 404) || S.index !== index) throw e;
+    if (!(await reloadObject(o))) {
+      throw new Error(`object ${o.id} was deleted elsewhere (404); your mask is still here: Enter keeps it as a ` +
+                      "new object, Esc drops it");
+    }
+    throw new Error(`object ${o.id} was changed elsewhere since this page read it (409): it now shows that ` +
+                    "change; your mask is still here: Enter saves it over that change, Esc drops it");
+  }
+  setObject(o, mask ? mask.segmentation : o.segmentation, answer.category, answer.version);
+  if (S.index !== index) return;
+  S.history.push({ type: "edit", object: o, old, before });
+  resetPrompts();
+  S.selected = null;
+  renderCandidates(); renderPanel(); draw();
+  setStatus(`saved object ${o.id} (${o.category}) · version ${o.version}`);
+}
+
+// The object as the server holds it now (true), or gone from this page if it was deleted elsewhere (false).
+async function reloadObject(o) {
+  const now = (await api("GET", imagePath("objects"))).find((x) => String(x.id) === String(o.id));
+  if (now) setObject(o, now.segmentation, now.category, now.version);
+  else {
+    S.objects = S.objects.filter((x) => x !== o);
+    if (S.selected === o.id) S.selected = null;
+    objectsChanged(S.index, -1);
+  }
+  renderPanel(); draw();
+  return Boolean(now);
+}
+
 const deleteSelected = serial(async function deleteSelected() {
   const o = S.objects.find((x) => x.id === S.selected);
   if (!o) throw new Error("select a kept object first (alt-click it, or click it in the list)");
   await removeObject(o);
+  resetPrompts();                           // its box and points were for it
+  renderCandidates();
   S.history.push({ type: "delete", object: o });
   setStatus(`deleted object ${o.id}`);
 });
@@ -444,12 +539,18 @@ const undo = serial(async function undo() {
   try {
     if (step.type === "keep" || step.type === "accept") await removeObject(step.object);
     else if (step.type === "delete") await saveObject(step.object.segmentation, step.object.category, step.object);
+    else if (step.type === "edit") {
+      const o = step.object;
+      const answer = await api("PUT", imagePath(`objects/${encodeURIComponent(String(o.id))}`),
+                               { segmentation: step.old.segmentation, category: step.old.category, version: o.version });
+      setObject(o, step.old.segmentation, answer.category, answer.version);
+    }
   } catch (e) {
     if (S.index === index) S.history.push(step);   // not undone: it can be tried again
     throw e;
   }
   if (S.index !== index) return;
-  if (step.type === "prompts" || step.type === "keep") restore(step.before);
+  if (step.type === "prompts" || step.type === "keep" || step.type === "edit") restore(step.before);
   if (step.type === "accept" || step.type === "reject") {
     S.proposals.splice(step.at, 0, step.proposal);
     S.focused = step.at;
@@ -522,7 +623,7 @@ function renderPanel() {
     li.dataset.objectId = o.id;
     li.className = o.id === S.selected ? "selected" : "";
     li.append(swatch(o.color), `${o.category} #${o.id}`);
-    li.onclick = () => { S.selected = S.selected === o.id ? null : o.id; renderPanel(); draw(); };
+    li.onclick = () => select(o);
     objects.appendChild(li);
   }
   const proposals = $("proposals");
@@ -652,9 +753,7 @@ window.addEventListener("mouseup", (e) => {
   if (drag.moved) {
     addPrompt(() => { S.box = boxFrom(drag.start, drag.end); });
   } else if (e.altKey) {
-    const o = objectAt(...drag.start);
-    S.selected = o ? o.id : null;
-    renderPanel(); draw();
+    select(objectAt(...drag.start));
   } else {
     addPrompt(() => { S.points.push([drag.start[0], drag.start[1], e.shiftKey ? 0 : 1]); });
   }

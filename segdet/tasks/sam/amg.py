@@ -198,13 +198,16 @@ class Generator:
         return logits_to_original(logits, resized, frame, self.model.size, self.model.square)
 
     @torch.no_grad()
-    def crop_candidates(self, image: torch.Tensor, crop: list[int], layer: int, index: int) -> Candidates | None:
-        """The masks of one crop that pass the thresholds and the crop-edge test, after NMS among them."""
+    def crop_candidates(self, image: torch.Tensor, crop: list[int], layer: int, index: int,
+                        embeddings=None) -> Candidates | None:
+        """The masks of one crop that pass the thresholds and the crop-edge test, after NMS among them
+        (``embeddings``: the crop's, when the caller has them already)."""
         model, s = self.model, self.s
         x0, y0, x1, y1 = crop
         H, W = image.shape[-2:]
         h, w = y1 - y0, x1 - x0
-        embeddings = model.encode([image[:, y0:y1, x0:x1]])  # once per crop
+        if embeddings is None:
+            embeddings = model.encode([image[:, y0:y1, x0:x1]])  # once per crop
         inputs = model.family.decoder_inputs(embeddings.tensors)
         n = int(s.points_per_side / s.crop_n_points_downscale_factor ** layer)
         scale = coord_scale(torch.tensor([[h, w]]), model.size, model.square)[0]
@@ -243,14 +246,16 @@ class Generator:
         return found[nms(found.boxes, found.scores, s.box_nms_thresh)]
 
     @torch.no_grad()
-    def generate(self, image: torch.Tensor) -> dict:
+    def generate(self, image: torch.Tensor, embedding=None) -> dict:
         """``rles`` (COCO RLE at the image's size), ``scores`` (predicted IoU), ``boxes`` (continuous xyxy of
-        each mask) and ``ids`` (H × W int32 id map: 1 the best mask, each pixel its best mask's), best first."""
+        each mask) and ``ids`` (H × W int32 id map: 1 the best mask, each pixel its best mask's), best first.
+        ``embedding``: the whole image's ``model.encode([image])`` when the caller has it already (segdet
+        annotate's cache): the whole-image crop then skips the encoder; other crops are still encoded."""
         s = self.s
         H, W = image.shape[-2:]
         crops = crop_boxes(H, W, s.crop_n_layers, s.crop_overlap_ratio)
         parts = [c for i, (box, layer) in enumerate(crops)
-                 if (c := self.crop_candidates(image, box, layer, i)) is not None]
+                 if (c := self.crop_candidates(image, box, layer, i, embedding if i == 0 else None)) is not None]
         found = Candidates.cat(parts) if parts else None
         if found is not None and len(crops) > 1:
             found = found[nms(found.boxes, found.scores, s.crops_nms_thresh)]
