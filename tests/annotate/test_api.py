@@ -183,7 +183,7 @@ def test_propose_is_the_segment_everything_generator_over_the_cached_embedding(d
     best first, without encoding the image again."""
     from segdet.tasks.sam.amg import AmgSettings, Generator
 
-    amg = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 0.5}
+    amg = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
     c = client(data, f"segmenter={sam_ckpt}", *(f"amg.{k}={v}" for k, v in amg.items()))
     image = c.get("/api/images").json()[1]
     assert c.post(f"/api/images/{image['id']}/segment", json={"points": [[5, 5, 1]]}).status_code == 200
