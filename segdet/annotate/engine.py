@@ -211,11 +211,12 @@ class ClickEngine:
             logits, iou = model.decode(rows, **model._prompts(batch, rows.device), multimask=True)
         h, w = im["height"], im["width"]
         resized = resized_shape(h, w, model.size, model.square)
-        full = torch.stack([logits_to_original(logits[:, m], resized, (h, w), model.size, model.square).amax(0)
-                            for m in range(logits.shape[1])])
+        p, m = logits.shape[:2]  # the candidates of every prompt mapped to the image in one call (each on its own)
+        full = logits_to_original(logits.flatten(0, 1), resized, (h, w), model.size, model.square)
+        positive = full.view(p, m, h, w).amax(0) > 0
         scores = iou.float().mean(0)
         order = scores.argsort(descending=True).tolist()
-        return {"masks": encode_many((full[order] > 0).cpu().numpy()),
+        return {"masks": encode_many(positive[order].cpu().numpy()),
                 "scores": [round(float(scores[k]), 5) for k in order]}
 
     @torch.no_grad()
