@@ -205,7 +205,7 @@ def create_app(store, engine, trainer=None, *, token: str | None = None, max_bod
         engine.prefetch_after(image_id)
         return out
 
-    @app.post("/api/images/{image_id}/propose", summary="candidate objects (detector boxes or a point grid)")
+    @app.post("/api/images/{image_id}/propose", summary="candidate objects (detector boxes through SAM, or segment-everything: amg.*)")
     def propose(image_id: str, body: ProposeBody = Body(default_factory=ProposeBody)):
         store.image(image_id)
         return engine.propose(image_id, body.max_masks)

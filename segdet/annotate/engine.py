@@ -7,7 +7,8 @@ next image's embedding is prefetched in the background while the user clicks on 
 
 A click goes through the same code as ``segdet predict task=sam`` (``prompts.user_prompts``, the sam batch format,
 the model's forward, ``metrics.full_res_masks``), with the cached embedding in the batch where predict has the
-image: the same checkpoint and prompt give the same mask.
+image: the same checkpoint and prompt give the same mask. Propose without a detector is segment-everything,
+``amg.Generator`` (what ``segdet predict task=sam prompts=grid`` runs), on that same cached embedding.
 
 The model can be swapped while the server runs (after a training run): each request works on the ``Loaded``
 model it started with.
