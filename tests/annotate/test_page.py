@@ -337,6 +337,13 @@ def test_edit_a_kept_object_and_a_stale_edit_shows_one_line_and_loses_nothing(pa
         after = server_objects(small, image["id"])
         assert after[0]["version"] == 4
         np.testing.assert_array_equal(unrle(after[0]["segmentation"]), mine)
+        # Ctrl+Z puts back what the object was before this save (the other tab's mask), as one more version.
+        with page.expect_response(lambda r: r.request.method == "PUT") as put:
+            page.keyboard.press("Control+z")
+        assert put.value.status == 200
+        back = server_objects(small, image["id"])[0]
+        assert back["version"] == 5
+        np.testing.assert_array_equal(unrle(back["segmentation"]), other)
         assert page.errors == []
     finally:
         _api(small, "DELETE", f"images/{image['id']}/objects/{oid}")
