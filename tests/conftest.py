@@ -8,7 +8,11 @@ import pytest
 import torch
 from segdet.config import compose
 
-torch.set_num_threads(2)
+# Two torch threads a test, or one where `make test` runs the suite in two pytest-xdist workers on two cores (four
+# threads on two cores wait on each other). The segdet subprocesses that tests start inherit it.
+THREADS = max(1, min(2, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+torch.set_num_threads(THREADS)
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 pytest_plugins = ("tests.trained",)  # the session's shared smoke training runs
 
