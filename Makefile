@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers of `make test`: one a core (tests/conftest.py gives each its share of the torch threads)
+TEST_WORKERS ?= 2
 
 .PHONY: help install quickstart test test-fast bench bench-quick soak clean
 
@@ -24,7 +26,7 @@ quickstart: install  ## train SAM on generated data (experiment=quickstart), eva
 	@echo "tensorboard: $(VENV)/bin/tensorboard --logdir outputs/quickstart"
 
 test: install  ## run the whole test suite (under 10 minutes on 2 cores)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 test-fast: install  ## the inner loop: every test not marked slow (under 3 minutes on 2 cores)
 	$(PY) -m pytest -q -m "not slow"

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 from segdet.config import compose
 
-torch.set_num_threads(2)
+# Two torch threads a test, or one where `make test` runs the suite in two pytest-xdist workers on two cores (four
+# threads on two cores wait on each other). The segdet subprocesses that tests start inherit it.
+THREADS = max(1, min(2, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+torch.set_num_threads(THREADS)
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 pytest_plugins = ("tests.trained",)  # the session's shared smoke training runs
 
@@ -31,7 +36,13 @@ def shared_data() -> Path:
 
 
 def pytest_collection_modifyitems(items):
-    """A test that reads the real data carries ``realdata`` (``-m "not realdata"`` on a fresh clone)."""
+    """A test that reads the real data carries ``realdata`` (``-m "not realdata"`` on a fresh clone).
+
+    The modules with the most ``slow`` tests run first. ``make test`` hands whole modules to its xdist workers in
+    this order (``--dist loadscope``), and a long module handed out last would leave one worker running it
+    alone while the other waits. The sort is stable: each module keeps its tests together and in order."""
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.realdata)
+    slow = Counter(item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 
 from segdet import sweeps
 from tests.test_cli import segdet
+from tests.trained import once
 
 SMOKE = ["task=sam", "experiment=smoke", "trainer.max_epochs=1", "trainer.device=cpu"]
 
@@ -46,6 +48,21 @@ def read_mlflow(uri: str) -> dict:
                           cwd="/", env={**env, "MLFLOW_DISABLE_TELEMETRY": "true"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path_factory, tmp_path) -> str:
+    """The URI of a fresh sqlite tracking store in tmp_path. MLflow creates a store's tables in some twenty schema
+    migrations, seconds each time; the tests start from a copy of one store made so, once in the session."""
+    def create(folder: Path) -> None:
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+
+    template = once(tmp_path_factory, "mlflow_store", create) / "mlflow.db"
+    (tmp_path / "store").mkdir()
+    shutil.copyfile(template, tmp_path / "store" / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
 
 
 def best_dice(job_dir: Path) -> float:
@@ -91,8 +108,8 @@ def test_joblib_runs_jobs_in_parallel_processes_and_reports_a_failed_one(tmp_pat
 
 
 @pytest.mark.slow
-def test_submitit_local_jobs_nest_under_one_mlflow_run(tmp_path):
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_submitit_local_jobs_nest_under_one_mlflow_run(tmp_path, mlflow_store):
+    store = mlflow_store
     proc = segdet("train", "-m", *SMOKE, "hydra/launcher=submitit_local", "optim.lr=1e-3,1e-4", "logger=mlflow",
                   f"mlflow.tracking_uri={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -110,9 +127,8 @@ def test_submitit_local_jobs_nest_under_one_mlflow_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_mlflow_run_holds_config_metrics_and_files(tmp_path):
-    run = tmp_path / "run"
-    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+def test_mlflow_run_holds_config_metrics_and_files(tmp_path, mlflow_store):
+    run, store = tmp_path / "run", mlflow_store
     proc = segdet("train", "task=sam", "experiment=smoke", "trainer.device=cpu", "trainer.log_every_n_steps=1",
                   "optim.lr=3e-4", "logger=mlflow", f"mlflow.tracking_uri={store}", "mlflow.log_checkpoint=true",
                   f"hydra.run.dir={run}", cwd=tmp_path)
@@ -219,13 +235,13 @@ def test_a_file_store_uri_ends_on_one_line_naming_a_store_that_works(tmp_path):
     assert mlrun["status"] == "FINISHED" and mlrun["params"]["task.name"] == "sam"
 
 
-def test_a_store_that_fails_mid_run_is_one_warning_and_training_goes_on(tmp_path, caplog):
+def test_a_store_that_fails_mid_run_is_one_warning_and_training_goes_on(tmp_path, caplog, mlflow_store):
     from mlflow.exceptions import MlflowException
 
     from segdet.engine.tracking import MlflowRun
     from tests.conftest import compose_cfg
 
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = mlflow_store
     run = MlflowRun(compose_cfg("train", [*SMOKE, "logger=mlflow", f"mlflow.tracking_uri={store}"]), tmp_path)
     sent = []
 

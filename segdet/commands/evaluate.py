@@ -10,7 +10,7 @@ from segdet.engine import distributed
 from segdet.engine.evaluation import evaluate
 from segdet.engine.loader import make_loader
 from segdet.engine.logging import RunLogger
-from segdet.engine.rebuild import rebuild, source_of
+from segdet.engine.rebuild import check_source, rebuild, source_of
 from segdet.engine.runtime import prepare
 from segdet.engine.session import start
 from segdet.errors import SegdetError
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     device = start(cfg, run_dir, "eval")
+    check_source(cfg)
     task_class = get_task_class(cfg.task.name)
     ckpt, run_cfg, task, model = rebuild(cfg, task_class)
     source = source_of(cfg, task_class)

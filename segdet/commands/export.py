@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 import segdet
-from segdet.engine.rebuild import rebuild
+from segdet.engine.rebuild import check_source, rebuild
 from segdet.engine.session import start
 from segdet.errors import SegdetError
 from segdet.tasks import get_task_class
@@ -96,6 +96,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     start(cfg, run_dir, "export")
     task_name, fmt = str(cfg.task.name), str(cfg.format)
+    check_source(cfg)
     task_class = get_task_class(task_name)
     if fmt not in task_class.export_formats:
         raise SegdetError(f"format={fmt}: a {task_name} checkpoint exports as "

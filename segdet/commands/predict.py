@@ -18,7 +18,7 @@ from segdet.scenes.raster import RASTER_SUFFIXES
 from segdet.scenes.source import input_path
 from segdet.files.prediction_outputs import open_output
 from segdet.engine import distributed
-from segdet.engine.rebuild import rebuild, source_keys, source_of
+from segdet.engine.rebuild import check_source, rebuild, source_keys, source_of
 from segdet.engine.runtime import prepare
 from segdet.engine.session import claim, start
 from segdet.errors import SegdetError
@@ -74,6 +74,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     out_dir = Path(cfg.output) if cfg.output else run_dir / "predictions"
     if out_dir.exists() and not out_dir.is_dir():
         raise SegdetError(f"{out_dir}: output= is a file, not a folder")
+    check_source(cfg)
     task_class = get_task_class(cfg.task.name)
     _, _, task, model = rebuild(cfg, task_class)
     given = settings(cfg, task_class)

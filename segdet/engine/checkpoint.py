@@ -80,14 +80,20 @@ def copy_atomic(src: Path, path: Path) -> None:
     write_atomic(path, write)
 
 
-def load(path, expected_task: str | None = None, mmap: bool = False) -> dict:
-    """Load a segdet checkpoint safely, or end with a one-line error saying what is wrong with the file.
-    ``mmap``: map the tensors instead of reading them (a cheap look at the checkpoint's keys)."""
+def check_file(path) -> Path:
+    """The checks that need no reading: the file exists and is a zip archive, as torch.save writes."""
     path = Path(path)
     if not path.is_file():
         raise SegdetError(f"{path}: checkpoint not found")
     if not zipfile.is_zipfile(path):
         raise SegdetError(f"{path}: not a segdet checkpoint (not a file written by torch.save)")
+    return path
+
+
+def load(path, expected_task: str | None = None, mmap: bool = False) -> dict:
+    """Load a segdet checkpoint safely, or end with a one-line error saying what is wrong with the file.
+    ``mmap``: map the tensors instead of reading them (a cheap look at the checkpoint's keys)."""
+    path = check_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:

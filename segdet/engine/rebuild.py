@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from segdet.engine.checkpoint import load, load_weights
+from segdet.engine.checkpoint import check_file, load, load_weights
 from segdet.engine.stored_config import part_config, stored_config
 from segdet.errors import SegdetError
 
@@ -19,6 +19,13 @@ def _task_and_model(task_class, ckpt: dict, run_cfg: DictConfig, source: str) ->
     model = task.build_model()
     load_weights(model, ckpt["model"], source)
     return task, model
+
+
+def check_source(cfg: DictConfig) -> None:
+    """A ``ckpt=`` that is missing or not a checkpoint ends here, before the command imports its task (seconds of
+    torchvision, transformers and the rest), so a mistyped path costs a second. Tasks of parts take no ckpt."""
+    if cfg.get("ckpt") is not None:
+        check_file(str(cfg.ckpt))
 
 
 def rebuild(cfg: DictConfig, task_class) -> tuple[dict, DictConfig, object, torch.nn.Module]:

@@ -20,13 +20,21 @@ from segdet.commands import train as train_cmd
 from segdet.data.io import list_images
 from segdet.engine.checkpoint import load, save_atomic
 from tests.conftest import compose_cfg
+from tests.trained import once
 
 
-def _train(tmp_path_factory, task: str, *extra: str) -> Path:
-    run = tmp_path_factory.mktemp(f"{task}_run")
+def _train(run: Path, task: str, *extra: str) -> Path:
     train_cmd.run(compose_cfg("train", [f"task={task}", "experiment=smoke", "trainer.max_steps=2",
                                         "trainer.max_epochs=1", "trainer.samples_every_n_epochs=0", *extra]), run)
     return run / "checkpoints" / "last.pt"
+
+
+def _scaled_sam(run: Path) -> None:
+    path = _train(run, "sam")
+    ckpt = load(path)
+    for name in ("weight", "bias"):
+        ckpt["model"][f"sam.mask_decoder.output_hypernetworks_mlps.0.proj_out.{name}"] *= 400
+    save_atomic(ckpt, path)
 
 
 @pytest.fixture(scope="session")
@@ -34,17 +42,12 @@ def sam_ckpt(tmp_path_factory) -> Path:
     """A trained SAM's mask logits run to tens; after two steps they are hundredths, where onnxruntime's rounding
     (1e-7) would decide edge pixels. The output layer of the mask's hypernetwork is scaled (logits scale with it)
     to give the checkpoint a trained model's range."""
-    path = _train(tmp_path_factory, "sam")
-    ckpt = load(path)
-    for name in ("weight", "bias"):
-        ckpt["model"][f"sam.mask_decoder.output_hypernetworks_mlps.0.proj_out.{name}"] *= 400
-    save_atomic(ckpt, path)
-    return path
+    return once(tmp_path_factory, "export_sam_run", _scaled_sam) / "checkpoints" / "last.pt"
 
 
 @pytest.fixture(scope="session")
 def frcnn_ckpt(tmp_path_factory) -> Path:
-    return _train(tmp_path_factory, "frcnn")
+    return once(tmp_path_factory, "export_frcnn_run", lambda run: _train(run, "frcnn")) / "checkpoints" / "last.pt"
 
 
 def export(ckpt: Path, fmt: str, out: Path, *extra: str) -> dict:

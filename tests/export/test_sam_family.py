@@ -23,7 +23,7 @@ CLASSES = {"sam_hq_tiny": (SamHQModel, SamHQProcessor), "sam2_tiny": (Sam2Model,
 def lora_ckpt(request, tmp_path_factory):
     """A tiny model trained two steps with LoRA on its encoder; its adapters are given a trained size (lora_B
     starts at zero) and its mask logits a trained model's range (as test_sam.py's checkpoint)."""
-    path = _train(tmp_path_factory, "sam", f"model={request.param}", "model.peft=lora",
+    path = _train(tmp_path_factory.mktemp(f"{request.param}_run"), "sam", f"model={request.param}", "model.peft=lora",
                   "model.train_parts=[prompt_encoder,mask_decoder]")
     ckpt = load(path)
     g = torch.Generator().manual_seed(0)

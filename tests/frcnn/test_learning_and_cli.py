@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from PIL import Image
 
 from segdet.commands import evaluate, predict, train
@@ -15,7 +14,6 @@ pytestmark = pytest.mark.slow  # trains until the detector has learned
 
 
 def test_tiny_detector_learns_synthetic_shapes_then_eval_and_predict(tmp_path):
-    torch.set_num_threads(2)
     cfg = compose_cfg("train", ["task=frcnn", "experiment=quickstart", "data.num_images=64", "trainer.max_epochs=10",
                                 "trainer.progress=false", "trainer.samples_every_n_epochs=0"])
     metrics = train.run(cfg, tmp_path / "train")

@@ -60,10 +60,9 @@ def test_sigkill_halfway_then_resume_equals_an_uninterrupted_predict(frcnn_ckpt,
     assert len([k for k in full if k.endswith(".png")]) == N and "skipped.txt" in full
 
     out = tmp_path / "part"
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
     proc = subprocess.Popen([sys.executable, "-m", "segdet", *predict_args("frcnn", frcnn_ckpt, inputs, out,
                                                                           tmp_path / "r1")],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while journaled(out) < 2:
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]

@@ -189,7 +189,7 @@ def test_a_sigkilled_scene_predict_resumes_to_the_same_bytes(scene_sam_ckpt, tmp
     journal = tmp_path / "part/.segdet-pieces/k/windows/pieces.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "segdet", *args, f"output={tmp_path / 'part'}",
                              f"hydra.run.dir={tmp_path / 'r1'}"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "2"})
+                            stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while not (journal.is_file() and journal.read_text().count("\n") >= 4):
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]

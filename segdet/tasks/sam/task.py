@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from segdet.errors import SegdetError
 from segdet.registry import Registry
 from segdet.tasks.base import Task
-from segdet.tasks.sam import amg_eval, figures, lora
+from segdet.tasks.sam import figures, lora
 from segdet.tasks.sam.amg import AmgSettings
 from segdet.tasks.sam.augment import build_augment
 from segdet.tasks.sam.cache import DTYPES, EmbeddingStore
@@ -24,6 +24,13 @@ from segdet.tasks.sam.model import SamSegmenter, build_sam, folder_family, offli
 from segdet.tasks.sam.predict import predict
 from segdet.tasks.sam.prompts import PromptConfig
 from segdet.tasks.sam.sources import SOURCES
+
+
+def _amg_eval():
+    """Segment-everything's eval parts (prompts=grid), imported only then: they load detect → segment's metrics and
+    with them the detector, seconds of start-up every other sam command does not need."""
+    from segdet.tasks.sam import amg_eval
+    return amg_eval
 
 log = logging.getLogger(__name__)
 MODELS = Registry("sam model")
@@ -104,14 +111,14 @@ class SamTask(Task):
         seed = self._data_seed if self._data_seed is not None else int(self.cfg.seed)
         if self.amg is not None:
             def grid(source, indices, train, bad):
-                ds = amg_eval.make_dataset(source, indices, bad)
+                ds = _amg_eval().make_dataset(source, indices, bad)
                 self._coco = ds.coco
                 return ds
             return build_eval_split(self.cfg.data, seed, split, split_ids, grid)
         return build_eval_split(self.cfg.data, seed, split, split_ids, self._maker(None, 0, seed))
 
     def collate(self, samples: list) -> dict:
-        return amg_eval.collate(samples) if self.amg is not None else collate(samples)
+        return _amg_eval().collate(samples) if self.amg is not None else collate(samples)
 
     # --- model ----------------------------------------------------------------------------------------------
     def build_model(self) -> SamSegmenter:
@@ -139,7 +146,7 @@ class SamTask(Task):
                              compile_decoder=bool(m.get("compile_decoder", False)),
                              rounds=(self.prompt.rounds(True), self.prompt.rounds(False)),
                              mask_input=self._mask_input())
-        return amg_eval.GridModel(model, self.amg) if self.amg is not None else model
+        return _amg_eval().GridModel(model, self.amg) if self.amg is not None else model
 
     def _mask_input(self) -> bool:
         """prompt.mask_input=auto: mask prompts are given to a model that has learnt them, from pretrained weights
@@ -190,7 +197,7 @@ class SamTask(Task):
     # --- evaluation, figures, prediction -------------------------------------------------------------------
     def make_evaluator(self) -> SamEvaluator:
         if self.amg is not None:
-            return amg_eval.GridEvaluator(self._coco)
+            return _amg_eval().GridEvaluator(self._coco)
         return SamEvaluator(skip_empty=self.prompt.empty_masks == "skip", classes=self._classes)
 
     def log_samples(self, *, model, batch, outputs, tb, plots_dir: Path, step: int) -> None:
