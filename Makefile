@@ -29,7 +29,7 @@ test: install  ## run the whole test suite (under 10 minutes on 2 cores)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 test-fast: install  ## the inner loop: every test not marked slow (under 3 minutes on 2 cores)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadscope
 
 bench: install  ## segdet against the usual alternatives, side by side (table + outputs/bench/latest.json)
 	$(PY) scripts/bench.py
