@@ -24,20 +24,32 @@ def folder_of(s) -> Path:
     return Path(s.scratch) / "scene"
 
 
+BLOCK = 1024  # the generated scene is written a block at a time: building it never holds it whole
+DISTINCT_BLOCKS = 8  # generated water scenes laid over the scene in turn (generating each block costs more)
+
+
 def make_scene(s) -> Path:
-    """An RGB GeoTIFF of scene_px² (the sam task's generated water scene), tiled and compressed."""
+    """An RGB GeoTIFF of scene_px² (tiled 256 px, deflate at a fast level), written block by block: the sam
+    task's generated water scenes of BLOCK px, DISTINCT_BLOCKS of them laid over the scene in turn."""
     import rasterio
     from rasterio.transform import from_origin
+    from rasterio.windows import Window
 
     from segdet.scenes.synthetic import CRS, ORIGIN, PIXEL
     from segdet.tasks.sam.synthetic import scene
 
     path = folder_of(s) / "scene.tif"
-    rgb, _ = scene(s.seed, 0, s.scene_px)
-    with rasterio.open(path, "w", driver="GTiff", width=s.scene_px, height=s.scene_px, count=3, dtype="uint8",
+    side = s.scene_px
+    blocks = [scene(s.seed, k, BLOCK)[0].transpose(2, 0, 1) for k in range(DISTINCT_BLOCKS)]
+    with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=3, dtype="uint8",
                        crs=CRS, transform=from_origin(*ORIGIN, PIXEL, PIXEL), tiled=True, blockxsize=256,
-                       blockysize=256, compress="deflate") as dst:
-        dst.write(rgb.transpose(2, 0, 1))
+                       blockysize=256, compress="deflate", zlevel=1) as dst:
+        k = 0
+        for y in range(0, side, BLOCK):
+            for x in range(0, side, BLOCK):
+                h, w = min(BLOCK, side - y), min(BLOCK, side - x)
+                dst.write(blocks[k % DISTINCT_BLOCKS][:, :h, :w], window=Window(x, y, w, h))
+                k += 1
     return path
 
 

@@ -72,17 +72,22 @@ def assemble_strip(pieces: list[Piece], load, key: str, y0: int, y1: int, width:
 
 
 class _Loader:
-    """Loads each piece once per strip band (a piece may span several strips)."""
+    """Loads each piece once: a piece spanning several strips stays loaded until the strips have passed its last
+    row (``past``), so what is held follows the strip band and the scene's width, not the scene."""
 
-    def __init__(self, load):
+    def __init__(self, load, pieces: list[Piece]):
         self._load, self._cache = load, {}
+        self._bottom = {p.index: p.box[3] for p in pieces}
 
     def __call__(self, i):
         if i not in self._cache:
-            if len(self._cache) > 64:
-                self._cache.clear()
             self._cache[i] = self._load(i)
         return self._cache[i]
+
+    def past(self, y: int) -> None:
+        """Rows above ``y`` are written: the pieces that end there are dropped."""
+        for i in [i for i in self._cache if self._bottom[i] <= y]:
+            del self._cache[i]
 
 
 def assemble_array(pieces: list[Piece], load, key: str, width: int, height: int, dtype, rule="first") -> np.ndarray:
@@ -101,7 +106,7 @@ def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[t
     profile = {"driver": "GTiff", "width": scene.width, "height": scene.height, "count": len(bands),
                "dtype": dtype.name, "crs": scene.crs, "transform": scene.transform, "tiled": True,
                "blockxsize": 512, "blockysize": 512, "compress": "deflate", "nodata": None}
-    loader = _Loader(load)
+    loader = _Loader(load, pieces)
 
     def write(tmp):
         work = tmp.with_name(tmp.name[: -len(".tmp")] + ".strips.tmp")  # a kill leaves a temp the next run clears
@@ -109,6 +114,7 @@ def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[t
             with rasterio.open(work, "w", **profile) as dst:
                 for y0 in range(0, scene.height, STRIP):
                     y1 = min(y0 + STRIP, scene.height)
+                    loader.past(y0)
                     for b, (key, dt, rule) in enumerate(bands, 1):
                         strip = assemble_strip(pieces, loader, key, y0, y1, scene.width, dtype, rule)
                         dst.write(strip, b, window=Window(0, y0, scene.width, y1 - y0))
@@ -123,6 +129,30 @@ def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[t
             if work.exists():
                 work.unlink()
     out.write_with(rel, write)
+
+
+def window_rle(mask: np.ndarray, x: int, y: int, height: int, width: int) -> dict:
+    """COCO RLE (compressed, as pycocotools writes it) of a height×width mask that is 0 outside the window at
+    (x, y) holding ``mask``: built from the window's own runs (COCO runs go down each column), so an instance of
+    a scene never needs a scene-sized array."""
+    from pycocotools import mask as mask_utils
+
+    h, w = mask.shape
+    padded = np.zeros((w, h + 2), np.int8)
+    padded[:, 1:-1] = mask.T
+    d = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past its end, per column of the window
+    starts = [int((x + c) * height + y + r) for c, r in zip(*np.nonzero(d == 1))]
+    ends = [int((x + c) * height + y + r) for c, r in zip(*np.nonzero(d == -1))]
+    counts, at = [], 0
+    for s, e in zip(starts, ends):
+        if counts and s == at:  # a run that goes on at the top of the next column (a window the scene's height)
+            counts[-1] += e - s
+        else:
+            counts += [s - at, e - s]
+        at = e
+    counts.append(height * width - at)
+    rle = mask_utils.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
 # --- polygons -----------------------------------------------------------------------------------------------------

@@ -111,6 +111,9 @@ class Scene(_Base):
         self.crs, self.transform, self.nodata = dataset.crs, dataset.transform, dataset.nodata
         self.dtype = np.dtype(dataset.dtypes[bands[0] - 1])
         self.georeferenced = dataset.crs is not None or not dataset.transform.is_identity
+        # no nodata, no internal mask, no alpha, no NaN: every pixel is valid, and no window needs GDAL's mask
+        self.all_valid = self.dtype.kind != "f" and all(
+            [f.name for f in dataset.mask_flag_enums[b - 1]] == ["all_valid"] for b in bands)
         self.lo, self.hi = self._stretch()
 
     # --- the mapping to 0..255 ---------------------------------------------------------------------------------
@@ -205,9 +208,11 @@ class Scene(_Base):
         out = np.zeros((h, w), bool)
         if inside:
             x0, y0, x1, y1 = inside
-            ok = (self._read_inside(inside, self._ds.read_masks) > 0).all(axis=0)
-            if self.dtype.kind == "f":
-                ok &= np.isfinite(self._read_inside(inside, self._ds.read)).all(axis=0)
+            ok = True
+            if not self.all_valid:
+                ok = (self._read_inside(inside, self._ds.read_masks) > 0).all(axis=0)
+                if self.dtype.kind == "f":
+                    ok &= np.isfinite(self._read_inside(inside, self._ds.read)).all(axis=0)
             out[y0 - y: y1 - y, x0 - x: x1 - x] = ok
         return out
 
