@@ -121,6 +121,7 @@ class Settings:
     # scene_predict: a generated RGB GeoTIFF of scene_px² in tiles of scene_tile px
     scene_px: int = 2048
     scene_tile: int = 256
+    scene_batch: int = 16          # segdet's tile.batch_size (the loop runs one tile at a time, as written)
     scratch: str = ""              # a folder both sides of a row read (set by main)
 
     @classmethod

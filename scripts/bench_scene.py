@@ -56,14 +56,16 @@ def make_scene(s) -> Path:
 def segdet_side(s) -> dict:
     from segdet.commands import predict as predict_cmd
     from segdet.config import compose as segdet_compose
+    from segdet.tasks import get_task_class
 
     folder = folder_of(s)
+    get_task_class("sam")  # the task's modules (transformers' SAM) are imported before the clock, as the loop's are
     t0 = time.perf_counter()
     cfg = segdet_compose("predict", ["task=sam", f"ckpt={folder / 'detseg' / 'segmenter.pt'}",
                                      f"input={folder / 'scene.tif'}", f"output={folder / 'segdet_out'}",
                                      "overwrite=true", "trainer.progress=false", f"trainer.device={s.device}",
                                      f"trainer.precision={s.precision}", "tile.enabled=true",
-                                     f"tile.size={s.scene_tile}", "tile.overlap=0", "tile.batch_size=4",
+                                     f"tile.size={s.scene_tile}", "tile.overlap=0", f"tile.batch_size={s.scene_batch}",
                                      *s.segdet_overrides])
     predict_cmd.run(cfg, folder / "segdet_run")
     return {"seconds": time.perf_counter() - t0, "peak_mib": peak_memory_mib(torch.device("cpu"))}

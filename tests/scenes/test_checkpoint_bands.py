@@ -34,7 +34,7 @@ def opened_with(ckpt, scene: Path, out: Path, monkeypatch, *extra: str) -> list[
         seen.append((tuple(bands) if bands is not None else None, scale))
         return open_scene(path, bands, scale)
     monkeypatch.setattr(source, "open_scene", spy)
-    cfg = compose_cfg("predict", ["task=sam", f"ckpt={ckpt}", f"input={scene}", f"output={out}",
+    cfg = compose_cfg("predict", ["task=sam", f"ckpt={ckpt}", f"input.path={scene}", f"output={out}",
                                   "trainer.progress=false", "trainer.device=cpu", *extra])
     predict_cmd.run(cfg, out.parent / f"run_{out.name}")
     assert (out / f"masks/{scene.stem}.tif").is_file()

@@ -9,7 +9,7 @@ from pycocotools import mask as mask_utils
 from segdet.scenes.outputs import window_rle
 
 
-@pytest.mark.parametrize("window", [(5, 7, 9, 6), (0, 0, 13, 17), (4, 0, 6, 17), (0, 3, 13, 5), (12, 16, 1, 1)])
+@pytest.mark.parametrize("window", [(4, 7, 9, 6), (0, 0, 13, 17), (4, 0, 6, 17), (0, 3, 13, 5), (12, 16, 1, 1)])
 def test_window_rle_equals_pycocotools_on_the_whole_mask(window):
     rng = np.random.default_rng(sum(window))
     height, width = 17, 13

@@ -8,11 +8,24 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss, DiceLoss, FocalLoss
 
 from segdet.registry import Registry
 
 LOSSES = Registry("sam loss")
+
+
+def _monai(name: str, **kwargs):
+    """MONAI's loss ``name`` made on its first call: importing MONAI takes seconds and ~170 MB, and predict,
+    which builds the model with its loss, never calls it."""
+    fn = None
+
+    def call(x, y):
+        nonlocal fn
+        if fn is None:
+            from monai import losses
+            fn = getattr(losses, name)(**kwargs)
+        return fn(x, y)
+    return call
 
 
 def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -26,7 +39,7 @@ def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def per_item_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(P,) dice + BCE per prompt: how SAM picks the best of its 3 masks while training (min-loss)."""
-    dice = DiceLoss(sigmoid=True, reduction="none")(logits, target).flatten(1).mean(1)
+    dice = _monai("DiceLoss", sigmoid=True, reduction="none")(logits, target).flatten(1).mean(1)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
     return dice + bce
 
@@ -49,14 +62,14 @@ class SamLoss:
 @LOSSES.register("dice_ce")
 def dice_ce(cfg) -> SamLoss:
     """MONAI DiceCELoss with sigmoid and squared_pred, as in the original report."""
-    fn = DiceCELoss(sigmoid=True, squared_pred=True, reduction="mean",
-                    lambda_dice=float(cfg.get("dice_weight", 1.0)), lambda_ce=float(cfg.get("ce_weight", 1.0)))
+    fn = _monai("DiceCELoss", sigmoid=True, squared_pred=True, reduction="mean",
+                lambda_dice=float(cfg.get("dice_weight", 1.0)), lambda_ce=float(cfg.get("ce_weight", 1.0)))
     return SamLoss(lambda x, y: {"dice_ce": fn(x, y)}, cfg.get("iou_weight", 0.0))
 
 
 @LOSSES.register("dice_bce")
 def dice_bce(cfg) -> SamLoss:
-    dice = DiceLoss(sigmoid=True, reduction="mean")
+    dice = _monai("DiceLoss", sigmoid=True, reduction="mean")
     wd, wb = float(cfg.get("dice_weight", 1.0)), float(cfg.get("bce_weight", 1.0))
     return SamLoss(lambda x, y: {"dice": wd * dice(x, y), "bce": wb * F.binary_cross_entropy_with_logits(x, y)},
                    cfg.get("iou_weight", 0.0))
@@ -66,9 +79,9 @@ def dice_bce(cfg) -> SamLoss:
 def focal_dice(cfg) -> SamLoss:
     """Focal and dice 20:1, SAM's own mask loss."""
     alpha = cfg.get("alpha", 0.25)
-    focal = FocalLoss(gamma=float(cfg.get("gamma", 2.0)), alpha=None if alpha is None else float(alpha),
-                      use_softmax=False, reduction="mean")
-    dice = DiceLoss(sigmoid=True, reduction="mean")
+    focal = _monai("FocalLoss", gamma=float(cfg.get("gamma", 2.0)), alpha=None if alpha is None else float(alpha),
+                   use_softmax=False, reduction="mean")
+    dice = _monai("DiceLoss", sigmoid=True, reduction="mean")
     wf, wd = float(cfg.get("focal_weight", 20.0)), float(cfg.get("dice_weight", 1.0))
     return SamLoss(lambda x, y: {"focal": wf * focal(x, y), "dice": wd * dice(x, y)}, cfg.get("iou_weight", 0.0))
 
