@@ -11,13 +11,16 @@ memory of each process goes in the row's note.
 """
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench_common import Row, fresh_process, peak_memory_mib
+from bench_common import Row, peak_memory_mib
 
 
 def folder_of(s) -> Path:
@@ -110,10 +113,43 @@ def scene_predict(s) -> Row:
     folder.mkdir(parents=True, exist_ok=True)
     bench_detseg.parts(s, folder / "detseg")  # a tiny SAM checkpoint and its save_pretrained twin
     make_scene(s)
-    ours = fresh_process("scene_predict", "segdet", s)
-    theirs = fresh_process("scene_predict", "transformers", s)
+    ours = run_side("segdet", s)
+    theirs = run_side("transformers", s)
     px = s.scene_px ** 2
     return Row("scene_predict", px / ours["seconds"], px / theirs["seconds"], "px/s",
                theirs["seconds"] / ours["seconds"],
                f"a {s.scene_px}² RGB GeoTIFF in tiles of {s.scene_tile} px, precision {s.precision}; peak RSS "
                f"segdet {ours['peak_mib']:.0f} MiB vs {theirs['peak_mib']:.0f} MiB (the scene read whole)")
+
+
+SIDES = {"segdet": segdet_side, "transformers": transformers_side}
+
+
+def run_side(side: str, s) -> dict:
+    """One side in a fresh process that imports only what that side needs (``bench_scene.py SIDE --settings``):
+    the shared harness (bench_side.py) imports every row's libraries, torchvision's detection models and segdet's
+    Faster R-CNN twin among them (about 250 MB), which neither a user's loop nor segdet predict holds, and which
+    would hide how the two sides' memory differs."""
+    out = subprocess.run([sys.executable, __file__, side, "--settings", json.dumps(s.as_dict())],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"scene_predict, {side} side, failed in its own process:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from bench import Settings  # first: it puts a checkout's segdet on the path
+    from segdet.malloc import keep_freed_memory
+
+    ap = argparse.ArgumentParser(description="one side of the scene_predict row, in this process")
+    ap.add_argument("side", choices=sorted(SIDES))
+    ap.add_argument("--settings", required=True, help="JSON of bench.Settings")
+    a = ap.parse_args()
+    settings = Settings.from_dict(json.loads(a.settings))
+    settings.apply_threads()
+    if a.side == "segdet":  # the process setting the segdet command makes
+        keep_freed_memory()
+    print(json.dumps(SIDES[a.side](settings)))
+

@@ -223,14 +223,16 @@ def trace(path, width: int, height: int, binary: bool):
         open_: list = []  # regions that reach the bottom edge of the strip before
         for y0 in range(0, height, STRIP):
             y1 = min(y0 + STRIP, height)
-            new = [g for g, _ in _strip_polygons(src, y0, width, height)]
-            joins = [g for g in new if g.bounds[1] <= y0] if open_ else []
-            rest = [g for g in new if not (open_ and g.bounds[1] <= y0)]
+            new = np.array([g for g, _ in _strip_polygons(src, y0, width, height)], dtype=object)
+            top = shapely.bounds(new)[:, 1] <= y0 if open_ and len(new) else np.zeros(len(new), bool)
+            rest = list(new[~top])
             if open_:
-                joined = shapely.unary_union(open_ + joins)
+                joined = shapely.unary_union(open_ + list(new[top]))
                 rest = list(getattr(joined, "geoms", [joined])) + rest
-            done = [g for g in rest if g.bounds[3] < y1 or y1 == height]
-            open_ = [g for g in rest if not (g.bounds[3] < y1 or y1 == height)]
+            ends = shapely.bounds(np.array(rest, dtype=object))[:, 3] if rest else np.zeros(0)
+            finished = (ends < y1) | (y1 == height)
+            done = [g for g, f in zip(rest, finished) if f]
+            open_ = [g for g, f in zip(rest, finished) if not f]
             if done:
                 yield done, [1] * len(done)
         if open_:

@@ -171,16 +171,23 @@ class Scene(_Base):
 
     def _to_uint8(self, data: np.ndarray) -> np.ndarray:
         """bands×H×W values → H×W×3 uint8."""
+        if data.dtype == np.uint8 and self.lo is None:  # 8-bit values used as they are: nothing to map
+            out = data
+        else:
+            out = self._mapped(data)
+        if out.shape[0] == 1:
+            out = np.repeat(out, 3, axis=0)
+        return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+    def _mapped(self, data: np.ndarray) -> np.ndarray:
+        """bands×H×W values → bands×H×W uint8: stretched (lo..hi → 0..255) or clipped."""
         data = data.astype(np.float32, copy=False)
         if self.lo is not None:
             lo = self.lo.astype(np.float32)[:, None, None]
             span = (self.hi - self.lo).astype(np.float32)[:, None, None]
             data = (data - lo) * (255.0 / span)
         data = np.nan_to_num(data, nan=0.0, posinf=255.0, neginf=0.0)
-        out = np.clip(np.rint(data), 0, 255).astype(np.uint8)
-        if out.shape[0] == 1:
-            out = np.repeat(out, 3, axis=0)
-        return np.ascontiguousarray(out.transpose(1, 2, 0))
+        return np.clip(np.rint(data), 0, 255).astype(np.uint8)
 
     # --- windows ---------------------------------------------------------------------------------------------
     def _read_inside(self, inside, what):
