@@ -4,10 +4,11 @@ The other side, as users write it: the scene read whole (rasterio ``.read()``), 
 pixels, each tile through transformers' ``SamProcessor`` and a full ``SamModel`` forward with the whole tile as
 its box, ``post_process_masks`` back to the tile's size, pasted into a scene-sized mask written as a GeoTIFF with
 rasterio. segdet's side: ``segdet predict task=sam input=scene.tif`` with the same tile size and no overlap (the
-same tiles; ``tile.batch_size=4``), writing its COG mask and polygons. Both sides: the same tiny random SAM (a
-segdet checkpoint, and the same weights saved with ``save_pretrained`` for transformers), in a process of their
-own, timed from the model's loading to the last file written. Pixels of the scene per second; the peak resident
-memory of each process goes in the row's note.
+same tiles; ``tile.batch_size=scene_batch``), writing its COG mask and polygons. Both sides: the same tiny random
+SAM (a segdet checkpoint, and the same weights saved with ``save_pretrained`` for transformers), each in a fresh
+process of its own that imports only what that side needs (``python scripts/bench_scene.py SIDE --settings
+JSON``), timed from the model's loading to the last file written (each side's libraries imported before the
+clock). Pixels of the scene per second; the peak resident memory of each process goes in the row's note.
 """
 from __future__ import annotations
 
