@@ -118,9 +118,11 @@ class Settings:
     annotate_image_px: int = 800
     annotate_clicks: int = 30
     annotate_other_clicks: int = 6
-    # scene_predict: a generated RGB GeoTIFF of scene_px² in tiles of scene_tile px
-    scene_px: int = 2048
-    scene_tile: int = 256
+    # scene_predict: a generated RGB GeoTIFF of scene_px² in tiles of scene_tile px. On the CPU a scene whose
+    # pixels cost the loop real memory (0.6 GB held whole with its mask) in about a minute a side
+    scene_px: int = 12288
+    scene_tile: int = 1024
+    scene_batch: int = 4           # segdet's tile.batch_size (the loop runs one tile at a time, as written)
     scratch: str = ""              # a folder both sides of a row read (set by main)
 
     @classmethod
@@ -133,7 +135,7 @@ class Settings:
                     frcnn_model=["model=frcnn_default", "model.backbone.weights=none"],
                     frcnn_images=64, frcnn_image_px=600, frcnn_batch=8, memory_steps=4,
                     detseg_images=16,  # the other side runs SAM ViT-B once per box
-                    amg_image_px=1024, scene_px=8192, scene_tile=1024)
+                    amg_image_px=1024, scene_px=8192, scene_tile=1024, scene_batch=16)
         else:
             s = cls(device=device)
         if quick:  # seconds: for the test of this script
@@ -141,7 +143,7 @@ class Settings:
             s.detseg_images = 4
             s.amg_images, s.amg_image_px, s.amg_points = 2, 96, 8
             s.annotate_model, s.annotate_image_px, s.annotate_clicks, s.annotate_other_clicks = "tiny", 128, 3, 2
-            s.scene_px = 512
+            s.scene_px, s.scene_tile = 512, 256
             s.sam_cache_model, s.sam_lora_model, s.sam_lora_images, s.sam_lora_batch = [], [], 8, 4
             s.sam_compile = False  # compiling takes tens of seconds; tests/sam/test_model.py covers it
             if s.device.startswith("cuda"):

@@ -4,54 +4,72 @@ The other side, as users write it: the scene read whole (rasterio ``.read()``), 
 pixels, each tile through transformers' ``SamProcessor`` and a full ``SamModel`` forward with the whole tile as
 its box, ``post_process_masks`` back to the tile's size, pasted into a scene-sized mask written as a GeoTIFF with
 rasterio. segdet's side: ``segdet predict task=sam input=scene.tif`` with the same tile size and no overlap (the
-same tiles; ``tile.batch_size=4``), writing its COG mask and polygons. Both sides: the same tiny random SAM (a
-segdet checkpoint, and the same weights saved with ``save_pretrained`` for transformers), in a process of their
-own, timed from the model's loading to the last file written. Pixels of the scene per second; the peak resident
-memory of each process goes in the row's note.
+same tiles; ``tile.batch_size=scene_batch``), writing its COG mask and polygons. Both sides: the same tiny random
+SAM (a segdet checkpoint, and the same weights saved with ``save_pretrained`` for transformers), each in a fresh
+process of its own that imports only what that side needs (``python scripts/bench_scene.py SIDE --settings
+JSON``), timed from the model's loading to the last file written (each side's libraries imported before the
+clock). Pixels of the scene per second; the peak resident memory of each process goes in the row's note.
 """
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench_common import Row, fresh_process, peak_memory_mib
+from bench_common import Row, peak_memory_mib
 
 
 def folder_of(s) -> Path:
     return Path(s.scratch) / "scene"
 
 
+BLOCK = 1024  # the generated scene is written a block at a time: building it never holds it whole
+DISTINCT_BLOCKS = 8  # generated water scenes laid over the scene in turn (generating each block costs more)
+
+
 def make_scene(s) -> Path:
-    """An RGB GeoTIFF of scene_px² (the sam task's generated water scene), tiled and compressed."""
+    """An RGB GeoTIFF of scene_px² (tiled 256 px, deflate at a fast level), written block by block: the sam
+    task's generated water scenes of BLOCK px, DISTINCT_BLOCKS of them laid over the scene in turn."""
     import rasterio
     from rasterio.transform import from_origin
+    from rasterio.windows import Window
 
     from segdet.scenes.synthetic import CRS, ORIGIN, PIXEL
     from segdet.tasks.sam.synthetic import scene
 
     path = folder_of(s) / "scene.tif"
-    rgb, _ = scene(s.seed, 0, s.scene_px)
-    with rasterio.open(path, "w", driver="GTiff", width=s.scene_px, height=s.scene_px, count=3, dtype="uint8",
+    side = s.scene_px
+    blocks = [scene(s.seed, k, BLOCK)[0].transpose(2, 0, 1) for k in range(DISTINCT_BLOCKS)]
+    with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=3, dtype="uint8",
                        crs=CRS, transform=from_origin(*ORIGIN, PIXEL, PIXEL), tiled=True, blockxsize=256,
-                       blockysize=256, compress="deflate") as dst:
-        dst.write(rgb.transpose(2, 0, 1))
+                       blockysize=256, compress="deflate", zlevel=1) as dst:
+        k = 0
+        for y in range(0, side, BLOCK):
+            for x in range(0, side, BLOCK):
+                h, w = min(BLOCK, side - y), min(BLOCK, side - x)
+                dst.write(blocks[k % DISTINCT_BLOCKS][:, :h, :w], window=Window(x, y, w, h))
+                k += 1
     return path
 
 
 def segdet_side(s) -> dict:
     from segdet.commands import predict as predict_cmd
     from segdet.config import compose as segdet_compose
+    from segdet.tasks import get_task_class
 
     folder = folder_of(s)
+    get_task_class("sam")  # the task's modules (transformers' SAM) are imported before the clock, as the loop's are
     t0 = time.perf_counter()
     cfg = segdet_compose("predict", ["task=sam", f"ckpt={folder / 'detseg' / 'segmenter.pt'}",
                                      f"input={folder / 'scene.tif'}", f"output={folder / 'segdet_out'}",
                                      "overwrite=true", "trainer.progress=false", f"trainer.device={s.device}",
                                      f"trainer.precision={s.precision}", "tile.enabled=true",
-                                     f"tile.size={s.scene_tile}", "tile.overlap=0", "tile.batch_size=4",
+                                     f"tile.size={s.scene_tile}", "tile.overlap=0", f"tile.batch_size={s.scene_batch}",
                                      *s.segdet_overrides])
     predict_cmd.run(cfg, folder / "segdet_run")
     return {"seconds": time.perf_counter() - t0, "peak_mib": peak_memory_mib(torch.device("cpu"))}
@@ -96,10 +114,43 @@ def scene_predict(s) -> Row:
     folder.mkdir(parents=True, exist_ok=True)
     bench_detseg.parts(s, folder / "detseg")  # a tiny SAM checkpoint and its save_pretrained twin
     make_scene(s)
-    ours = fresh_process("scene_predict", "segdet", s)
-    theirs = fresh_process("scene_predict", "transformers", s)
+    ours = run_side("segdet", s)
+    theirs = run_side("transformers", s)
     px = s.scene_px ** 2
     return Row("scene_predict", px / ours["seconds"], px / theirs["seconds"], "px/s",
                theirs["seconds"] / ours["seconds"],
                f"a {s.scene_px}² RGB GeoTIFF in tiles of {s.scene_tile} px, precision {s.precision}; peak RSS "
                f"segdet {ours['peak_mib']:.0f} MiB vs {theirs['peak_mib']:.0f} MiB (the scene read whole)")
+
+
+SIDES = {"segdet": segdet_side, "transformers": transformers_side}
+
+
+def run_side(side: str, s) -> dict:
+    """One side in a fresh process that imports only what that side needs (``bench_scene.py SIDE --settings``):
+    the shared harness (bench_side.py) imports every row's libraries, torchvision's detection models and segdet's
+    Faster R-CNN twin among them (about 250 MB), which neither a user's loop nor segdet predict holds, and which
+    would hide how the two sides' memory differs."""
+    out = subprocess.run([sys.executable, __file__, side, "--settings", json.dumps(s.as_dict())],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"scene_predict, {side} side, failed in its own process:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from bench import Settings  # first: it puts a checkout's segdet on the path
+    from segdet.malloc import keep_freed_memory
+
+    ap = argparse.ArgumentParser(description="one side of the scene_predict row, in this process")
+    ap.add_argument("side", choices=sorted(SIDES))
+    ap.add_argument("--settings", required=True, help="JSON of bench.Settings")
+    a = ap.parse_args()
+    settings = Settings.from_dict(json.loads(a.settings))
+    settings.apply_threads()
+    if a.side == "segdet":  # the process setting the segdet command makes
+        keep_freed_memory()
+    print(json.dumps(SIDES[a.side](settings)))
+

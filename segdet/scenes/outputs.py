@@ -3,11 +3,13 @@
 Pieces (``files.prediction_outputs.Pieces``) are arrays each covering a rectangle of the scene (a tile's centre, a
 window around a prompt). ``assemble`` lays them over the scene one strip of rows at a time: an id or a 0/1 mask
 keeps the first non-zero value in piece order (pieces come best first), a probability keeps the largest. The
-GeoTIFF is written strip by strip (tiled, deflate) and then copied as a COG; the polygons are traced strip by strip
-(``rasterio.features.shapes``) and joined across strips with shapely, so no step holds the scene whole.
+GeoTIFF is written strip by strip (tiled, uncompressed) and then copied as a deflate-compressed COG; the polygons
+are traced strip by strip (``rasterio.features.shapes``) and joined across strips with shapely, so no step holds
+the scene whole.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -72,17 +74,22 @@ def assemble_strip(pieces: list[Piece], load, key: str, y0: int, y1: int, width:
 
 
 class _Loader:
-    """Loads each piece once per strip band (a piece may span several strips)."""
+    """Loads each piece once: a piece spanning several strips stays loaded until the strips have passed its last
+    row (``past``), so what is held follows the strip band and the scene's width, not the scene."""
 
-    def __init__(self, load):
+    def __init__(self, load, pieces: list[Piece]):
         self._load, self._cache = load, {}
+        self._bottom = {p.index: p.box[3] for p in pieces}
 
     def __call__(self, i):
         if i not in self._cache:
-            if len(self._cache) > 64:
-                self._cache.clear()
             self._cache[i] = self._load(i)
         return self._cache[i]
+
+    def past(self, y: int) -> None:
+        """Rows above ``y`` are written: the pieces that end there are dropped."""
+        for i in [i for i in self._cache if self._bottom[i] <= y]:
+            del self._cache[i]
 
 
 def assemble_array(pieces: list[Piece], load, key: str, width: int, height: int, dtype, rule="first") -> np.ndarray:
@@ -100,8 +107,8 @@ def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[t
     dtype = np.dtype(bands[0][1])
     profile = {"driver": "GTiff", "width": scene.width, "height": scene.height, "count": len(bands),
                "dtype": dtype.name, "crs": scene.crs, "transform": scene.transform, "tiled": True,
-               "blockxsize": 512, "blockysize": 512, "compress": "deflate", "nodata": None}
-    loader = _Loader(load)
+               "blockxsize": 512, "blockysize": 512, "nodata": None}
+    loader = _Loader(load, pieces)
 
     def write(tmp):
         work = tmp.with_name(tmp.name[: -len(".tmp")] + ".strips.tmp")  # a kill leaves a temp the next run clears
@@ -109,20 +116,47 @@ def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[t
             with rasterio.open(work, "w", **profile) as dst:
                 for y0 in range(0, scene.height, STRIP):
                     y1 = min(y0 + STRIP, scene.height)
+                    loader.past(y0)
                     for b, (key, dt, rule) in enumerate(bands, 1):
                         strip = assemble_strip(pieces, loader, key, y0, y1, scene.width, dtype, rule)
                         dst.write(strip, b, window=Window(0, y0, scene.width, y1 - y0))
                 for b, (key, _, _) in enumerate(bands, 1):
                     dst.set_band_description(b, key)
+            # the strips went uncompressed into the work file, so the scene's mask is compressed once, here
             try:
                 gdal_copy(work, tmp, driver="COG", compress="DEFLATE", overviews="NONE")
-            except Exception as e:  # noqa: BLE001 -- an older GDAL without the COG driver: the tiled GTiff stands
+            except Exception as e:  # noqa: BLE001 -- an older GDAL without the COG driver: a tiled GTiff instead
                 log.debug("no COG (%s); writing the tiled GeoTIFF", e)
-                work.replace(tmp)
+                gdal_copy(work, tmp, driver="GTiff", tiled=True, blockxsize=512, blockysize=512, compress="DEFLATE")
         finally:
             if work.exists():
                 work.unlink()
     out.write_with(rel, write)
+
+
+def window_rle(mask: np.ndarray, x: int, y: int, height: int, width: int) -> dict:
+    """COCO RLE (compressed, as pycocotools writes it) of a height×width mask that is 0 outside the window at
+    (x, y) holding ``mask``: built from the window's own runs (COCO runs go down each column), so an instance of
+    a scene never needs a scene-sized array."""
+    from pycocotools import mask as mask_utils
+
+    h, w = mask.shape
+    padded = np.zeros((w, h + 2), np.int8)
+    padded[:, 1:-1] = mask.T
+    d = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past its end, per column of the window
+    starts = [int((x + c) * height + y + r) for c, r in zip(*np.nonzero(d == 1))]
+    ends = [int((x + c) * height + y + r) for c, r in zip(*np.nonzero(d == -1))]
+    counts, at = [], 0
+    for s, e in zip(starts, ends):
+        if counts and s == at:  # a run that goes on at the top of the next column (a window the scene's height)
+            counts[-1] += e - s
+        else:
+            counts += [s - at, e - s]
+        at = e
+    if at < height * width or not counts:  # pycocotools writes no trailing run of length 0
+        counts.append(height * width - at)
+    rle = mask_utils.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
 # --- polygons -----------------------------------------------------------------------------------------------------
@@ -153,8 +187,18 @@ def _strip_polygons(src, y0: int, width: int, height: int):
     strip = src.read(1, window=win)
     if not strip.any():
         return []
-    return [(shapely.geometry.shape(g), int(v))
-            for g, v in shapes(strip, mask=strip > 0, transform=Affine.translation(0, y0))]
+    found = list(shapes(strip, mask=strip > 0, transform=Affine.translation(0, y0)))
+    # every ring of the strip in one coordinate array, the polygons made in two vectorised calls (a shape() per
+    # polygon cost more than tracing them, on the speckled mask of an untrained model)
+    sizes, rings, xy = [], [], []
+    for g, _ in found:
+        rings.append(len(g["coordinates"]))
+        for ring in g["coordinates"]:
+            sizes.append(len(ring))
+            xy.extend(ring)
+    made = shapely.linearrings(np.array(xy, np.float64), indices=np.repeat(np.arange(len(sizes)), sizes))
+    polygons = shapely.polygons(made, indices=np.repeat(np.arange(len(rings)), rings))
+    return [(g, int(v)) for g, (_, v) in zip(polygons, found)]
 
 
 def trace(path, width: int, height: int, binary: bool):
@@ -179,14 +223,16 @@ def trace(path, width: int, height: int, binary: bool):
         open_: list = []  # regions that reach the bottom edge of the strip before
         for y0 in range(0, height, STRIP):
             y1 = min(y0 + STRIP, height)
-            new = [g for g, _ in _strip_polygons(src, y0, width, height)]
-            joins = [g for g in new if g.bounds[1] <= y0] if open_ else []
-            rest = [g for g in new if not (open_ and g.bounds[1] <= y0)]
+            new = np.array([g for g, _ in _strip_polygons(src, y0, width, height)], dtype=object)
+            top = shapely.bounds(new)[:, 1] <= y0 if open_ and len(new) else np.zeros(len(new), bool)
+            rest = list(new[~top])
             if open_:
-                joined = shapely.unary_union(open_ + joins)
+                joined = shapely.unary_union(open_ + list(new[top]))
                 rest = list(getattr(joined, "geoms", [joined])) + rest
-            done = [g for g in rest if g.bounds[3] < y1 or y1 == height]
-            open_ = [g for g in rest if not (g.bounds[3] < y1 or y1 == height)]
+            ends = shapely.bounds(np.array(rest, dtype=object))[:, 3] if rest else np.zeros(0)
+            finished = (ends < y1) | (y1 == height)
+            done = [g for g, f in zip(rest, finished) if f]
+            open_ = [g for g, f in zip(rest, finished) if not f]
             if done:
                 yield done, [1] * len(done)
         if open_:
@@ -200,12 +246,13 @@ def write_vectors(out, rel_stem: str, scene, mask_path, settings: VectorSettings
     import shapely
 
     t = scene.transform
-    matrix = [t.a, t.b, t.d, t.e, t.c, t.f]
+    linear, offset = np.array([[t.a, t.d], [t.b, t.e]]), np.array([t.c, t.f])
 
     def batches():
         for geoms, values in trace(mask_path, scene.width, scene.height, binary):
             named = [properties(v) for v in values]
-            world = [shapely.affinity.affine_transform(g, matrix) for g in geoms]
+            # pixels to the scene's CRS, every coordinate of the batch in one array operation
+            world = list(shapely.transform(np.array(geoms, dtype=object), lambda xy: xy @ linear + offset))
             yield world, [c for c, _ in named], [sc for _, sc in named]
     return write_features(out, rel_stem, scene, batches(), settings, multi=not binary)
 
@@ -235,30 +282,79 @@ def write_features(out, rel_stem: str, scene, batches, settings: VectorSettings,
     driver, suffix = VECTOR_DRIVERS[settings.format]
     crs = scene.crs.to_wkt() if scene.crs is not None else None
     layer = rel_stem.rsplit("/", 1)[-1]
+    kind = "MultiPolygon" if multi else "Polygon"
     written = 0
 
     def write(tmp):
         nonlocal written
+        urn = _crs_urn(scene.crs)
+        sink = _GeoJson(tmp, layer, urn) if driver == "GeoJSON" and urn is not False else None
         first = True
-        for geoms, classes, scores in batches:
-            if tolerance > 0 and geoms:
-                geoms = list(shapely.simplify(np.array(geoms, dtype=object), tolerance, preserve_topology=True))
-            areas = _area_m2(np.array(geoms, dtype=object), scene.crs) if geoms else np.zeros(0)
-            keep = [i for i, a in enumerate(areas) if a >= settings.min_area and not geoms[i].is_empty]
-            if not keep and not first:
-                continue
-            wkb = np.array([shapely.to_wkb(shapely.geometry.MultiPolygon([geoms[i]])
-                                           if multi and geoms[i].geom_type == "Polygon" else geoms[i])
-                            for i in keep], dtype=object)
-            data = [np.array([classes[i] for i in keep], dtype=object),
-                    np.array([np.nan if scores[i] is None else float(scores[i]) for i in keep], dtype=np.float64),
-                    np.array([round(float(areas[i]), 3) for i in keep], dtype=np.float64)]
-            ogr_write(str(tmp), wkb, data, ["class", "score", "area_m2"], crs=crs, driver=driver, layer=layer,
-                      geometry_type="MultiPolygon" if multi else "Polygon", append=not first)
-            first, written = False, written + len(keep)
-        if first:  # no batch at all: an empty layer
-            ogr_write(str(tmp), np.array([], dtype=object), [np.array([], dtype=object), np.zeros(0), np.zeros(0)],
-                      ["class", "score", "area_m2"], crs=crs, driver=driver, layer=layer,
-                      geometry_type="MultiPolygon" if multi else "Polygon")
+        try:
+            for geoms, classes, scores in batches:
+                if tolerance > 0 and geoms:
+                    geoms = list(shapely.simplify(np.array(geoms, dtype=object), tolerance, preserve_topology=True))
+                areas = _area_m2(np.array(geoms, dtype=object), scene.crs) if geoms else np.zeros(0)
+                keep = [i for i, a in enumerate(areas) if a >= settings.min_area and not geoms[i].is_empty]
+                if not keep and not first:
+                    continue
+                kept = [shapely.geometry.MultiPolygon([geoms[i]]) if multi and geoms[i].geom_type == "Polygon"
+                        else geoms[i] for i in keep]
+                data = [np.array([classes[i] for i in keep], dtype=object),
+                        np.array([np.nan if scores[i] is None else float(scores[i]) for i in keep], np.float64),
+                        np.array([round(float(areas[i]), 3) for i in keep], dtype=np.float64)]
+                if sink is not None:
+                    sink.add(kept, *data)
+                else:
+                    wkb = np.array(list(shapely.to_wkb(np.array(kept, dtype=object))), dtype=object)
+                    ogr_write(str(tmp), wkb, data, ["class", "score", "area_m2"], crs=crs, driver=driver,
+                              layer=layer, geometry_type=kind, append=not first)
+                first, written = False, written + len(keep)
+            if first and sink is None:  # no batch at all: an empty layer
+                ogr_write(str(tmp), np.array([], dtype=object), [np.array([], dtype=object), np.zeros(0),
+                                                                 np.zeros(0)],
+                          ["class", "score", "area_m2"], crs=crs, driver=driver, layer=layer, geometry_type=kind)
+        finally:
+            if sink is not None:
+                sink.close()
     out.write_with(f"vectors/{rel_stem}{suffix}", write)
     return written
+
+
+def _crs_urn(crs):
+    """The name GDAL's GeoJSON driver gives ``crs`` in its "crs" member: None without a CRS, False for a CRS
+    without an EPSG code (left to GDAL's own writer)."""
+    if crs is None:
+        return None
+    epsg = crs.to_epsg()
+    if epsg is None:
+        return False
+    return "urn:ogc:def:crs:OGC:1.3:CRS84" if epsg == 4326 else f"urn:ogc:def:crs:EPSG::{epsg}"
+
+
+class _GeoJson:
+    """A GeoJSON FeatureCollection as GDAL's driver lays it out (name, crs, features), streamed batch by batch,
+    each batch's geometries written by shapely (GEOS) in one call: GDAL's driver formats features one at a time,
+    about ten times slower, and that dominated a scene's predict with many regions."""
+
+    def __init__(self, path, layer: str, urn: str | None):
+        self._f, self._first = open(path, "w", encoding="utf-8"), True
+        head = {"type": "FeatureCollection", "name": layer}
+        if urn:
+            head["crs"] = {"type": "name", "properties": {"name": urn}}
+        self._f.write(json.dumps(head)[:-1] + ', "features": [\n')
+
+    def add(self, geoms, classes, scores, areas) -> None:
+        import shapely
+
+        texts = shapely.to_geojson(np.array(geoms, dtype=object)) if len(geoms) else []
+        for g, c, s, a in zip(texts, classes, scores, areas):
+            props = json.dumps({"class": c, "score": None if np.isnan(s) else float(s), "area_m2": float(a)})
+            self._f.write(("" if self._first else ",\n") + '{"type": "Feature", "properties": ' + props
+                          + ', "geometry": ' + g + "}")
+            self._first = False
+
+    def close(self) -> None:
+        self._f.write("\n]}\n")
+        self._f.close()
+

@@ -111,6 +111,9 @@ class Scene(_Base):
         self.crs, self.transform, self.nodata = dataset.crs, dataset.transform, dataset.nodata
         self.dtype = np.dtype(dataset.dtypes[bands[0] - 1])
         self.georeferenced = dataset.crs is not None or not dataset.transform.is_identity
+        # no nodata, no internal mask, no alpha, no NaN: every pixel is valid, and no window needs GDAL's mask
+        self.all_valid = self.dtype.kind != "f" and all(
+            [f.name for f in dataset.mask_flag_enums[b - 1]] == ["all_valid"] for b in bands)
         self.lo, self.hi = self._stretch()
 
     # --- the mapping to 0..255 ---------------------------------------------------------------------------------
@@ -168,16 +171,23 @@ class Scene(_Base):
 
     def _to_uint8(self, data: np.ndarray) -> np.ndarray:
         """bands×H×W values → H×W×3 uint8."""
+        if data.dtype == np.uint8 and self.lo is None:  # 8-bit values used as they are: nothing to map
+            out = data
+        else:
+            out = self._mapped(data)
+        if out.shape[0] == 1:
+            out = np.repeat(out, 3, axis=0)
+        return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+    def _mapped(self, data: np.ndarray) -> np.ndarray:
+        """bands×H×W values → bands×H×W uint8: stretched (lo..hi → 0..255) or clipped."""
         data = data.astype(np.float32, copy=False)
         if self.lo is not None:
             lo = self.lo.astype(np.float32)[:, None, None]
             span = (self.hi - self.lo).astype(np.float32)[:, None, None]
             data = (data - lo) * (255.0 / span)
         data = np.nan_to_num(data, nan=0.0, posinf=255.0, neginf=0.0)
-        out = np.clip(np.rint(data), 0, 255).astype(np.uint8)
-        if out.shape[0] == 1:
-            out = np.repeat(out, 3, axis=0)
-        return np.ascontiguousarray(out.transpose(1, 2, 0))
+        return np.clip(np.rint(data), 0, 255).astype(np.uint8)
 
     # --- windows ---------------------------------------------------------------------------------------------
     def _read_inside(self, inside, what):
@@ -205,9 +215,11 @@ class Scene(_Base):
         out = np.zeros((h, w), bool)
         if inside:
             x0, y0, x1, y1 = inside
-            ok = (self._read_inside(inside, self._ds.read_masks) > 0).all(axis=0)
-            if self.dtype.kind == "f":
-                ok &= np.isfinite(self._read_inside(inside, self._ds.read)).all(axis=0)
+            ok = True
+            if not self.all_valid:
+                ok = (self._read_inside(inside, self._ds.read_masks) > 0).all(axis=0)
+                if self.dtype.kind == "f":
+                    ok &= np.isfinite(self._read_inside(inside, self._ds.read)).all(axis=0)
             out[y0 - y: y1 - y, x0 - x: x1 - x] = ok
         return out
 

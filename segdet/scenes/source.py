@@ -34,14 +34,21 @@ class SceneOptions:
 
     @classmethod
     def from_cfg(cls, cfg) -> "SceneOptions":
+        """``input.bands`` and ``input.scale`` as given; what is not given comes from the checkpoint's stored
+        ``data`` block when it trained on scenes (``data=raster``: its ``bands``, ``scale``), so a scene is predicted
+        with the pixels the model learnt from; else bands 1,2,3 and ``auto``."""
         given = cfg.get("input")
-        bands, scale = None, "auto"
+        bands = scale = None
         if given is not None and not isinstance(given, str):
-            bands = given.get("bands")
-            if OmegaConf.is_config(bands):
-                bands = tuple(OmegaConf.to_container(bands))
-            scale = str(given.get("scale") or "auto")
-        return cls(bands, scale, TileSettings.from_cfg(cfg.get("tile")), VectorSettings.from_cfg(cfg.get("vector")))
+            bands, scale = given.get("bands"), given.get("scale")
+        data = cfg.get("data")
+        if data is not None and not isinstance(data, str) and data.get("name") == "raster":
+            bands = data.get("bands") if bands is None else bands
+            scale = data.get("scale") if scale is None else scale
+        if OmegaConf.is_config(bands):
+            bands = tuple(OmegaConf.to_container(bands))
+        return cls(bands, str(scale or "auto"), TileSettings.from_cfg(cfg.get("tile")),
+                   VectorSettings.from_cfg(cfg.get("vector")))
 
     def open(self, path: Path, model_size: int):
         """A scene for ``path`` when it is read by window or tiled, else None (an ordinary image, predicted whole).

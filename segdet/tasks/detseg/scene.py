@@ -8,7 +8,8 @@ instances are pasted back best first (a pixel belongs to the higher score). Both
 a killed scene resumes from its last finished tile or box.
 
 A georeferenced scene gets ``masks/<stem>.tif`` (uint16 instance ids in the scene's grid) and its instances as
-polygons (class, score, area); its entries of instances.json carry boxes and scores (the masks are in the GeoTIFF).
+polygons (class, score, area); its entries of instances.json are the non-geo predict's (box, score, COCO RLE
+over the whole scene, each built from its instance's window of the GeoTIFF).
 An ordinary image gets today's outputs.
 """
 from __future__ import annotations
@@ -20,13 +21,24 @@ import numpy as np
 import torch
 
 from segdet.files.prediction_outputs import Pieces, PredictionOutputs
-from segdet.scenes.outputs import Piece, assemble_array, write_geotiff, write_vectors
+from segdet.scenes.outputs import Piece, assemble_array, window_rle, write_geotiff, write_vectors
 from segdet.scenes.raster import CorruptWindow
 from segdet.scenes.tiles import window_around
 from segdet.tasks.detseg.metrics import xywh
 from segdet.tasks.frcnn.scene import detect_scene
 
 log = logging.getLogger(__name__)
+
+
+def instance_rles(mask_path: Path, windows: list) -> list[dict]:
+    """Each instance's COCO RLE over the whole scene, as the written id GeoTIFF has it (a pixel belongs to the
+    higher score): instance i + 1 lies within its window, so only that window is read."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(mask_path) as src:
+        return [window_rle(src.read(1, window=Window(x, y, w, h)) == i + 1, x, y, src.height, src.width)
+                for i, (x, y, w, h) in enumerate(windows)]
 
 
 @torch.no_grad()
@@ -69,8 +81,10 @@ def predict_scene(runtime, out: PredictionOutputs, path: Path, scene, transform,
         write_geotiff(out, f"masks/{name}.tif", scene, placed, store.load, [("ids", "uint16", "first")])
         write_vectors(out, name, scene, out.dir / f"masks/{name}.tif", scenes.vector, binary=False,
                       properties=lambda v: (classes[labels[v - 1] - 1], scores[v - 1]))
-        entries = [{"category_id": int(label), "bbox": xywh(box), "score": round(float(score), 5)}
-                   for box, label, score in zip(boxes.tolist(), labels, scores)]
+        rles = instance_rles(out.dir / f"masks/{name}.tif", windows)
+        entries = [{"category_id": int(label), "bbox": xywh(box), "score": round(float(score), 5),
+                    "segmentation": rle}
+                   for box, label, score, rle in zip(boxes.tolist(), labels, scores, rles)]
         out.done(path, {"width": scene.width, "height": scene.height, "instances": entries})
     else:
         ids = assemble_array(placed, store.load, "ids", scene.width, scene.height, np.uint16)

@@ -3,10 +3,6 @@
 Each returns named terms (the engine logs each and sums them). ``loss.iou_weight > 0`` adds ``iou_mse``: the
 squared error between SAM's predicted IoU score and the IoU its mask actually has, as SAM itself is trained.
 Inputs are (P, 1, h, w) logits and binary targets, one row per prompt.
-
-MONAI is imported when a loss is first computed, not when it is built: importing it loads most of MONAI (and
-Optuna and MLflow where they are installed), seconds that predict and export, which build the model but never
-its loss, would pay on every start.
 """
 from __future__ import annotations
 
@@ -16,6 +12,20 @@ import torch.nn.functional as F
 from segdet.registry import Registry
 
 LOSSES = Registry("sam loss")
+
+
+def _monai(name: str, **kwargs):
+    """MONAI's loss ``name`` made on its first call: importing MONAI takes seconds and ~170 MB, and predict,
+    which builds the model with its loss, never calls it."""
+    fn = None
+
+    def call(x, y):
+        nonlocal fn
+        if fn is None:
+            from monai import losses
+            fn = getattr(losses, name)(**kwargs)
+        return fn(x, y)
+    return call
 
 
 def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -29,9 +39,7 @@ def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def per_item_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(P,) dice + BCE per prompt: how SAM picks the best of its 3 masks while training (min-loss)."""
-    from monai.losses import DiceLoss
-
-    dice = DiceLoss(sigmoid=True, reduction="none")(logits, target).flatten(1).mean(1)
+    dice = _monai("DiceLoss", sigmoid=True, reduction="none")(logits, target).flatten(1).mean(1)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
     return dice + bce
 
@@ -39,14 +47,11 @@ def per_item_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class SamLoss:
     """Not an nn.Module on purpose: it holds no weights, so checkpoints carry none of it."""
 
-    def __init__(self, make_terms, iou_weight: float = 0.0):
-        """``make_terms()`` gives the function of (logits, target) to named terms; called on first use."""
-        self.make_terms, self.terms, self.iou_weight = make_terms, None, float(iou_weight)
+    def __init__(self, terms, iou_weight: float = 0.0):
+        self.terms, self.iou_weight = terms, float(iou_weight)
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, iou_pred: torch.Tensor | None = None) -> dict:
         logits, target = logits.float(), target.float()
-        if self.terms is None:
-            self.terms = self.make_terms()
         out = self.terms(logits, target)
         if self.iou_weight > 0 and iou_pred is not None:
             actual = mask_iou(logits.detach(), target)
@@ -57,41 +62,28 @@ class SamLoss:
 @LOSSES.register("dice_ce")
 def dice_ce(cfg) -> SamLoss:
     """MONAI DiceCELoss with sigmoid and squared_pred, as in the original report."""
-    def terms():
-        from monai.losses import DiceCELoss
-
-        fn = DiceCELoss(sigmoid=True, squared_pred=True, reduction="mean",
-                        lambda_dice=float(cfg.get("dice_weight", 1.0)), lambda_ce=float(cfg.get("ce_weight", 1.0)))
-        return lambda x, y: {"dice_ce": fn(x, y)}
-    return SamLoss(terms, cfg.get("iou_weight", 0.0))
+    fn = _monai("DiceCELoss", sigmoid=True, squared_pred=True, reduction="mean",
+                lambda_dice=float(cfg.get("dice_weight", 1.0)), lambda_ce=float(cfg.get("ce_weight", 1.0)))
+    return SamLoss(lambda x, y: {"dice_ce": fn(x, y)}, cfg.get("iou_weight", 0.0))
 
 
 @LOSSES.register("dice_bce")
 def dice_bce(cfg) -> SamLoss:
+    dice = _monai("DiceLoss", sigmoid=True, reduction="mean")
     wd, wb = float(cfg.get("dice_weight", 1.0)), float(cfg.get("bce_weight", 1.0))
-
-    def terms():
-        from monai.losses import DiceLoss
-
-        dice = DiceLoss(sigmoid=True, reduction="mean")
-        return lambda x, y: {"dice": wd * dice(x, y), "bce": wb * F.binary_cross_entropy_with_logits(x, y)}
-    return SamLoss(terms, cfg.get("iou_weight", 0.0))
+    return SamLoss(lambda x, y: {"dice": wd * dice(x, y), "bce": wb * F.binary_cross_entropy_with_logits(x, y)},
+                   cfg.get("iou_weight", 0.0))
 
 
 @LOSSES.register("focal_dice")
 def focal_dice(cfg) -> SamLoss:
     """Focal and dice 20:1, SAM's own mask loss."""
     alpha = cfg.get("alpha", 0.25)
+    focal = _monai("FocalLoss", gamma=float(cfg.get("gamma", 2.0)), alpha=None if alpha is None else float(alpha),
+                   use_softmax=False, reduction="mean")
+    dice = _monai("DiceLoss", sigmoid=True, reduction="mean")
     wf, wd = float(cfg.get("focal_weight", 20.0)), float(cfg.get("dice_weight", 1.0))
-
-    def terms():
-        from monai.losses import DiceLoss, FocalLoss
-
-        focal = FocalLoss(gamma=float(cfg.get("gamma", 2.0)), alpha=None if alpha is None else float(alpha),
-                          use_softmax=False, reduction="mean")
-        dice = DiceLoss(sigmoid=True, reduction="mean")
-        return lambda x, y: {"focal": wf * focal(x, y), "dice": wd * dice(x, y)}
-    return SamLoss(terms, cfg.get("iou_weight", 0.0))
+    return SamLoss(lambda x, y: {"focal": wf * focal(x, y), "dice": wd * dice(x, y)}, cfg.get("iou_weight", 0.0))
 
 
 def build_loss(cfg) -> SamLoss:

@@ -50,7 +50,7 @@ def full_res_masks(outputs: dict, batch: dict) -> list[torch.Tensor | None]:
             continue
         per_prompt = logits_to_original(outputs["logits"][sel], tuple(outputs["resized"][i].tolist()), (h, w),
                                         int(outputs["input_size"]), bool(outputs.get("square", False)))
-        out.append(per_prompt.amax(0))
+        out.append(per_prompt[0] if len(per_prompt) == 1 else per_prompt.amax(0))  # one prompt: no copy
     return out
 
 

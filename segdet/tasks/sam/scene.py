@@ -63,30 +63,51 @@ def _sample(scene, piece: dict, name: str, box_mode: bool) -> dict:
     return pack_sample(scene.read(piece["window"]), p, name, box_prompt=box_mode)
 
 
+class _Batches:
+    """Piece ``i``'s arrays out of its batch's file (the batch ``i // size``; each file read once in turn, as
+    the strips visit the pieces in order). A mask is kept as packed bits: an eighth of the bytes to write and
+    read back, and no compression to pay for."""
+
+    def __init__(self, store: Pieces, size: int, pieces: list[dict]):
+        self.store, self.size, self.pieces, self.batch, self.arrays = store, size, pieces, None, {}
+
+    def __call__(self, i: int) -> dict:
+        if i // self.size != self.batch:
+            self.batch, self.arrays = i // self.size, self.store.load(i // self.size)
+        x0, y0, x1, y1 = self.pieces[i]["writes"]
+        out = {k.split("/", 1)[1]: v for k, v in self.arrays.items() if k.startswith(f"{i}/")}
+        if "mask" in out:
+            out["mask"] = np.unpackbits(out["mask"], count=(y1 - y0) * (x1 - x0)).reshape(y1 - y0, x1 - x0)
+        return out
+
+
 @torch.no_grad()
 def predict_scene(runtime, model, out: PredictionOutputs, path: Path, scene, entry: dict | None, *, tiled: bool,
                   size: int, halo: int, context: float, batch_size: int, box_mode: bool, save_prob: bool,
                   vector_settings) -> dict:
-    """Predict one scene into ``out`` and mark it done; returns its record."""
+    """Predict one scene into ``out`` and mark it done; returns its record. The pieces go through the model
+    ``batch_size`` at a time, and each batch is journaled as one (one file, one fsynced line: a journal line per
+    tile cost more than a tiny model's forward), so a resumed scene restarts at its first unfinished batch."""
     name = out.name(path)
     pieces = plan(scene, entry, tiled, size, halo, context)
-    store = Pieces(out, path, {"pieces": [[*p["window"], *p["writes"]] for p in pieces], "entry": entry},
-                   len(pieces), "windows" if tiled else "pieces")
-    todo = [i for i in range(len(pieces)) if i not in store]
+    batches = [range(b, min(b + batch_size, len(pieces))) for b in range(0, len(pieces), batch_size)]
+    store = Pieces(out, path, {"pieces": [[*p["window"], *p["writes"]] for p in pieces], "entry": entry,
+                               "batch_size": batch_size}, len(batches), "windows" if tiled else "pieces")
     bad = 0
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start: start + batch_size]
+    for b, members in enumerate(batches):
+        if b in store:
+            continue
         ready = []
-        for i in chunk:
+        for i in members:
             try:
                 sample = _sample(scene, pieces[i], name, box_mode)
                 valid = scene.valid(pieces[i]["window"])
             except CorruptWindow as e:
                 log.warning("%s; that part of the scene gets no prediction", e)
                 bad += 1
-                store.skipped()
                 continue
             ready.append((i, sample, valid))
+        arrays = {}
         # prompts answered by their points alone batch apart from box prompts (one flag per batch)
         for flag in (True, False):
             group = [r for r in ready if r[1]["box_prompt"] == flag]
@@ -102,19 +123,20 @@ def predict_scene(runtime, model, out: PredictionOutputs, path: Path, scene, ent
                 if logits is None:
                     logits = torch.full((h, w), -torch.inf)
                 keep = valid[crop]
-                arrays = {"mask": ((logits[crop] > 0).cpu().numpy() & keep).astype(np.uint8)}
+                arrays[f"{i}/mask"] = np.packbits((logits[crop] > 0).cpu().numpy() & keep)
                 if save_prob:
                     prob = torch.sigmoid(logits[crop].float()).cpu().numpy()
-                    arrays["prob"] = np.where(keep, (prob * 255).round(), 0).astype(np.uint8)
-                store.save(i, **arrays)
-    placed = [Piece(i, p["writes"]) for i, p in enumerate(pieces) if i in store]
+                    arrays[f"{i}/prob"] = np.where(keep, (prob * 255).round(), 0).astype(np.uint8)
+        store.save(b, **arrays)
+    load = _Batches(store, batch_size, pieces)
+    placed = [Piece(i, pieces[i]["writes"]) for b, members in enumerate(batches) if b in store for i in members]
     if scene.georeferenced:
         bands = [("mask", "uint8", "first")] + ([("prob", "uint8", "max")] if save_prob else [])
-        write_geotiff(out, f"masks/{name}.tif", scene, placed, store.load, bands)
+        write_geotiff(out, f"masks/{name}.tif", scene, placed, load, bands)
         polygons = write_vectors(out, name, scene, out.dir / f"masks/{name}.tif", vector_settings, binary=True,
                                  properties=lambda v: ("foreground", None))
     else:
-        mask = assemble_array(placed, store.load, "mask", scene.width, scene.height, np.uint8).astype(bool)
+        mask = assemble_array(placed, load, "mask", scene.width, scene.height, np.uint8).astype(bool)
         out.save_image(f"masks/{name}.png", (mask * 255).astype(np.uint8))
         image = scene.read((0, 0, scene.width, scene.height))
         boxes, points = parse_prompt_entry(entry or {}, name)
@@ -122,7 +144,7 @@ def predict_scene(runtime, model, out: PredictionOutputs, path: Path, scene, ent
                                                        points[None, :, :2] if len(points) else None,
                                                        points[None, :, 2].astype(np.int64) if len(points) else None))
         if save_prob:
-            prob = assemble_array(placed, store.load, "prob", scene.width, scene.height, np.uint8, "max")
+            prob = assemble_array(placed, load, "prob", scene.width, scene.height, np.uint8, "max")
             out.save_image(f"probabilities/{name}.png", prob)
         polygons = None
     record = {"width": scene.width, "height": scene.height, "tiles": len(pieces), "bad_tiles": bad}
