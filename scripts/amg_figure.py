@@ -2,9 +2,10 @@
 detect → segment's and the ground truth, each method run as a user runs it (``segdet predict``).
 
     python scripts/amg_figure.py --sam SAM.pt --detector FRCNN.pt --root water_bodies \
-        --ann coco/water_val.json docs/amg_water.png [--images 4] [--amg pred_iou_thresh=0.5 ...]
+        --ann coco/water_val.json docs/amg_water.png [--images 4] [--amg pred_iou_thresh=0.5 ...] \
+        [--detseg multimask_output=true ...]
 
-SAM.pt, FRCNN.pt: the checkpoints of docs/detseg.md's water run (sam_tiny and frcnn_tiny on the COCO split that
+SAM.pt, FRCNN.pt: the checkpoints of docs/amg.md's water run (sam_tiny and frcnn_tiny on the COCO split that
 ``python -m segdet.tools.masks_to_coco`` writes); --ann the held-out split. The figure shows the first --images
 images of that file with at least two instances (by file name), detect → segment's instances scoring at least
 --detseg-score (its eval scores all of them) and every mask segment-everything keeps.
@@ -80,6 +81,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--detseg-score", type=float, default=0.5)
     ap.add_argument("--amg", nargs="*", default=[], help="amg settings as KEY=VALUE (amg.KEY=VALUE of the CLI)")
+    ap.add_argument("--detseg", nargs="*", default=[], help="detect → segment's predict options as KEY=VALUE")
     ap.add_argument("--work", type=Path, default=None)
     a = ap.parse_args()
 
@@ -101,7 +103,7 @@ def main() -> None:
             os.symlink(image_path(a.root, im["file_name"]).resolve(), link)
 
     segdet("task=detseg", f"detector={a.detector}", f"segmenter={a.sam}", f"input={inputs}",
-           f"output={work / 'detseg'}", f"hydra.run.dir={work / 'run_detseg'}")
+           f"output={work / 'detseg'}", f"hydra.run.dir={work / 'run_detseg'}", *a.detseg)
     segdet("task=sam", f"ckpt={a.sam}", "prompts=grid", f"input={inputs}", f"output={work / 'amg'}",
            f"hydra.run.dir={work / 'run_amg'}", *[f"amg.{kv}" for kv in a.amg])
     detseg, grid = predicted(work / "detseg", a.detseg_score), predicted(work / "amg", 0.0)
