@@ -125,8 +125,11 @@ def point_grid(n: int) -> torch.Tensor:
 def stability_scores(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
     """IoU of (N, h, w) logits thresholded at ``threshold`` ± ``offset``; NaN for a mask empty at both (rejected
     by any threshold, as in the pipeline)."""
-    inner = (logits > threshold + offset).flatten(1).sum(1)
-    outer = (logits > threshold - offset).flatten(1).sum(1)
+    # counted row by row in int16, then summed in int32 (as the pipeline): one int64 sum of the flattened bools is
+    # several times slower on a CPU and was the generator's largest cost (docs/benchmarks.md, amg_predict)
+    rows = torch.int16 if logits.shape[-1] < 2 ** 15 else torch.int32
+    inner = (logits > threshold + offset).sum(-1, dtype=rows).sum(-1, dtype=torch.int32)
+    outer = (logits > threshold - offset).sum(-1, dtype=rows).sum(-1, dtype=torch.int32)
     return inner / outer
 
 
