@@ -26,7 +26,7 @@ quickstart: install  ## train SAM on generated data (experiment=quickstart), eva
 	@echo "tensorboard: $(VENV)/bin/tensorboard --logdir outputs/quickstart"
 
 test: install  ## run the whole test suite (under 10 minutes on 2 cores)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=25
 
 test-fast: install  ## the inner loop: every test not marked slow (under 3 minutes on 2 cores)
 	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadscope
