@@ -35,6 +35,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+
+@pytest.fixture
+def aot_eager(monkeypatch):
+    """torch.compile with the ``aot_eager`` backend: TorchDynamo's capture and AOT autograd, where segdet's graphs
+    have broken (the RPN head's NHWC views, the compiled parts' wrappers), without inductor's C++ code generation,
+    which costs a minute a model on two cores and is torch's own. ``scripts/gpu_check.sh`` runs the real compile."""
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn=None, **kw: real(fn, **{**kw, "backend": "aot_eager"}))
+
 def pytest_collection_modifyitems(items):
     """A test that reads the real data carries ``realdata`` (``-m "not realdata"`` on a fresh clone).
 

@@ -132,7 +132,7 @@ def test_channels_last_auto_is_the_detectors_choice_and_changes_no_result():
 
 
 @pytest.mark.slow
-def test_compiled_channels_last_detector_matches_eager():
+def test_compiled_channels_last_detector_matches_eager(aot_eager):
     """trainer.compile=true on the detector in its NHWC layout (torch 2.14's AOT autograd failed to replay the RPN
     head's outputs, views of the NHWC convolutions, until the head returned copies under compile)."""
     import torch._inductor.config

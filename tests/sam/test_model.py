@@ -258,7 +258,7 @@ def test_local_pretrained_folder_loads(tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_encoder_matches_eager():
+def test_compiled_encoder_matches_eager(aot_eager):
     task, model, batch = setup("model.train_parts=[mask_decoder]", "model.compile_encoder=true")
     keys = set(model.state_dict())
     model.eval()
@@ -271,7 +271,7 @@ def test_compiled_encoder_matches_eager():
 
 
 @pytest.mark.slow
-def test_compiled_decoder_trains_like_eager():
+def test_compiled_decoder_trains_like_eager(aot_eager):
     """Same losses and same gradients through the compiled prompt encoder + mask decoder as through eager."""
     task, model, batch = setup("model.train_parts=[mask_decoder]", "model.compile_decoder=true")
     keys = set(model.state_dict())
