@@ -37,10 +37,12 @@ def _job(cfg: DictConfig):
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode.name == "MULTIRUN"
+    completed = False
     try:
         if multirun:
             _join_sweep_run(cfg, Path(hc.sweep.dir))
         result = importlib.import_module(COMMANDS[hc.job.name][0]).run(cfg, run_dir)
+        completed = True
         return sweeps.objective(result, str(OmegaConf.select(cfg, "trainer.monitor"))) if multirun else None
     except (SegdetError, OmegaConfBaseException) as e:
         if isinstance(e, OmegaConfBaseException):  # e.g. a required value left as ???
@@ -62,7 +64,7 @@ def _job(cfg: DictConfig):
     finally:
         session.finish()
         if not multirun:
-            distributed.cleanup()
+            distributed.cleanup(completed)
 
 
 def launch(command: str, args: list[str]) -> None:

@@ -81,6 +81,11 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup() -> None:
+def cleanup(completed: bool) -> None:
+    """Leave the process group. After a completed command the ranks meet first, so that no rank tears its
+    connections down while a peer still uses them (a finished gloo rank could abort on exit, SIGABRT, and torchrun
+    then failed the whole run); after a failure a rank leaves at once, as a dead peer would never meet it."""
     if dist.is_available() and dist.is_initialized():
+        if completed:
+            dist.barrier()
         dist.destroy_process_group()

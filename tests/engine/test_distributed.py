@@ -30,7 +30,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     metrics = trainer.fit()
     torch.save({"weights": trainer.raw_model.state_dict(), "metrics": metrics, "steps": trainer.step},
                Path(out_dir) / f"rank{rank}.pt")
-    dist_utils.cleanup()
+    dist_utils.cleanup(completed=True)
 
 
 @pytest.mark.slow
