@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from segdet import sweeps
-from tests.test_cli import segdet
+from tests.reliability.cli import segdet
 from tests.trained import once
 
 SMOKE = ["task=sam", "experiment=smoke", "trainer.max_epochs=1", "trainer.device=cpu"]

@@ -1,18 +1,19 @@
-"""Running segdet as users do (a real subprocess) and checking the one-line error contract."""
+"""Running segdet as users do (a process of its own) and checking the one-line error contract."""
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
+
+from tests import warm
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def segdet(*args, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "segdet", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout, env=env)
+def segdet(*args, cwd=None, timeout: int = 300, env=None) -> subprocess.CompletedProcess:
+    """``python -m segdet ARGS`` with its output captured (forked from the worker's warm interpreter, tests/warm.py)."""
+    return warm.segdet([str(a) for a in args], cwd or ROOT, {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                       timeout)
 
 
 def user_error(proc: subprocess.CompletedProcess, *words: str, alone: bool = True) -> str:

@@ -16,7 +16,7 @@ from segdet.tasks.sam import TASK
 from segdet.tasks.sam.iterative import corrective_points, pick, valid_area
 from segdet.tasks.sam.prompts import PAD_LABEL
 from tests.conftest import compose_cfg
-from tests.test_cli import segdet
+from tests.reliability.cli import segdet
 
 SMALL = ["data.num_images=8", "data.image_size=64", "augment=none"]
 
