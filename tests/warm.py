@@ -1,8 +1,8 @@
 """``python -m segdet ...`` forked from a Python that has already imported torch, torchvision and transformers.
 
-Most of the suite's commands end within seconds of starting, yet a fresh interpreter spends about five seconds on
-the libraries' imports before segdet runs a line; over the suite's some hundred commands that is a third of its
-time. So each pytest worker keeps one warm interpreter (this module run as a script) that imports the heavy
+Most of the suite's commands end soon after they start, yet a fresh interpreter spends seconds importing the
+libraries before segdet runs a line, and over the suite's many commands that adds up (docs/design.md, "Tests").
+So each pytest worker keeps one warm interpreter (this module run as a script) that imports the heavy
 third-party libraries once and then forks a child per command, as a DataLoader forks its workers. The child
 takes the command's working directory, environment and argv, runs ``segdet`` as ``-m`` does, with its standard
 streams in files, and exits with the status a fresh process would have. Nothing of segdet is imported before the
