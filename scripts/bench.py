@@ -118,9 +118,10 @@ class Settings:
     annotate_image_px: int = 800
     annotate_clicks: int = 30
     annotate_other_clicks: int = 6
-    # scene_predict: a generated RGB GeoTIFF of scene_px² in tiles of scene_tile px. On the CPU a scene whose
-    # pixels cost the loop real memory (0.6 GB held whole with its mask) in about a minute a side
-    scene_px: int = 12288
+    # scene_predict: a generated RGB GeoTIFF of scene_px² in tiles of scene_tile px. On the CPU a scene in the range
+    # users bring (10,000 to 100,000 px a side) whose pixels outweigh the libraries both sides load (the loop holds
+    # 2 GB of it, with its mask), in about two minutes for the row
+    scene_px: int = 22528
     scene_tile: int = 1024
     scene_batch: int = 4           # segdet's tile.batch_size (the loop runs one tile at a time, as written)
     scratch: str = ""              # a folder both sides of a row read (set by main)
