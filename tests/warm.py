@@ -28,9 +28,10 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Environment variables that the preloaded libraries (or the interpreter) read at start-up
+# Environment variables that the preloaded libraries (or the interpreter) read at start-up (huggingface_hub
+# places its cache from HOME and XDG_CACHE_HOME when imported)
 IMPORT_TIME_ENV = ("PYTHON", "HF_", "HUGGINGFACE", "TRANSFORMERS", "TORCH", "PYTORCH", "OMP_", "MKL_", "CUDA",
-                   "KMP_", "MPL", "ALBUMENTATIONS", "NO_ALBUMENTATIONS", "OPENCV", "MALLOC_", "LD_")
+                   "KMP_", "MPL", "ALBUMENTATIONS", "NO_ALBUMENTATIONS", "OPENCV", "MALLOC_", "LD_", "HOME", "XDG_")
 
 
 def _import_time_env(env: dict) -> dict:
