@@ -39,8 +39,8 @@ class VectorSettings:
         if unknown:
             raise SegdetError(f"vector.{unknown[0]}: unknown key (the keys are format, simplify, min_area)")
         s = cls(**given)
-        if s.format not in VECTOR_DRIVERS:
-            raise SegdetError(f"vector.format must be one of {', '.join(VECTOR_DRIVERS)}, not '{s.format}'")
+        if s.format not in (*VECTOR_DRIVERS, "none"):
+            raise SegdetError(f"vector.format must be one of {', '.join(VECTOR_DRIVERS)}, none; not '{s.format}'")
         if float(s.simplify) < 0 or float(s.min_area) < 0:
             raise SegdetError("vector.simplify and vector.min_area must be 0 or more")
         return cls(s.format, float(s.simplify), float(s.min_area))
@@ -240,9 +240,12 @@ def trace(path, width: int, height: int, binary: bool):
 
 
 def write_vectors(out, rel_stem: str, scene, mask_path, settings: VectorSettings, binary: bool,
-                  properties) -> int:
+                  properties) -> int | None:
     """``vectors/<stem>.geojson|gpkg`` from a mask GeoTIFF: its regions (``binary``) or instances, with
-    ``properties(value) -> (class, score)``. Returns how many polygons were written."""
+    ``properties(value) -> (class, score)``. Returns how many polygons were written (None: ``vector.format=none``,
+    the mask is not traced)."""
+    if settings.format == "none":
+        return None
     import shapely
 
     t = scene.transform
@@ -266,11 +269,14 @@ def box_polygons(scene, boxes) -> list:
             for x1, y1, x2, y2 in np.asarray(boxes, np.float64).tolist()]
 
 
-def write_features(out, rel_stem: str, scene, batches, settings: VectorSettings, multi: bool = False) -> int:
+def write_features(out, rel_stem: str, scene, batches, settings: VectorSettings, multi: bool = False) -> int | None:
     """``vectors/<stem>.geojson|gpkg`` from batches of (polygons in the scene's CRS, classes, scores): each with
     its class, score and area in m², simplified (``vector.simplify``, metres) and filtered (``vector.min_area``,
     m²), appended batch by batch to one temp file that then replaces the output. ``multi``: every geometry a
-    MultiPolygon (instances, which may come in parts). Returns how many were written."""
+    MultiPolygon (instances, which may come in parts). Returns how many were written (None: ``vector.format=none``,
+    nothing is written)."""
+    if settings.format == "none":
+        return None
     import shapely
     from pyogrio.raw import write as ogr_write
 

@@ -201,3 +201,15 @@ def test_a_sigkilled_scene_predict_resumes_to_the_same_bytes(scene_sam_ckpt, tmp
     assert "resuming k.tif:" in again.stderr
     for rel in ("masks/k.tif", "vectors/k.geojson"):
         assert (tmp_path / "part" / rel).read_bytes() == (tmp_path / "full" / rel).read_bytes(), rel
+
+
+def test_vector_format_none_writes_the_mask_alone(scene_sam_ckpt, tmp_path):
+    scene = tmp_path / "small.tif"
+    write_scene(scene, 200, 180, seed=3)
+    predict(scene_sam_ckpt, scene, tmp_path / "both")
+    predict(scene_sam_ckpt, scene, tmp_path / "mask", "vector.format=none")
+    assert (tmp_path / "both/vectors/small.geojson").is_file()
+    assert not list((tmp_path / "mask").glob("vectors/*"))
+    assert (tmp_path / "mask/masks/small.tif").read_bytes() == (tmp_path / "both/masks/small.tif").read_bytes()
+    with pytest.raises(SegdetError, match="vector.format must be one of geojson, gpkg, none; not 'shp'"):
+        predict(scene_sam_ckpt, scene, tmp_path / "bad", "vector.format=shp")
