@@ -124,6 +124,7 @@ class Settings:
     scene_px: int = 22528
     scene_tile: int = 1024
     scene_batch: int = 4           # segdet's tile.batch_size (the loop runs one tile at a time, as written)
+    scene_vectors: str = "geojson"  # segdet's vector.format (none: the mask GeoTIFF alone, as the loop writes)
     scratch: str = ""              # a folder both sides of a row read (set by main)
 
     @classmethod

@@ -70,6 +70,7 @@ def segdet_side(s) -> dict:
                                      "overwrite=true", "trainer.progress=false", f"trainer.device={s.device}",
                                      f"trainer.precision={s.precision}", "tile.enabled=true",
                                      f"tile.size={s.scene_tile}", "tile.overlap=0", f"tile.batch_size={s.scene_batch}",
+                                     f"vector.format={s.scene_vectors}",
                                      *s.segdet_overrides])
     predict_cmd.run(cfg, folder / "segdet_run")
     return {"seconds": time.perf_counter() - t0, "peak_mib": peak_memory_mib(torch.device("cpu"))}
