@@ -12,7 +12,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from segdet.data.io import image_size, load_rgb
-from segdet.scenes.outputs import VectorSettings
+from segdet.scenes.vectors import VectorSettings
 from segdet.scenes.raster import ArrayScene, is_scene, open_scene
 from segdet.scenes.tiles import TileSettings
 

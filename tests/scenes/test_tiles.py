@@ -17,7 +17,8 @@ rasterio = pytest.importorskip("rasterio")
 from segdet.files.prediction_outputs import Pieces, PredictionOutputs  # noqa: E402
 from segdet.scenes import outputs as scene_outputs  # noqa: E402
 from segdet.scenes.merge import merge  # noqa: E402
-from segdet.scenes.outputs import Piece, VectorSettings, write_geotiff, write_vectors  # noqa: E402
+from segdet.scenes.outputs import Piece, write_geotiff  # noqa: E402
+from segdet.scenes.vectors import VectorSettings, write_vectors  # noqa: E402
 from segdet.scenes.raster import open_scene  # noqa: E402
 from segdet.scenes.tiles import grid, window_around  # noqa: E402
 from segdet.scenes.synthetic import PIXEL, write_scene  # noqa: E402

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from segdet.data.io import BadSample, load_rgb
 from segdet.files.prediction_outputs import PredictionOutputs
-from segdet.scenes.outputs import box_polygons, write_features
+from segdet.scenes.vectors import box_polygons, write_features
 from segdet.scenes.source import SceneOptions
 
 from .datasets import collate, inference_sample

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from segdet.files.prediction_outputs import Pieces, PredictionOutputs
-from segdet.scenes.outputs import Piece, assemble_array, write_geotiff, write_vectors
+from segdet.scenes.outputs import Piece, assemble_array, write_geotiff
+from segdet.scenes.vectors import write_vectors
 from segdet.scenes.raster import CorruptWindow
 from segdet.scenes.tiles import grid, window_around
 from segdet.tasks.sam.datasets import collate, pack_sample

@@ -1,0 +1,244 @@
+"""A scene's polygons: traced from its mask GeoTIFF a strip of rows at a time (``rasterio.features.shapes``),
+joined across strips with shapely, and written as GeoJSON or a GeoPackage with each polygon's class, score and
+area in m², so no step holds the scene whole.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from segdet.errors import SegdetError
+from segdet.scenes import outputs  # outputs.STRIP: the mask is traced in the strips it was written in
+
+logging.getLogger("pyogrio").setLevel(logging.WARNING)  # it logs every write ("Created N records")
+VECTOR_DRIVERS = {"geojson": ("GeoJSON", ".geojson"), "gpkg": ("GPKG", ".gpkg")}
+EQUAL_AREA = "EPSG:6933"  # WGS 84 / NSIDC EASE-Grid 2.0 Global: areas of a geographic CRS are measured there
+METRES_PER_DEGREE = 111_320.0  # vector.simplify in a geographic CRS: metres to degrees (at the equator)
+
+
+@dataclass(frozen=True)
+class VectorSettings:
+    format: str = "geojson"
+    simplify: float = 0.0
+    min_area: float = 0.0
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "VectorSettings":
+        given = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg or {})
+        unknown = sorted(set(given) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise SegdetError(f"vector.{unknown[0]}: unknown key (the keys are format, simplify, min_area)")
+        s = cls(**given)
+        if s.format not in (*VECTOR_DRIVERS, "none"):
+            raise SegdetError(f"vector.format must be one of {', '.join(VECTOR_DRIVERS)}, none; not '{s.format}'")
+        if float(s.simplify) < 0 or float(s.min_area) < 0:
+            raise SegdetError("vector.simplify and vector.min_area must be 0 or more")
+        return cls(s.format, float(s.simplify), float(s.min_area))
+
+
+def _area_m2(geoms, crs):
+    """Areas in m²: in the CRS's own linear unit for a projected CRS, in an equal-area projection for a
+    geographic one."""
+    import shapely
+    from rasterio.warp import transform_geom
+
+    if crs is None:
+        return shapely.area(geoms)
+    if crs.is_geographic:
+        projected = [shapely.geometry.shape(transform_geom(crs, EQUAL_AREA, shapely.geometry.mapping(g)))
+                     for g in geoms]
+        return shapely.area(np.array(projected, dtype=object)) if projected else np.zeros(0)
+    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+    return shapely.area(geoms) * factor ** 2
+
+
+def _strip_polygons(src, y0: int, width: int, height: int):
+    """(polygon, value) of a strip of band 1 from row y0, in scene pixels (so strip edges compare exactly)."""
+    import shapely
+    from affine import Affine
+    from rasterio.features import shapes
+    from rasterio.windows import Window
+
+    win = Window(0, y0, width, min(outputs.STRIP, height - y0))
+    strip = src.read(1, window=win)
+    if not strip.any():
+        return []
+    found = list(shapes(strip, mask=strip > 0, transform=Affine.translation(0, y0)))
+    # every ring of the strip in one coordinate array, the polygons made in two vectorised calls (a shape() per
+    # polygon cost more than tracing them, on the speckled mask of an untrained model)
+    sizes, rings, xy = [], [], []
+    for g, _ in found:
+        rings.append(len(g["coordinates"]))
+        for ring in g["coordinates"]:
+            sizes.append(len(ring))
+            xy.extend(ring)
+    made = shapely.linearrings(np.array(xy, np.float64), indices=np.repeat(np.arange(len(sizes)), sizes))
+    polygons = shapely.polygons(made, indices=np.repeat(np.arange(len(rings)), rings))
+    return [(g, int(v)) for g, (_, v) in zip(polygons, found)]
+
+
+def trace(path, width: int, height: int, binary: bool):
+    """Batches of (geometries, values) traced from the mask GeoTIFF at ``path`` (band 1), in scene pixels: one
+    polygon per connected region of a 0/1 mask, one (multi)polygon per instance id, holes kept.
+
+    A 0/1 mask is traced a strip at a time, and a region is given out as soon as the strip below no longer
+    touches it; only the regions crossing the current strip's edge are held, so memory follows the strip, not
+    the scene. Instance ids (at most ``max_instances`` of them) are joined over the whole mask."""
+    import rasterio
+    import shapely
+
+    with rasterio.open(path) as src:
+        if not binary:
+            parts: dict[int, list] = {}
+            for y0 in range(0, height, outputs.STRIP):
+                for g, v in _strip_polygons(src, y0, width, height):
+                    parts.setdefault(v, []).append(g)
+            values = sorted(parts)
+            yield [shapely.unary_union(parts[v]) for v in values], values
+            return
+        open_: list = []  # regions that reach the bottom edge of the strip before
+        for y0 in range(0, height, outputs.STRIP):
+            y1 = min(y0 + outputs.STRIP, height)
+            new = np.array([g for g, _ in _strip_polygons(src, y0, width, height)], dtype=object)
+            top = shapely.bounds(new)[:, 1] <= y0 if open_ and len(new) else np.zeros(len(new), bool)
+            rest = list(new[~top])
+            if open_:
+                joined = shapely.unary_union(open_ + list(new[top]))
+                rest = list(getattr(joined, "geoms", [joined])) + rest
+            ends = shapely.bounds(np.array(rest, dtype=object))[:, 3] if rest else np.zeros(0)
+            finished = (ends < y1) | (y1 == height)
+            done = [g for g, f in zip(rest, finished) if f]
+            open_ = [g for g, f in zip(rest, finished) if not f]
+            if done:
+                yield done, [1] * len(done)
+        if open_:
+            yield open_, [1] * len(open_)
+
+
+def write_vectors(out, rel_stem: str, scene, mask_path, settings: VectorSettings, binary: bool,
+                  properties) -> int | None:
+    """``vectors/<stem>.geojson|gpkg`` from a mask GeoTIFF: its regions (``binary``) or instances, with
+    ``properties(value) -> (class, score)``. Returns how many polygons were written (None: ``vector.format=none``;
+    the batches are never drawn, so the mask is not traced)."""
+    import shapely
+
+    t = scene.transform
+    linear, offset = np.array([[t.a, t.d], [t.b, t.e]]), np.array([t.c, t.f])
+
+    def batches():
+        for geoms, values in trace(mask_path, scene.width, scene.height, binary):
+            named = [properties(v) for v in values]
+            # pixels to the scene's CRS, every coordinate of the batch in one array operation
+            world = list(shapely.transform(np.array(geoms, dtype=object), lambda xy: xy @ linear + offset))
+            yield world, [c for c, _ in named], [sc for _, sc in named]
+    return write_features(out, rel_stem, scene, batches(), settings, multi=not binary)
+
+
+def box_polygons(scene, boxes) -> list:
+    """Boxes [x1, y1, x2, y2] in scene pixels as polygons in the scene's CRS."""
+    import shapely
+
+    t = scene.transform
+    return [shapely.geometry.Polygon([t @ (x, y) for x, y in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))])
+            for x1, y1, x2, y2 in np.asarray(boxes, np.float64).tolist()]
+
+
+def write_features(out, rel_stem: str, scene, batches, settings: VectorSettings, multi: bool = False) -> int | None:
+    """``vectors/<stem>.geojson|gpkg`` from batches of (polygons in the scene's CRS, classes, scores): each with
+    its class, score and area in m², simplified (``vector.simplify``, metres) and filtered (``vector.min_area``,
+    m²), appended batch by batch to one temp file that then replaces the output. ``multi``: every geometry a
+    MultiPolygon (instances, which may come in parts). Returns how many were written (None: ``vector.format=none``,
+    nothing is written)."""
+    if settings.format == "none":
+        return None
+    import shapely
+    from pyogrio.raw import write as ogr_write
+
+    tolerance = settings.simplify
+    if scene.crs is not None and scene.crs.is_geographic:
+        tolerance /= METRES_PER_DEGREE
+    elif scene.crs is not None and scene.crs.linear_units_factor:
+        tolerance /= scene.crs.linear_units_factor[1]
+    driver, suffix = VECTOR_DRIVERS[settings.format]
+    crs = scene.crs.to_wkt() if scene.crs is not None else None
+    layer = rel_stem.rsplit("/", 1)[-1]
+    kind = "MultiPolygon" if multi else "Polygon"
+    written = 0
+
+    def write(tmp):
+        nonlocal written
+        urn = _crs_urn(scene.crs)
+        sink = _GeoJson(tmp, layer, urn) if driver == "GeoJSON" and urn is not False else None
+        first = True
+        try:
+            for geoms, classes, scores in batches:
+                if tolerance > 0 and geoms:
+                    geoms = list(shapely.simplify(np.array(geoms, dtype=object), tolerance, preserve_topology=True))
+                areas = _area_m2(np.array(geoms, dtype=object), scene.crs) if geoms else np.zeros(0)
+                keep = [i for i, a in enumerate(areas) if a >= settings.min_area and not geoms[i].is_empty]
+                if not keep and not first:
+                    continue
+                kept = [shapely.geometry.MultiPolygon([geoms[i]]) if multi and geoms[i].geom_type == "Polygon"
+                        else geoms[i] for i in keep]
+                data = [np.array([classes[i] for i in keep], dtype=object),
+                        np.array([np.nan if scores[i] is None else float(scores[i]) for i in keep], np.float64),
+                        np.array([round(float(areas[i]), 3) for i in keep], dtype=np.float64)]
+                if sink is not None:
+                    sink.add(kept, *data)
+                else:
+                    wkb = np.array(list(shapely.to_wkb(np.array(kept, dtype=object))), dtype=object)
+                    ogr_write(str(tmp), wkb, data, ["class", "score", "area_m2"], crs=crs, driver=driver,
+                              layer=layer, geometry_type=kind, append=not first)
+                first, written = False, written + len(keep)
+            if first and sink is None:  # no batch at all: an empty layer
+                ogr_write(str(tmp), np.array([], dtype=object), [np.array([], dtype=object), np.zeros(0),
+                                                                 np.zeros(0)],
+                          ["class", "score", "area_m2"], crs=crs, driver=driver, layer=layer, geometry_type=kind)
+        finally:
+            if sink is not None:
+                sink.close()
+    out.write_with(f"vectors/{rel_stem}{suffix}", write)
+    return written
+
+
+def _crs_urn(crs):
+    """The name GDAL's GeoJSON driver gives ``crs`` in its "crs" member: None without a CRS, False for a CRS
+    without an EPSG code (left to GDAL's own writer)."""
+    if crs is None:
+        return None
+    epsg = crs.to_epsg()
+    if epsg is None:
+        return False
+    return "urn:ogc:def:crs:OGC:1.3:CRS84" if epsg == 4326 else f"urn:ogc:def:crs:EPSG::{epsg}"
+
+
+class _GeoJson:
+    """A GeoJSON FeatureCollection as GDAL's driver lays it out (name, crs, features), streamed batch by batch,
+    each batch's geometries written by shapely (GEOS) in one call: GDAL's driver formats features one at a time,
+    about ten times slower, and that dominated a scene's predict with many regions."""
+
+    def __init__(self, path, layer: str, urn: str | None):
+        self._f, self._first = open(path, "w", encoding="utf-8"), True
+        head = {"type": "FeatureCollection", "name": layer}
+        if urn:
+            head["crs"] = {"type": "name", "properties": {"name": urn}}
+        self._f.write(json.dumps(head)[:-1] + ', "features": [\n')
+
+    def add(self, geoms, classes, scores, areas) -> None:
+        import shapely
+
+        texts = shapely.to_geojson(np.array(geoms, dtype=object)) if len(geoms) else []
+        for g, c, s, a in zip(texts, classes, scores, areas):
+            props = json.dumps({"class": c, "score": None if np.isnan(s) else float(s), "area_m2": float(a)})
+            self._f.write(("" if self._first else ",\n") + '{"type": "Feature", "properties": ' + props
+                          + ', "geometry": ' + g + "}")
+            self._first = False
+
+    def close(self) -> None:
+        self._f.write("\n]}\n")
+        self._f.close()
+
