@@ -35,7 +35,6 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-
 @pytest.fixture
 def aot_eager(monkeypatch):
     """torch.compile with the ``aot_eager`` backend: TorchDynamo's capture and AOT autograd, where segdet's graphs
@@ -43,6 +42,7 @@ def aot_eager(monkeypatch):
     which costs a minute a model on two cores and is torch's own. ``scripts/gpu_check.sh`` runs the real compile."""
     real = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn=None, **kw: real(fn, **{**kw, "backend": "aot_eager"}))
+
 
 def pytest_collection_modifyitems(items):
     """A test that reads the real data carries ``realdata`` (``-m "not realdata"`` on a fresh clone).
