@@ -205,7 +205,14 @@ class Scene(_Base):
         out = np.zeros((h, w, 3), np.uint8)
         if inside:
             x0, y0, x1, y1 = inside
-            out[y0 - y: y1 - y, x0 - x: x1 - x] = self._to_uint8(self._read_inside(inside, self._ds.read))
+            dst = out[y0 - y: y1 - y, x0 - x: x1 - x]
+            if self.lo is None and self.dtype == np.uint8 and len(self.bands) == 3:
+                # 8-bit values used as they are: GDAL writes them straight into the pixel-interleaved window (no
+                # bands-first array to transpose and copy)
+                self._read_inside(inside, lambda bands, window: self._ds.read(bands, window=window,
+                                                                              out=dst.transpose(2, 0, 1)))
+            else:
+                dst[:] = self._to_uint8(self._read_inside(inside, self._ds.read))
         return out
 
     def valid(self, window) -> np.ndarray:
@@ -253,9 +260,10 @@ def _bands(path, given, count: int) -> tuple[int, ...]:
     return tuple(bands)
 
 
-def open_scene(path, bands=None, scale: str = "auto") -> Scene:
+def open_scene(path, bands=None, scale: str = "auto", threads: int = 1) -> Scene:
     """The raster at ``path`` ready to read by window, or a one-line SegdetError: not a raster, a band that
-    does not exist, an unknown scale."""
+    does not exist, an unknown scale. ``threads``: how many blocks of a window GDAL decodes at once (its
+    ``NUM_THREADS`` open option, which the GeoTIFF driver reads and others ignore)."""
     rasterio = need_geo("reading a GeoTIFF")
     path = Path(path)
     if scale not in SCALES:
@@ -263,7 +271,7 @@ def open_scene(path, bands=None, scale: str = "auto") -> Scene:
     if not path.is_file():
         raise SegdetError(f"{path}: input not found")
     try:
-        ds = rasterio.open(path)
+        ds = rasterio.open(path, **({"num_threads": str(threads)} if threads > 1 else {}))
     except Exception as e:  # noqa: BLE001 -- RasterioIOError, and anything GDAL says about a broken header
         raise SegdetError(f"{path}: not a raster GDAL can read ({_first_line(e)})") from None
     try:

@@ -54,7 +54,10 @@ class SceneOptions:
         """A scene for ``path`` when it is read by window or tiled, else None (an ordinary image, predicted whole).
         A BadSample (an unreadable image) or a SegdetError (a bad band) passes to the caller."""
         if is_scene(path):
-            return open_scene(path, self.bands, self.scale)
+            import torch
+
+            # a window's blocks are decoded by as many threads as the model computes with (trainer.num_threads)
+            return open_scene(path, self.bands, self.scale, threads=torch.get_num_threads())
         w, h = image_size(path)
         if self.tile.tiled(w, h, model_size):
             return ArrayScene(load_rgb(path), path)

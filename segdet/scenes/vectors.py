@@ -56,15 +56,20 @@ def _area_m2(geoms, crs):
     return shapely.area(geoms) * factor ** 2
 
 
-def _strip_polygons(src, y0: int, width: int, height: int):
-    """(polygon, value) of a strip of band 1 from row y0, in scene pixels (so strip edges compare exactly)."""
+def _read_strip(src, y0: int, width: int, height: int) -> np.ndarray:
+    """Rows y0.. of band 1, a strip of ``outputs.STRIP`` rows (fewer at the bottom)."""
+    from rasterio.windows import Window
+
+    return src.read(1, window=Window(0, y0, width, min(outputs.STRIP, height - y0)))
+
+
+def _id_polygons(strip: np.ndarray, y0: int):
+    """(polygon, value) of each region of equal non-zero values of a strip from row y0, in scene pixels (so
+    strip edges compare exactly)."""
     import shapely
     from affine import Affine
     from rasterio.features import shapes
-    from rasterio.windows import Window
 
-    win = Window(0, y0, width, min(outputs.STRIP, height - y0))
-    strip = src.read(1, window=win)
     if not strip.any():
         return []
     found = list(shapes(strip, mask=strip > 0, transform=Affine.translation(0, y0)))
@@ -81,6 +86,56 @@ def _strip_polygons(src, y0: int, width: int, height: int):
     return [(g, int(v)) for g, (_, v) in zip(polygons, found)]
 
 
+def binary_polygons(mask: np.ndarray, y0: int = 0) -> list:
+    """The regions of a 0/1 array as polygons along the pixels' edges, holes kept, in pixels (rows from ``y0``):
+    the point set GDAL's polygonize gives (``rasterio.features.shapes``), traced by OpenCV's border following,
+    which is tens of times faster. OpenCV follows the centres of a region's border pixels; on the mask scaled 2×
+    (each pixel a 2×2 block) those centres lie a quarter pixel inside the edges, and ``(c + 1) // 2`` moves each
+    onto the pixel corner it stands for, exactly. Only the corners of each ring are kept. OpenCV joins pixels
+    that touch at a corner (8-connectivity) where GDAL keeps them apart; such a ring touches itself there, and
+    ``make_valid`` splits it into GDAL's parts."""
+    import cv2
+    import shapely
+
+    if not mask.any():
+        return []
+    big = cv2.resize((mask != 0).view(np.uint8), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    contours, hierarchy = cv2.findContours(big, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return []
+    lengths = np.array([len(c) for c in contours])
+    xy = (np.concatenate(contours)[:, 0, :] + 1) // 2
+    # each ring's points without repeats, then without the points inside straight runs (ring by ring, cyclic)
+    for drop_repeats in (True, False):
+        start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        ring = np.repeat(np.arange(len(lengths)), lengths)
+        prev = np.arange(len(xy)) - 1
+        prev[start] = start + lengths - 1
+        if drop_repeats:
+            keep = (xy != xy[prev]).any(axis=1)
+        else:
+            nxt = np.arange(len(xy)) + 1
+            nxt[start + lengths - 1] = start
+            keep = ((xy - xy[prev]) != (xy[nxt] - xy)).any(axis=1)
+        xy, lengths = xy[keep], np.bincount(ring[keep], minlength=len(lengths))
+    parent = hierarchy[0][:, 3]
+    outer = np.flatnonzero(parent < 0)
+    polygon_of = np.empty(len(lengths), np.int64)
+    polygon_of[outer] = np.arange(len(outer))
+    holes = parent >= 0
+    polygon_of[holes] = polygon_of[parent[holes]]
+    order = np.lexsort((holes, polygon_of))  # each shell followed by its holes
+    coords = xy.astype(np.float64) + [0.0, float(y0)]
+    rings = shapely.linearrings(coords, indices=np.repeat(np.arange(len(lengths)), lengths))
+    polygons = shapely.polygons(rings[order], indices=polygon_of[order])
+    valid = shapely.is_valid(polygons)
+    if valid.all():
+        return list(polygons)
+    fixed = shapely.get_parts(shapely.make_valid(polygons[~valid]))
+    fixed = fixed[shapely.get_type_id(fixed) == 3]  # polygons only (make_valid may add the touching points)
+    return list(polygons[valid]) + list(fixed)
+
+
 def trace(path, width: int, height: int, binary: bool):
     """Batches of (geometries, values) traced from the mask GeoTIFF at ``path`` (band 1), in scene pixels: one
     polygon per connected region of a 0/1 mask, one (multi)polygon per instance id, holes kept.
@@ -95,7 +150,7 @@ def trace(path, width: int, height: int, binary: bool):
         if not binary:
             parts: dict[int, list] = {}
             for y0 in range(0, height, outputs.STRIP):
-                for g, v in _strip_polygons(src, y0, width, height):
+                for g, v in _id_polygons(_read_strip(src, y0, width, height), y0):
                     parts.setdefault(v, []).append(g)
             values = sorted(parts)
             yield [shapely.unary_union(parts[v]) for v in values], values
@@ -103,7 +158,7 @@ def trace(path, width: int, height: int, binary: bool):
         open_: list = []  # regions that reach the bottom edge of the strip before
         for y0 in range(0, height, outputs.STRIP):
             y1 = min(y0 + outputs.STRIP, height)
-            new = np.array([g for g, _ in _strip_polygons(src, y0, width, height)], dtype=object)
+            new = np.array(binary_polygons(_read_strip(src, y0, width, height), y0), dtype=object)
             top = shapely.bounds(new)[:, 1] <= y0 if open_ and len(new) else np.zeros(len(new), bool)
             rest = list(new[~top])
             if open_:

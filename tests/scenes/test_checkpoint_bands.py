@@ -30,9 +30,9 @@ def opened_with(ckpt, scene: Path, out: Path, monkeypatch, *extra: str) -> list[
     """(bands, scale) of every scene predict opened."""
     seen = []
 
-    def spy(path, bands=None, scale="auto"):
+    def spy(path, bands=None, scale="auto", threads=1):
         seen.append((tuple(bands) if bands is not None else None, scale))
-        return open_scene(path, bands, scale)
+        return open_scene(path, bands, scale, threads)
     monkeypatch.setattr(source, "open_scene", spy)
     cfg = compose_cfg("predict", ["task=sam", f"ckpt={ckpt}", f"input.path={scene}", f"output={out}",
                                   "trainer.progress=false", "trainer.device=cpu", *extra])
