@@ -9,6 +9,7 @@ holds the scene whole. The polygons are traced from that GeoTIFF in segdet/scene
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,11 +69,13 @@ def assemble_array(pieces: list[Piece], load, key: str, width: int, height: int,
     return assemble_strip(pieces, load, key, 0, height, width, dtype, rule)
 
 
-def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[tuple[str, str, str]]) -> None:
+def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[tuple[str, str, str]],
+                  alongside=None):
     """``out_dir/rel``: a tiled, deflate-compressed GeoTIFF (a COG where GDAL can make one) in the scene's CRS,
-    transform and size, one band per (key, dtype, rule) of ``bands``, written atomically."""
+    transform and size, one band per (key, dtype, rule) of ``bands``, written atomically. ``alongside(path)``, when
+    given, runs while GDAL compresses the mask (GDAL does not hold Python's lock), with the path of an
+    uncompressed GeoTIFF holding the same pixels (tracing the polygons from it); its result is returned."""
     import rasterio
-    from rasterio.shutil import copy as gdal_copy
     from rasterio.windows import Window
 
     dtype = np.dtype(bands[0][1])
@@ -80,8 +83,10 @@ def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[t
                "dtype": dtype.name, "crs": scene.crs, "transform": scene.transform, "tiled": True,
                "blockxsize": 512, "blockysize": 512, "nodata": None}
     loader = _Loader(load, pieces)
+    result = None
 
     def write(tmp):
+        nonlocal result
         work = tmp.with_name(tmp.name[: -len(".tmp")] + ".strips.tmp")  # a kill leaves a temp the next run clears
         try:
             with rasterio.open(work, "w", **profile) as dst:
@@ -94,15 +99,28 @@ def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[t
                 for b, (key, _, _) in enumerate(bands, 1):
                     dst.set_band_description(b, key)
             # the strips went uncompressed into the work file, so the scene's mask is compressed once, here
-            try:
-                gdal_copy(work, tmp, driver="COG", compress="DEFLATE", overviews="NONE")
-            except Exception as e:  # noqa: BLE001 -- an older GDAL without the COG driver: a tiled GTiff instead
-                log.debug("no COG (%s); writing the tiled GeoTIFF", e)
-                gdal_copy(work, tmp, driver="GTiff", tiled=True, blockxsize=512, blockysize=512, compress="DEFLATE")
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="segdet-cog") as pool:
+                compressed = pool.submit(_compress, work, tmp, scene.threads)
+                if alongside is not None:
+                    result = alongside(work)
+                compressed.result()
         finally:
             if work.exists():
                 work.unlink()
     out.write_with(rel, write)
+    return result
+
+
+def _compress(work, tmp, threads: int) -> None:
+    """The work file as a deflate-compressed COG (a tiled GeoTIFF where GDAL has no COG driver)."""
+    from rasterio.shutil import copy as gdal_copy
+
+    try:
+        gdal_copy(work, tmp, driver="COG", compress="DEFLATE", overviews="NONE", num_threads=str(threads))
+    except Exception as e:  # noqa: BLE001 -- an older GDAL without the COG driver: a tiled GTiff instead
+        log.debug("no COG (%s); writing the tiled GeoTIFF", e)
+        gdal_copy(work, tmp, driver="GTiff", tiled=True, blockxsize=512, blockysize=512, compress="DEFLATE",
+                  num_threads=str(threads))
 
 
 def window_rle(mask: np.ndarray, x: int, y: int, height: int, width: int) -> dict:

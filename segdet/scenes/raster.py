@@ -55,6 +55,7 @@ def window_of(window) -> tuple[int, int, int, int]:
 class _Base:
     width: int
     height: int
+    threads: int = 1  # GDAL's threads for this scene's blocks: decoding its windows, compressing its outputs
 
     def _clip(self, window):
         """The window, and its part inside the scene as (x0, y0, x1, y1), or None when it lies wholly outside."""
@@ -85,13 +86,13 @@ class ArrayScene(_Base):
         self.height, self.width = pixels.shape[:2]
         self.count = 3
 
-    def read(self, window) -> np.ndarray:
+    def read(self, window, channels_first: bool = False) -> np.ndarray:
         (x, y, w, h), inside = self._clip(window)
         out = np.zeros((h, w, 3), np.uint8)
         if inside:
             x0, y0, x1, y1 = inside
             out[y0 - y: y1 - y, x0 - x: x1 - x] = self.pixels[y0:y1, x0:x1]
-        return out
+        return np.ascontiguousarray(out.transpose(2, 0, 1)) if channels_first else out
 
     def valid(self, window) -> np.ndarray:
         (x, y, w, h), inside = self._clip(window)
@@ -105,8 +106,8 @@ class ArrayScene(_Base):
 class Scene(_Base):
     """An open raster: its size, CRS, transform and nodata, read window by window (see the module)."""
 
-    def __init__(self, path, dataset, bands: tuple[int, ...], scale: str):
-        self.path, self._ds, self.bands, self.scale = Path(path), dataset, bands, scale
+    def __init__(self, path, dataset, bands: tuple[int, ...], scale: str, threads: int = 1):
+        self.path, self._ds, self.bands, self.scale, self.threads = Path(path), dataset, bands, scale, threads
         self.width, self.height, self.count = dataset.width, dataset.height, dataset.count
         self.crs, self.transform, self.nodata = dataset.crs, dataset.transform, dataset.nodata
         self.dtype = np.dtype(dataset.dtypes[bands[0] - 1])
@@ -169,15 +170,15 @@ class Scene(_Base):
         log.warning("%s: %d window(s) unreadable, left out of the input.scale statistics", self.path, bad)
         return samples
 
-    def _to_uint8(self, data: np.ndarray) -> np.ndarray:
-        """bands×H×W values → H×W×3 uint8."""
+    def _to_uint8(self, data: np.ndarray, channels_first: bool = False) -> np.ndarray:
+        """bands×H×W values → H×W×3 uint8 (3×H×W: ``channels_first``)."""
         if data.dtype == np.uint8 and self.lo is None:  # 8-bit values used as they are: nothing to map
             out = data
         else:
             out = self._mapped(data)
         if out.shape[0] == 1:
             out = np.repeat(out, 3, axis=0)
-        return np.ascontiguousarray(out.transpose(1, 2, 0))
+        return out if channels_first else np.ascontiguousarray(out.transpose(1, 2, 0))
 
     def _mapped(self, data: np.ndarray) -> np.ndarray:
         """bands×H×W values → bands×H×W uint8: stretched (lo..hi → 0..255) or clipped."""
@@ -200,19 +201,20 @@ class Scene(_Base):
             raise CorruptWindow(self.path, f"cannot read pixels {x0}..{x1} x {y0}..{y1} ({_first_line(e)})") \
                 from None
 
-    def read(self, window) -> np.ndarray:
+    def read(self, window, channels_first: bool = False) -> np.ndarray:
+        """The window's pixels, H×W×3 uint8 (3×H×W with ``channels_first``, as the models take them)."""
         (x, y, w, h), inside = self._clip(window)
-        out = np.zeros((h, w, 3), np.uint8)
+        out = np.zeros((3, h, w) if channels_first else (h, w, 3), np.uint8)
         if inside:
             x0, y0, x1, y1 = inside
-            dst = out[y0 - y: y1 - y, x0 - x: x1 - x]
+            at = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
+            dst = out[(slice(None), *at)] if channels_first else out[at].transpose(2, 0, 1)  # bands first, a view
             if self.lo is None and self.dtype == np.uint8 and len(self.bands) == 3:
-                # 8-bit values used as they are: GDAL writes them straight into the pixel-interleaved window (no
-                # bands-first array to transpose and copy)
-                self._read_inside(inside, lambda bands, window: self._ds.read(bands, window=window,
-                                                                              out=dst.transpose(2, 0, 1)))
+                # 8-bit values used as they are: GDAL writes them straight into the output, in its layout (no
+                # array to transpose and copy)
+                self._read_inside(inside, lambda bands, window: self._ds.read(bands, window=window, out=dst))
             else:
-                dst[:] = self._to_uint8(self._read_inside(inside, self._ds.read))
+                dst[:] = self._to_uint8(self._read_inside(inside, self._ds.read), channels_first=True)
         return out
 
     def valid(self, window) -> np.ndarray:
@@ -275,7 +277,7 @@ def open_scene(path, bands=None, scale: str = "auto", threads: int = 1) -> Scene
     except Exception as e:  # noqa: BLE001 -- RasterioIOError, and anything GDAL says about a broken header
         raise SegdetError(f"{path}: not a raster GDAL can read ({_first_line(e)})") from None
     try:
-        return Scene(path, ds, _bands(path, bands, ds.count), scale)
+        return Scene(path, ds, _bands(path, bands, ds.count), scale, threads)
     except BaseException:
         ds.close()
         raise

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from segdet.errors import SegdetError
 from segdet.scenes import outputs  # outputs.STRIP: the mask is traced in the strips it was written in
+from segdet.scenes.threads import ordered_map
 
 logging.getLogger("pyogrio").setLevel(logging.WARNING)  # it logs every write ("Created N records")
 VECTOR_DRIVERS = {"geojson": ("GeoJSON", ".geojson"), "gpkg": ("GPKG", ".gpkg")}
@@ -86,25 +87,54 @@ def _id_polygons(strip: np.ndarray, y0: int):
     return [(g, int(v)) for g, (_, v) in zip(polygons, found)]
 
 
+# Corners of a pixel in the order a border walks around it with the region on its left: top-right, top-left,
+# bottom-left, bottom-right (x right, y down), as offsets from the pixel's top-left corner.
+_CORNERS = np.array([[1, 0], [0, 0], [0, 1], [1, 1]])
+# For a step between border pixels (dx, dy), at index (dx + 1) * 3 + (dy + 1): the corner of the pixel left
+# through which the border leaves it, and the corner of the pixel reached through which it enters (the corner the
+# two pixels share on the outside of the region, or the point where a diagonal step passes between them).
+_EXIT = np.zeros(9, np.int64)
+_ENTRY = np.zeros(9, np.int64)
+for (dx, dy), leave, enter in (((-1, 0), 1, 0), ((0, 1), 2, 1), ((1, 0), 3, 2), ((0, -1), 0, 3),
+                               ((-1, 1), 2, 0), ((1, 1), 3, 1), ((1, -1), 0, 2), ((-1, -1), 1, 3)):
+    _EXIT[(dx + 1) * 3 + dy + 1], _ENTRY[(dx + 1) * 3 + dy + 1] = leave, enter
+
+
 def binary_polygons(mask: np.ndarray, y0: int = 0) -> list:
     """The regions of a 0/1 array as polygons along the pixels' edges, holes kept, in pixels (rows from ``y0``):
     the point set GDAL's polygonize gives (``rasterio.features.shapes``), traced by OpenCV's border following,
-    which is tens of times faster. OpenCV follows the centres of a region's border pixels; on the mask scaled 2×
-    (each pixel a 2×2 block) those centres lie a quarter pixel inside the edges, and ``(c + 1) // 2`` moves each
-    onto the pixel corner it stands for, exactly. Only the corners of each ring are kept. OpenCV joins pixels
-    that touch at a corner (8-connectivity) where GDAL keeps them apart; such a ring touches itself there, and
+    which is tens of times faster.
+
+    OpenCV gives each border as the chain of its border pixels' centres. Walking that chain with the region on
+    its left, the edge path passes around each pixel from the corner where it enters the pixel to the corner
+    where it leaves (both fixed by the step into and out of it), so each pixel gives the corners in between;
+    the points inside straight runs are then dropped, leaving GDAL's vertices. OpenCV joins pixels that touch
+    at a corner (8-connectivity) where GDAL keeps them apart; such a ring touches itself there, and
     ``make_valid`` splits it into GDAL's parts."""
     import cv2
     import shapely
 
     if not mask.any():
         return []
-    big = cv2.resize((mask != 0).view(np.uint8), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-    contours, hierarchy = cv2.findContours(big, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        return []
+    contours, hierarchy = cv2.findContours((mask != 0).view(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
     lengths = np.array([len(c) for c in contours])
-    xy = (np.concatenate(contours)[:, 0, :] + 1) // 2
+    chain = np.concatenate(contours)[:, 0, :].astype(np.int64)
+    n = len(chain)
+    start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    prev, nxt = np.arange(n) - 1, np.arange(n) + 1
+    prev[start], nxt[start + lengths - 1] = start + lengths - 1, start
+    step_in, step_out = chain - chain[prev], chain[nxt] - chain
+    enter = _ENTRY[(step_in[:, 0] + 1) * 3 + step_in[:, 1] + 1]
+    leave = _EXIT[(step_out[:, 0] + 1) * 3 + step_out[:, 1] + 1]
+    steps = (leave - enter) % 4
+    steps[(steps == 0) & (step_in == -step_out).all(axis=1) & step_in.any(axis=1)] = 4  # back along a diagonal
+    single = lengths[np.repeat(np.arange(len(lengths)), lengths)] == 1  # a lone pixel: all four corners
+    enter[single], steps[single] = 0, 3
+    count = steps + 1
+    point = np.repeat(np.arange(n), count)
+    k = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    xy = chain[point] + _CORNERS[(enter[point] + k) % 4]
+    lengths = np.bincount(np.repeat(np.arange(len(lengths)), lengths)[point], minlength=len(lengths))
     # each ring's points without repeats, then without the points inside straight runs (ring by ring, cyclic)
     for drop_repeats in (True, False):
         start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -136,7 +166,7 @@ def binary_polygons(mask: np.ndarray, y0: int = 0) -> list:
     return list(polygons[valid]) + list(fixed)
 
 
-def trace(path, width: int, height: int, binary: bool):
+def trace(path, width: int, height: int, binary: bool, threads: int = 1):
     """Batches of (geometries, values) traced from the mask GeoTIFF at ``path`` (band 1), in scene pixels: one
     polygon per connected region of a 0/1 mask, one (multi)polygon per instance id, holes kept.
 
@@ -155,23 +185,66 @@ def trace(path, width: int, height: int, binary: bool):
             values = sorted(parts)
             yield [shapely.unary_union(parts[v]) for v in values], values
             return
-        open_: list = []  # regions that reach the bottom edge of the strip before
-        for y0 in range(0, height, outputs.STRIP):
+        join = _Join()
+        starts = range(0, height, outputs.STRIP)
+        strips = ((_read_strip(src, y0, width, height), y0) for y0 in starts)
+        for y0, new in zip(starts, ordered_map(lambda s: binary_polygons(*s), strips, threads)):
             y1 = min(y0 + outputs.STRIP, height)
-            new = np.array(binary_polygons(_read_strip(src, y0, width, height), y0), dtype=object)
-            top = shapely.bounds(new)[:, 1] <= y0 if open_ and len(new) else np.zeros(len(new), bool)
-            rest = list(new[~top])
-            if open_:
-                joined = shapely.unary_union(open_ + list(new[top]))
-                rest = list(getattr(joined, "geoms", [joined])) + rest
-            ends = shapely.bounds(np.array(rest, dtype=object))[:, 3] if rest else np.zeros(0)
-            finished = (ends < y1) | (y1 == height)
-            done = [g for g, f in zip(rest, finished) if f]
-            open_ = [g for g, f in zip(rest, finished) if not f]
+            done = join.add(new, y0, y1, last=y1 == height)
             if done:
                 yield done, [1] * len(done)
-        if open_:
-            yield open_, [1] * len(open_)
+
+
+class _Join:
+    """Joins the pieces of a region cut by the strips' edges. A piece is kept while its region may go on below
+    (the piece reaches its strip's bottom edge); the pieces of the strip below that touch it join its region;
+    a region that no longer reaches the current strip's bottom edge is finished, and its pieces are unioned
+    once (a region spanning many strips is not unioned again at every strip)."""
+
+    def __init__(self):
+        self.root: dict[int, int] = {}        # piece -> another piece of its region (union-find)
+        self.pieces: dict[int, list] = {}     # a region's root -> its pieces (regions not finished)
+        self.bottom: list[tuple[object, int]] = []  # (piece, id) of the strip above reaching its bottom edge
+        self.next = 0
+
+    def _find(self, i: int) -> int:
+        while self.root[i] != i:
+            self.root[i] = self.root[self.root[i]]
+            i = self.root[i]
+        return i
+
+    def add(self, new: list, y0: int, y1: int, last: bool) -> list:
+        """The strip y0..y1's pieces in; the regions finished by it out (polygons, in the order found)."""
+        import shapely
+
+        ids = list(range(self.next, self.next + len(new)))
+        self.next += len(new)
+        for i, g in zip(ids, new):
+            self.root[i], self.pieces[i] = i, [g]
+        bounds = shapely.bounds(np.array(new, dtype=object)) if new else np.zeros((0, 4))
+        if self.bottom and new:
+            top = np.flatnonzero(bounds[:, 1] <= y0)
+            tree = shapely.STRtree([g for g, _ in self.bottom])
+            # touching along the edge, or only at a corner (such a union splits again into its parts, below)
+            below, above = tree.query(np.array(new, dtype=object)[top], predicate="intersects")
+            for b, a in zip(below, above):
+                ra, rb = self._find(self.bottom[a][1]), self._find(ids[top[b]])
+                if ra != rb:
+                    self.root[rb] = ra
+                    self.pieces[ra] += self.pieces.pop(rb)
+        going_on = [] if last else [k for k in range(len(new)) if bounds[k, 3] >= y1]
+        live = {self._find(ids[k]) for k in going_on}
+        seen = dict.fromkeys([self._find(i) for _, i in self.bottom] + [self._find(i) for i in ids])
+        done = []
+        for r in seen:
+            if r in live:
+                continue
+            parts = self.pieces.pop(r)
+            done += parts if len(parts) == 1 else list(shapely.get_parts(shapely.union_all(parts)))
+        self.bottom = [(new[k], ids[k]) for k in going_on]
+        # the union-find's entries of finished regions are no longer needed: what is held follows the strip
+        self.root = {i: r for i, r in self.root.items() if self._find(i) in self.pieces}
+        return done
 
 
 def write_vectors(out, rel_stem: str, scene, mask_path, settings: VectorSettings, binary: bool,
@@ -185,7 +258,7 @@ def write_vectors(out, rel_stem: str, scene, mask_path, settings: VectorSettings
     linear, offset = np.array([[t.a, t.d], [t.b, t.e]]), np.array([t.c, t.f])
 
     def batches():
-        for geoms, values in trace(mask_path, scene.width, scene.height, binary):
+        for geoms, values in trace(mask_path, scene.width, scene.height, binary, scene.threads):
             named = [properties(v) for v in values]
             # pixels to the scene's CRS, every coordinate of the batch in one array operation
             world = list(shapely.transform(np.array(geoms, dtype=object), lambda xy: xy @ linear + offset))

@@ -61,13 +61,13 @@ def predict_scene(runtime, out: PredictionOutputs, path: Path, scene, transform,
         for i in todo[start: start + scenes.tile.batch_size]:
             x, y, w, h = windows[i]
             try:
-                pixels, valid = scene.read(windows[i]), scene.valid(windows[i])
+                pixels, valid = scene.read(windows[i], channels_first=True), scene.valid(windows[i])
             except CorruptWindow as e:
                 log.warning("%s; that instance gets no mask", e)
                 store.skipped()
                 continue
             chunk.append((i, valid))
-            images.append(runtime.to_device(torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))))
+            images.append(runtime.to_device(torch.from_numpy(pixels)))
             local.append((boxes[i:i + 1] - boxes.new_tensor([x, y, x, y])).to(images[-1].device))
         if not chunk:
             continue
@@ -79,9 +79,10 @@ def predict_scene(runtime, out: PredictionOutputs, path: Path, scene, transform,
     name = out.name(path)
     labels, scores = found["labels"].tolist(), found["scores"].tolist()
     if scene.georeferenced:
-        write_geotiff(out, f"masks/{name}.tif", scene, placed, store.load, [("ids", "uint16", "first")])
-        write_vectors(out, name, scene, out.dir / f"masks/{name}.tif", scenes.vector, binary=False,
-                      properties=lambda v: (classes[labels[v - 1] - 1], scores[v - 1]))
+        write_geotiff(out, f"masks/{name}.tif", scene, placed, store.load, [("ids", "uint16", "first")],
+                      alongside=lambda mask: write_vectors(out, name, scene, mask, scenes.vector, binary=False,
+                                                           properties=lambda v: (classes[labels[v - 1] - 1],
+                                                                                 scores[v - 1])))
         rles = instance_rles(out.dir / f"masks/{name}.tif", windows)
         entries = [{"category_id": int(label), "bbox": xywh(box), "score": round(float(score), 5),
                     "segmentation": rle}

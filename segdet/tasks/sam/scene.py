@@ -61,7 +61,9 @@ def _sample(scene, piece: dict, name: str, box_mode: bool) -> dict:
     """The piece's window and its prompts (the whole window as one box when it has none) as a SAM sample."""
     _, _, w, h = piece["window"]
     p = user_prompts(piece["entry"] or {}, name, w, h)
-    return pack_sample(scene.read(piece["window"]), p, name, box_prompt=box_mode)
+    # read bands first, as the model takes them: pack_sample's transpose of this view is then no copy
+    return pack_sample(scene.read(piece["window"], channels_first=True).transpose(1, 2, 0), p, name,
+                       box_prompt=box_mode)
 
 
 class _Batches:
@@ -133,9 +135,10 @@ def predict_scene(runtime, model, out: PredictionOutputs, path: Path, scene, ent
     placed = [Piece(i, pieces[i]["writes"]) for b, members in enumerate(batches) if b in store for i in members]
     if scene.georeferenced:
         bands = [("mask", "uint8", "first")] + ([("prob", "uint8", "max")] if save_prob else [])
-        write_geotiff(out, f"masks/{name}.tif", scene, placed, load, bands)
-        polygons = write_vectors(out, name, scene, out.dir / f"masks/{name}.tif", vector_settings, binary=True,
-                                 properties=lambda v: ("foreground", None))
+        polygons = write_geotiff(out, f"masks/{name}.tif", scene, placed, load, bands,
+                                 alongside=lambda mask: write_vectors(out, name, scene, mask, vector_settings,
+                                                                      binary=True,
+                                                                      properties=lambda v: ("foreground", None)))
     else:
         mask = assemble_array(placed, load, "mask", scene.width, scene.height, np.uint8).astype(bool)
         out.save_image(f"masks/{name}.png", (mask * 255).astype(np.uint8))
