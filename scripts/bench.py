@@ -125,6 +125,8 @@ class Settings:
     scene_tile: int = 1024
     scene_batch: int = 4           # segdet's tile.batch_size (the loop runs one tile at a time, as written)
     scene_vectors: str = "geojson"  # segdet's vector.format (none: the mask GeoTIFF alone, as the loop writes)
+    scene_train_epochs: int = 8    # the SAM both sides run, trained on the generated water scenes (0: random weights)
+    scene_train_images: int = 256
     scratch: str = ""              # a folder both sides of a row read (set by main)
 
     @classmethod
@@ -137,7 +139,7 @@ class Settings:
                     frcnn_model=["model=frcnn_default", "model.backbone.weights=none"],
                     frcnn_images=64, frcnn_image_px=600, frcnn_batch=8, memory_steps=4,
                     detseg_images=16,  # the other side runs SAM ViT-B once per box
-                    amg_image_px=1024, scene_px=8192, scene_tile=1024, scene_batch=16)
+                    amg_image_px=1024, scene_px=8192, scene_tile=1024, scene_batch=16, scene_train_epochs=0)
         else:
             s = cls(device=device)
         if quick:  # seconds: for the test of this script
@@ -145,7 +147,7 @@ class Settings:
             s.detseg_images = 4
             s.amg_images, s.amg_image_px, s.amg_points = 2, 96, 8
             s.annotate_model, s.annotate_image_px, s.annotate_clicks, s.annotate_other_clicks = "tiny", 128, 3, 2
-            s.scene_px, s.scene_tile = 512, 256
+            s.scene_px, s.scene_tile, s.scene_train_epochs, s.scene_train_images = 512, 256, 1, 16
             s.sam_cache_model, s.sam_lora_model, s.sam_lora_images, s.sam_lora_batch = [], [], 8, 4
             s.sam_compile = False  # compiling takes tens of seconds; tests/sam/test_model.py covers it
             if s.device.startswith("cuda"):

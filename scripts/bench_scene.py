@@ -5,10 +5,17 @@ pixels, each tile through transformers' ``SamProcessor`` and a full ``SamModel``
 its box, ``post_process_masks`` back to the tile's size, pasted into a scene-sized mask written as a GeoTIFF with
 rasterio. segdet's side: ``segdet predict task=sam input=scene.tif`` with the same tile size and no overlap (the
 same tiles; ``tile.batch_size=scene_batch``), writing its COG mask and polygons. Both sides: the same tiny random
-SAM (a segdet checkpoint, and the same weights saved with ``save_pretrained`` for transformers), each in a fresh
-process of its own that imports only what that side needs (``python scripts/bench_scene.py SIDE --settings
-JSON``), timed from the model's loading to the last file written (each side's libraries imported before the
-clock). Pixels of the scene per second; the peak resident memory of each process goes in the row's note.
+SAM (a segdet checkpoint, and the same weights exported with ``segdet export format=hf`` for transformers), each
+in a fresh process of its own that imports only what that side needs (``python scripts/bench_scene.py SIDE
+--settings JSON``), timed from the model's loading to the last file written (each side's libraries imported
+before the clock). Pixels of the scene per second; the peak resident memory of each process goes in the row's
+note.
+
+The SAM is trained first (``scene_train_epochs`` of the generated water scenes the scene is made of, seconds on
+a CPU with sam_tiny), so that, as for a user's fine-tuned model, its masks are water bodies: an untrained model's
+masks are speckle, and tracing hundreds of thousands of one-pixel polygons measures nothing a user runs. With
+``scene_train_epochs=0`` both sides run the random weights (the CUDA row: ViT-B's geometry, where the model is
+the cost on both sides).
 """
 from __future__ import annotations
 
@@ -108,19 +115,46 @@ def transformers_side(s) -> dict:
     return {"seconds": time.perf_counter() - t0, "peak_mib": peak_memory_mib(torch.device("cpu"))}
 
 
+def train_sam(s, folder: Path) -> None:
+    """``folder/segmenter.pt`` and its transformers twin ``folder/sam_hf``: sam_model trained for
+    ``scene_train_epochs`` on generated water scenes at the model's input size, through segdet's train and export
+    commands."""
+    from bench_common import compose, quiet_segdet
+    from segdet.commands import export as export_cmd
+    from segdet.commands import train as train_cmd
+    from segdet.config import compose as segdet_compose
+
+    size = int(compose(["task=sam", *s.sam_model]).model.image_size)
+    cfg = compose(["task=sam", f"seed={s.seed}", "data=synthetic", f"data.num_images={s.scene_train_images}",
+                   f"data.image_size={size}", "data.batch_size=8", f"data.num_workers={s.workers}",
+                   f"trainer.device={s.device}", f"trainer.precision={s.precision}",
+                   f"trainer.max_epochs={s.scene_train_epochs}", "trainer.progress=false",
+                   "trainer.samples_every_n_epochs=0", *s.sam_model, *s.segdet_overrides])
+    with quiet_segdet(s.verbose):
+        train_cmd.run(cfg, folder / "train")
+        (folder / "train" / "checkpoints" / "last.pt").replace(folder / "segmenter.pt")
+        export_cmd.run(segdet_compose("export", ["task=sam", f"ckpt={folder / 'segmenter.pt'}", "format=hf",
+                                                 f"output={folder / 'sam_hf'}", "overwrite=true"]),
+                       folder / "export")
+
+
 def scene_predict(s) -> Row:
     import bench_detseg
 
     folder = folder_of(s)
     folder.mkdir(parents=True, exist_ok=True)
-    bench_detseg.parts(s, folder / "detseg")  # a tiny SAM checkpoint and its save_pretrained twin
+    if s.scene_train_epochs > 0:
+        train_sam(s, folder / "detseg")
+    else:
+        bench_detseg.parts(s, folder / "detseg")  # a random SAM checkpoint and its save_pretrained twin
     make_scene(s)
     ours = run_side("segdet", s)
     theirs = run_side("transformers", s)
     px = s.scene_px ** 2
     return Row("scene_predict", px / ours["seconds"], px / theirs["seconds"], "px/s",
                theirs["seconds"] / ours["seconds"],
-               f"a {s.scene_px}² RGB GeoTIFF in tiles of {s.scene_tile} px, precision {s.precision}; peak RSS "
+               f"a {s.scene_px}² RGB GeoTIFF in tiles of {s.scene_tile} px, precision {s.precision}, the SAM "
+               f"{f'trained {s.scene_train_epochs} epochs' if s.scene_train_epochs > 0 else 'untrained'}; peak RSS "
                f"segdet {ours['peak_mib']:.0f} MiB vs {theirs['peak_mib']:.0f} MiB (the scene read whole)")
 
 
