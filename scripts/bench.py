@@ -123,7 +123,7 @@ class Settings:
     # 2 GB of it, with its mask), in about two minutes for the row
     scene_px: int = 22528
     scene_tile: int = 1024
-    scene_batch: int = 4           # segdet's tile.batch_size (the loop runs one tile at a time, as written)
+    scene_batch: int = 16          # segdet's tile.batch_size (the loop runs one tile at a time, as written)
     scene_vectors: str = "geojson"  # segdet's vector.format (none: the mask GeoTIFF alone, as the loop writes)
     scene_train_epochs: int = 8    # the SAM both sides run, trained on the generated water scenes (0: random weights)
     scene_train_images: int = 256

@@ -9,7 +9,6 @@ holds the scene whole. The polygons are traced from that GeoTIFF in segdet/scene
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,11 +69,14 @@ def assemble_array(pieces: list[Piece], load, key: str, width: int, height: int,
 
 
 def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[tuple[str, str, str]],
-                  alongside=None):
+                  alongside=None, bits: int | None = None):
     """``out_dir/rel``: a tiled, deflate-compressed GeoTIFF (a COG where GDAL can make one) in the scene's CRS,
-    transform and size, one band per (key, dtype, rule) of ``bands``, written atomically. ``alongside(path)``, when
-    given, runs while GDAL compresses the mask (GDAL does not hold Python's lock), with the path of an
-    uncompressed GeoTIFF holding the same pixels (tracing the polygons from it); its result is returned."""
+    transform and size, one band per (key, dtype, rule) of ``bands``, written atomically; ``bits=1`` stores 0/1
+    bands as 1-bit pixels (read back as the same 8-bit 0/1 values).
+
+    ``alongside(strips)``, when given, is handed the strips of band 1 as they are assembled (an iterator of
+    (first row, rows × width array), top to bottom) and its result is returned: the polygons are traced from
+    them (in other threads) while the next strips are assembled, so the mask is never read back."""
     import rasterio
     from rasterio.windows import Window
 
@@ -85,42 +87,49 @@ def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[t
     loader = _Loader(load, pieces)
     result = None
 
+    def strips(work):
+        with rasterio.open(work, "w", **profile) as dst:
+            for y0 in range(0, scene.height, STRIP):
+                y1 = min(y0 + STRIP, scene.height)
+                loader.past(y0)
+                for b, (key, dt, rule) in enumerate(bands, 1):
+                    strip = assemble_strip(pieces, loader, key, y0, y1, scene.width, dtype, rule)
+                    dst.write(strip, b, window=Window(0, y0, scene.width, y1 - y0))
+                    if b == 1:
+                        first = strip
+                yield y0, first
+            for b, (key, _, _) in enumerate(bands, 1):
+                dst.set_band_description(b, key)
+
     def write(tmp):
         nonlocal result
         work = tmp.with_name(tmp.name[: -len(".tmp")] + ".strips.tmp")  # a kill leaves a temp the next run clears
+        assembled = strips(work)
         try:
-            with rasterio.open(work, "w", **profile) as dst:
-                for y0 in range(0, scene.height, STRIP):
-                    y1 = min(y0 + STRIP, scene.height)
-                    loader.past(y0)
-                    for b, (key, dt, rule) in enumerate(bands, 1):
-                        strip = assemble_strip(pieces, loader, key, y0, y1, scene.width, dtype, rule)
-                        dst.write(strip, b, window=Window(0, y0, scene.width, y1 - y0))
-                for b, (key, _, _) in enumerate(bands, 1):
-                    dst.set_band_description(b, key)
+            if alongside is not None:
+                result = alongside(assembled)
+            for _ in assembled:  # what alongside did not draw (vector.format=none draws nothing)
+                pass
             # the strips went uncompressed into the work file, so the scene's mask is compressed once, here
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="segdet-cog") as pool:
-                compressed = pool.submit(_compress, work, tmp, scene.threads)
-                if alongside is not None:
-                    result = alongside(work)
-                compressed.result()
+            _compress(work, tmp, scene.threads, bits)
         finally:
+            assembled.close()
             if work.exists():
                 work.unlink()
     out.write_with(rel, write)
     return result
 
 
-def _compress(work, tmp, threads: int) -> None:
+def _compress(work, tmp, threads: int, bits: int | None) -> None:
     """The work file as a deflate-compressed COG (a tiled GeoTIFF where GDAL has no COG driver)."""
     from rasterio.shutil import copy as gdal_copy
 
+    options = {"compress": "DEFLATE", "num_threads": str(threads), **({"nbits": str(bits)} if bits else {})}
     try:
-        gdal_copy(work, tmp, driver="COG", compress="DEFLATE", overviews="NONE", num_threads=str(threads))
+        gdal_copy(work, tmp, driver="COG", overviews="NONE", **options)
     except Exception as e:  # noqa: BLE001 -- an older GDAL without the COG driver: a tiled GTiff instead
         log.debug("no COG (%s); writing the tiled GeoTIFF", e)
-        gdal_copy(work, tmp, driver="GTiff", tiled=True, blockxsize=512, blockysize=512, compress="DEFLATE",
-                  num_threads=str(threads))
+        gdal_copy(work, tmp, driver="GTiff", tiled=True, blockxsize=512, blockysize=512, **options)
 
 
 def window_rle(mask: np.ndarray, x: int, y: int, height: int, width: int) -> dict:

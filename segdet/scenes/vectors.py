@@ -12,7 +12,6 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from segdet.errors import SegdetError
-from segdet.scenes import outputs  # outputs.STRIP: the mask is traced in the strips it was written in
 from segdet.scenes.threads import ordered_map
 
 logging.getLogger("pyogrio").setLevel(logging.WARNING)  # it logs every write ("Created N records")
@@ -55,13 +54,6 @@ def _area_m2(geoms, crs):
         return shapely.area(np.array(projected, dtype=object)) if projected else np.zeros(0)
     factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
     return shapely.area(geoms) * factor ** 2
-
-
-def _read_strip(src, y0: int, width: int, height: int) -> np.ndarray:
-    """Rows y0.. of band 1, a strip of ``outputs.STRIP`` rows (fewer at the bottom)."""
-    from rasterio.windows import Window
-
-    return src.read(1, window=Window(0, y0, width, min(outputs.STRIP, height - y0)))
 
 
 def _id_polygons(strip: np.ndarray, y0: int):
@@ -166,33 +158,30 @@ def binary_polygons(mask: np.ndarray, y0: int = 0) -> list:
     return list(polygons[valid]) + list(fixed)
 
 
-def trace(path, width: int, height: int, binary: bool, threads: int = 1):
-    """Batches of (geometries, values) traced from the mask GeoTIFF at ``path`` (band 1), in scene pixels: one
-    polygon per connected region of a 0/1 mask, one (multi)polygon per instance id, holes kept.
+def trace(strips, height: int, binary: bool, threads: int = 1):
+    """Batches of (geometries, values) traced from a mask given as ``strips`` ((first row, rows × width array),
+    top to bottom), in scene pixels: one polygon per connected region of a 0/1 mask, one (multi)polygon per
+    instance id, holes kept. The strips are traced in ``threads`` threads.
 
-    A 0/1 mask is traced a strip at a time, and a region is given out as soon as the strip below no longer
-    touches it; only the regions crossing the current strip's edge are held, so memory follows the strip, not
-    the scene. Instance ids (at most ``max_instances`` of them) are joined over the whole mask."""
-    import rasterio
+    A 0/1 mask's region is given out as soon as the strip below no longer touches it; only the regions crossing
+    the current strip's edge are held, so memory follows the strip, not the scene. Instance ids (at most
+    ``max_instances`` of them) are joined over the whole mask."""
     import shapely
 
-    with rasterio.open(path) as src:
-        if not binary:
-            parts: dict[int, list] = {}
-            for y0 in range(0, height, outputs.STRIP):
-                for g, v in _id_polygons(_read_strip(src, y0, width, height), y0):
-                    parts.setdefault(v, []).append(g)
-            values = sorted(parts)
-            yield [shapely.unary_union(parts[v]) for v in values], values
-            return
-        join = _Join()
-        starts = range(0, height, outputs.STRIP)
-        strips = ((_read_strip(src, y0, width, height), y0) for y0 in starts)
-        for y0, new in zip(starts, ordered_map(lambda s: binary_polygons(*s), strips, threads)):
-            y1 = min(y0 + outputs.STRIP, height)
-            done = join.add(new, y0, y1, last=y1 == height)
-            if done:
-                yield done, [1] * len(done)
+    if not binary:
+        parts: dict[int, list] = {}
+        for found in ordered_map(lambda s: _id_polygons(s[1], s[0]), strips, threads):
+            for g, v in found:
+                parts.setdefault(v, []).append(g)
+        values = sorted(parts)
+        yield [shapely.unary_union(parts[v]) for v in values], values
+        return
+    join = _Join()
+    for y0, y1, new in ordered_map(lambda s: (s[0], s[0] + len(s[1]), binary_polygons(s[1], s[0])), strips,
+                                   threads):
+        done = join.add(new, y0, y1, last=y1 == height)
+        if done:
+            yield done, [1] * len(done)
 
 
 class _Join:
@@ -247,18 +236,19 @@ class _Join:
         return done
 
 
-def write_vectors(out, rel_stem: str, scene, mask_path, settings: VectorSettings, binary: bool,
+def write_vectors(out, rel_stem: str, scene, strips, settings: VectorSettings, binary: bool,
                   properties) -> int | None:
-    """``vectors/<stem>.geojson|gpkg`` from a mask GeoTIFF: its regions (``binary``) or instances, with
-    ``properties(value) -> (class, score)``. Returns how many polygons were written (None: ``vector.format=none``;
-    the batches are never drawn, so the mask is not traced)."""
+    """``vectors/<stem>.geojson|gpkg`` from a mask given as strips (``trace``; ``outputs.write_geotiff`` hands
+    them over as it assembles them): its regions (``binary``) or instances, with ``properties(value) -> (class,
+    score)``. Returns how many polygons were written (None: ``vector.format=none``; the batches are never drawn,
+    so the mask is not traced)."""
     import shapely
 
     t = scene.transform
     linear, offset = np.array([[t.a, t.d], [t.b, t.e]]), np.array([t.c, t.f])
 
     def batches():
-        for geoms, values in trace(mask_path, scene.width, scene.height, binary, scene.threads):
+        for geoms, values in trace(strips, scene.height, binary, scene.threads):
             named = [properties(v) for v in values]
             # pixels to the scene's CRS, every coordinate of the batch in one array operation
             world = list(shapely.transform(np.array(geoms, dtype=object), lambda xy: xy @ linear + offset))

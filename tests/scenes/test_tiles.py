@@ -86,10 +86,10 @@ def test_a_mask_assembled_from_tiles_is_one_polygon_per_object_across_strips(tmp
         x0, y0, x1, y1 = t.centre
         store.save(t.index, mask=truth[y0:y1, x0:x1])
     with open_scene(src) as scene:
-        write_geotiff(out, "masks/s.tif", scene, [Piece(t.index, t.centre) for t in tiles], store.load,
-                      [("mask", "uint8", "first")])
-        n = write_vectors(out, "s", scene, out.dir / "masks/s.tif", VectorSettings(), True,
-                          lambda v: ("water", None))
+        n = write_geotiff(out, "masks/s.tif", scene, [Piece(t.index, t.centre) for t in tiles], store.load,
+                          [("mask", "uint8", "first")],
+                          alongside=lambda strips: write_vectors(out, "s", scene, strips, VectorSettings(), True,
+                                                                 lambda v: ("water", None)))
     assert n == 2
     code = ("import json, sys, rasterio; from shapely.geometry import shape\n"
             "m = rasterio.open(sys.argv[1]); f = json.load(open(sys.argv[2]))['features']\n"

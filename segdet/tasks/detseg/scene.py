@@ -80,7 +80,7 @@ def predict_scene(runtime, out: PredictionOutputs, path: Path, scene, transform,
     labels, scores = found["labels"].tolist(), found["scores"].tolist()
     if scene.georeferenced:
         write_geotiff(out, f"masks/{name}.tif", scene, placed, store.load, [("ids", "uint16", "first")],
-                      alongside=lambda mask: write_vectors(out, name, scene, mask, scenes.vector, binary=False,
+                      alongside=lambda strips: write_vectors(out, name, scene, strips, scenes.vector, binary=False,
                                                            properties=lambda v: (classes[labels[v - 1] - 1],
                                                                                  scores[v - 1])))
         rles = instance_rles(out.dir / f"masks/{name}.tif", windows)

@@ -136,9 +136,10 @@ def predict_scene(runtime, model, out: PredictionOutputs, path: Path, scene, ent
     if scene.georeferenced:
         bands = [("mask", "uint8", "first")] + ([("prob", "uint8", "max")] if save_prob else [])
         polygons = write_geotiff(out, f"masks/{name}.tif", scene, placed, load, bands,
-                                 alongside=lambda mask: write_vectors(out, name, scene, mask, vector_settings,
+                                 alongside=lambda strips: write_vectors(out, name, scene, strips, vector_settings,
                                                                       binary=True,
-                                                                      properties=lambda v: ("foreground", None)))
+                                                                      properties=lambda v: ("foreground", None)),
+                                 bits=None if save_prob else 1)  # the 0/1 mask alone: 1-bit pixels
     else:
         mask = assemble_array(placed, load, "mask", scene.width, scene.height, np.uint8).astype(bool)
         out.save_image(f"masks/{name}.png", (mask * 255).astype(np.uint8))
