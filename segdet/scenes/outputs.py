@@ -4,7 +4,7 @@ Pieces (``files.prediction_outputs.Pieces``) are arrays each covering a rectangl
 window around a prompt). ``assemble`` lays them over the scene one strip of rows at a time: an id or a 0/1 mask
 keeps the first non-zero value in piece order (pieces come best first), a probability keeps the largest. The
 GeoTIFF is written strip by strip (tiled, uncompressed) and then copied as a deflate-compressed COG, so no step
-holds the scene whole. The polygons are traced from that GeoTIFF in segdet/scenes/vectors.py.
+holds the scene whole. The polygons are traced from the same strips as they are made (segdet/scenes/vectors.py).
 """
 from __future__ import annotations
 

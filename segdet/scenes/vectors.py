@@ -1,6 +1,7 @@
-"""A scene's polygons: traced from its mask GeoTIFF a strip of rows at a time (``rasterio.features.shapes``),
-joined across strips with shapely, and written as GeoJSON or a GeoPackage with each polygon's class, score and
-area in m², so no step holds the scene whole.
+"""A scene's polygons: traced from its mask a strip of rows at a time, as ``outputs.write_geotiff`` assembles
+the strips (a 0/1 mask by OpenCV's border following, ``binary_polygons``; instance ids by GDAL's polygonize,
+``rasterio.features.shapes``), joined across strips with shapely, and written as GeoJSON or a GeoPackage with
+each polygon's class, score and area in m², so no step holds the scene whole.
 """
 from __future__ import annotations
 
