@@ -69,7 +69,7 @@ def model_overrides(source: str | None) -> list[str]:
         stored = load(path, expected_task="sam", mmap=True)["config"].get("model") or {}
         return [f"ckpt={path.resolve()}"] + [f"++model.{k}={hydra_value(v)}" for k, v in stored.items()
                                              if k != "config"]  # the architecture comes with the checkpoint
-    from segdet.tasks.sam.model import folder_family
+    from segdet.tasks.sam.loading import folder_family
 
     return [f"model.pretrained={hydra_value(str(source))}", f"model.family={folder_family(str(source))}"]
 

@@ -1,10 +1,10 @@
 """What a scene's prediction becomes: a mask assembled from its pieces, a GeoTIFF in the scene's grid.
 
-Pieces (``files.prediction_outputs.Pieces``) are arrays each covering a rectangle of the scene (a tile's centre, a
+Pieces (``files.pieces.Pieces``) are arrays each covering a rectangle of the scene (a tile's centre, a
 window around a prompt). ``assemble`` lays them over the scene one strip of rows at a time: an id or a 0/1 mask
 keeps the first non-zero value in piece order (pieces come best first), a probability keeps the largest. The
 GeoTIFF is written strip by strip (tiled, uncompressed) and then copied as a deflate-compressed COG, so no step
-holds the scene whole. The polygons are traced from the same strips as they are made (segdet/scenes/vectors.py).
+holds the scene whole. The polygons are traced from the same strips as they are made (segdet/scenes/trace.py).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from transformers import SamModel
 from segdet.engine import checkpoint as ckpt_io
 from segdet.errors import SegdetError
 from segdet.tasks.sam.family import get_family
-from segdet.tasks.sam.model import load_pretrained
+from segdet.tasks.sam.loading import load_pretrained
 from tests.reliability.cli import ROOT, segdet, user_error
 
 

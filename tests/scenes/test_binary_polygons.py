@@ -9,7 +9,7 @@ import pytest
 import shapely
 from rasterio.features import shapes
 
-from segdet.scenes.vectors import binary_polygons
+from segdet.scenes.trace import binary_polygons
 
 
 def gdal_polygons(mask: np.ndarray, y0: int) -> list:
@@ -76,7 +76,7 @@ def test_regions_cut_by_strips_are_joined_into_gdals_polygons(strip, threads):
     """The mask traced strip by strip (in one thread or two) and joined across the strips' edges is GDAL's
     polygonize of the whole mask: a speckled one (regions joined through many strips, touching at corners) and a
     smooth one."""
-    from segdet.scenes.vectors import trace
+    from segdet.scenes.trace import trace
 
     rng = np.random.default_rng(strip)
     smooth = np.kron(rng.random((8, 8)) < 0.5, np.ones((16, 16), np.uint8)).astype(np.uint8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from segdet.files import pieces
 from segdet.files import prediction_outputs as po
 
 
@@ -26,6 +27,7 @@ class Bar:
 
 def test_the_bar_counts_inputs_and_a_resumed_run_starts_at_those_done(tmp_path, monkeypatch):
     monkeypatch.setattr(po, "tqdm", Bar)
+    monkeypatch.setattr(pieces, "tqdm", Bar)
     paths = []
     for i in range(4):
         paths.append(tmp_path / f"im{i}.png")
@@ -41,12 +43,12 @@ def test_the_bar_counts_inputs_and_a_resumed_run_starts_at_those_done(tmp_path, 
     po.open_output(out_dir, settings={}, resume=True, overwrite=False, progress=True)
     again = po.PredictionOutputs(out_dir, paths)
     assert Bar.made[-1].initial == 1 and Bar.made[-1].total == 4 and again.todo() == paths[1:]
-    tiles = po.Pieces(again, paths[1], {"plan": 1}, 5, "tiles")
+    tiles = pieces.Pieces(again, paths[1], {"plan": 1}, 5, "tiles")
     tiles.save(0, mask=np.ones((2, 2), np.uint8))
     tiles.save(3, mask=np.ones((2, 2), np.uint8))
-    resumed = po.Pieces(again, paths[1], {"plan": 1}, 5, "tiles")
+    resumed = pieces.Pieces(again, paths[1], {"plan": 1}, 5, "tiles")
     assert Bar.made[-1].initial == 2 and Bar.made[-1].unit == "tile" and resumed.finished == {0, 3}
-    assert po.Pieces(again, paths[1], {"plan": 2}, 5, "tiles").finished == set()  # another plan starts afresh
+    assert pieces.Pieces(again, paths[1], {"plan": 2}, 5, "tiles").finished == set()  # another plan starts afresh
     again.finish()
     assert Bar.made[1].closed and not bar.closed  # finish closes its own bar
     po.open_output(tmp_path / "quiet", settings={}, resume=False, overwrite=False, progress=False)

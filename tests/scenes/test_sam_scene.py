@@ -15,7 +15,7 @@ rasterio = pytest.importorskip("rasterio")
 
 from segdet.commands import predict as predict_cmd  # noqa: E402
 from segdet.errors import SegdetError  # noqa: E402
-from segdet.files.prediction_outputs import Pieces  # noqa: E402
+from segdet.files.pieces import Pieces  # noqa: E402
 from tests.conftest import compose_cfg  # noqa: E402
 from segdet.scenes.synthetic import CRS, ORIGIN, PIXEL, write_scene  # noqa: E402
 

@@ -14,7 +14,8 @@ from torchvision.ops import batched_nms
 
 rasterio = pytest.importorskip("rasterio")
 
-from segdet.files.prediction_outputs import Pieces, PredictionOutputs  # noqa: E402
+from segdet.files.pieces import Pieces  # noqa: E402
+from segdet.files.prediction_outputs import PredictionOutputs  # noqa: E402
 from segdet.scenes import outputs as scene_outputs  # noqa: E402
 from segdet.scenes.merge import merge  # noqa: E402
 from segdet.scenes.outputs import Piece, write_geotiff  # noqa: E402

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segdet.files.prediction_outputs import Pieces, PredictionOutputs
+from segdet.files.pieces import Pieces
+from segdet.files.prediction_outputs import PredictionOutputs
 from segdet.scenes.outputs import Piece, assemble_array, window_rle, write_geotiff
 from segdet.scenes.vectors import write_vectors
 from segdet.scenes.raster import CorruptWindow

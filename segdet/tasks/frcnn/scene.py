@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segdet.files.prediction_outputs import Pieces, PredictionOutputs
+from segdet.files.pieces import Pieces
+from segdet.files.prediction_outputs import PredictionOutputs
 from segdet.scenes.merge import merge
 from segdet.scenes.raster import CorruptWindow
 from segdet.scenes.tiles import grid

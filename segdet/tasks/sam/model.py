@@ -3,6 +3,8 @@ freezes what ``model.train_parts`` leaves out (LoRA adapters, when asked, train 
 preprocesses on its own device, optionally caches image embeddings, and returns losses (train) or low-res logits
 with what is needed to map them back to each image (eval). What differs between the families is in family.py.
 
+How a SAM is built or loaded (a checkpoint's architecture, a transformers folder, random sizes) is in loading.py.
+
 The prompts of a batch are flattened: each prompt is one row for the mask decoder, with its image's embedding
 (``embeddings[prompt_image]``), so images may carry different numbers of prompts.
 
@@ -13,19 +15,16 @@ mask prompt (``mask_input``). Training averages the loss over the rounds; eval r
 """
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segdet import weights
 from segdet.data.pixels import IMAGENET_MEAN, IMAGENET_STD, imagenet_stats_255
 from segdet.errors import SegdetError
 from segdet.tasks.sam.cache import EmbeddingStore, encoder_fingerprint
-from segdet.tasks.sam.family import FAMILIES, Family, get_family
+from segdet.tasks.sam.family import get_family
 from segdet.tasks.sam.iterative import corrective_points, valid_area
 from segdet.tasks.sam.losses import SamLoss, per_item_loss
 from segdet.tasks.sam.preprocess import (coord_scale, masks_to_input, preprocess_images, resized_shape, scale_boxes,
@@ -34,56 +33,8 @@ from segdet.tasks.sam.preprocess import (coord_scale, masks_to_input, preprocess
 log = logging.getLogger(__name__)
 
 
-def offline_fix(family: Family) -> str:
-    return (f"pass model.pretrained=/path/to/local/dir (saved with {family.model_class.__name__}.save_pretrained), "
-            f"or use model={family.name}_tiny")
-
-
 # a binary mask given as a dense prompt (predict masks=DIR): logits of 1e-3 / 1 - 1e-3, as micro-sam makes them
 MASK_PROMPT_LOGIT = 6.9
-
-
-def load_pretrained(src: str, family: Family) -> nn.Module:
-    """A transformers folder or hub id of ``family``, weights only (``segdet.weights``: safetensors preferred,
-    pickles checked before they are read, no code from the folder)."""
-    found = _model_type(Path(src).expanduser())
-    if found and found != family.model_type:
-        raise SegdetError(f"model.pretrained={src}: a '{found}' folder, but the model is {family.name} "
-                          f"(model.family={family.name}); choose the model of that family")
-    try:
-        return family.finish(weights.from_pretrained(family.model_class, src, f"model.pretrained={src}"))
-    except (OSError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise SegdetError(f"cannot load {family.title} weights '{src}' (offline, or not a {family.title} "
-                          f"checkpoint: {reason}); {offline_fix(family)}") from None
-
-
-def _model_type(folder: Path) -> str | None:
-    try:
-        return json.loads((folder / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def folder_family(src: str) -> str:
-    """The family of a transformers folder, by its config.json's model_type (``sam`` for a hub id, or a folder
-    of no family segdet knows, which loading then refuses)."""
-    found = _model_type(Path(src).expanduser())
-    return next((name for name, family in FAMILIES.items() if family.model_type == found), "sam")
-
-
-def build_sam(model_cfg, config_json: str | None = None) -> nn.Module:
-    """From the architecture stored in a checkpoint (no download: its weights come from the checkpoint), else
-    ``model.pretrained`` (hub id or folder), else the random ``model.config`` sizes; ``model.family`` says which
-    of SAM, SAM-HQ and SAM 2."""
-    family = get_family(model_cfg.get("family"))
-    if config_json:
-        return family.finish(family.model_class(family.config_class.from_dict(json.loads(config_json))))
-    if model_cfg.get("pretrained"):
-        return load_pretrained(str(model_cfg.pretrained), family)
-    if model_cfg.get("config") is None:
-        raise SegdetError("the model config needs model.pretrained (hub id or folder) or model.config (sizes)")
-    return family.random(model_cfg.config)
 
 
 class Embeddings:

@@ -3,7 +3,7 @@ pixels, each box or point group segmented in a window around it (``scenes.tiles.
 at full resolution; with no prompt at all, a grid of tiles each prompted with its whole window (writing only its
 centre). A scene seen whole (untiled) is one piece holding every prompt, exactly as an ordinary image.
 
-Each finished piece is journaled (``files.prediction_outputs.Pieces``), so a killed scene resumes from its last
+Each finished piece is journaled (``files.pieces.Pieces``), so a killed scene resumes from its last
 finished piece; the outputs are assembled from the pieces at the end: a georeferenced scene gets
 ``masks/<stem>.tif`` (0/1; with ``save_probabilities`` a second band, the probability ×255) and
 ``vectors/<stem>.geojson|gpkg``; an ordinary image gets today's PNGs.
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segdet.files.prediction_outputs import Pieces, PredictionOutputs
+from segdet.files.pieces import Pieces
+from segdet.files.prediction_outputs import PredictionOutputs
 from segdet.scenes.outputs import Piece, assemble_array, write_geotiff
 from segdet.scenes.vectors import write_vectors
 from segdet.scenes.raster import CorruptWindow

@@ -20,7 +20,8 @@ from segdet.tasks.sam.export import export as export_sam
 from segdet.tasks.sam.family import get_family
 from segdet.tasks.sam.losses import build_loss
 from segdet.tasks.sam.metrics import SamEvaluator
-from segdet.tasks.sam.model import SamSegmenter, build_sam, folder_family, offline_fix
+from segdet.tasks.sam.loading import build_sam, folder_family, offline_fix
+from segdet.tasks.sam.model import SamSegmenter
 from segdet.tasks.sam.predict import predict
 from segdet.tasks.sam.prompts import PromptConfig
 from segdet.tasks.sam.sources import SOURCES

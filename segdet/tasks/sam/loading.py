@@ -1,0 +1,61 @@
+"""How a SAM-family model is made: from the architecture stored in a segdet checkpoint, a transformers folder or
+hub id (weights only, through ``segdet.weights``), or the random sizes of ``model.config``; and the one-line fix
+when the hub cannot be reached."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from segdet import weights
+from segdet.errors import SegdetError
+from segdet.tasks.sam.family import FAMILIES, Family, get_family
+
+
+def offline_fix(family: Family) -> str:
+    return (f"pass model.pretrained=/path/to/local/dir (saved with {family.model_class.__name__}.save_pretrained), "
+            f"or use model={family.name}_tiny")
+
+
+def load_pretrained(src: str, family: Family) -> nn.Module:
+    """A transformers folder or hub id of ``family``, weights only (``segdet.weights``: safetensors preferred,
+    pickles checked before they are read, no code from the folder)."""
+    found = _model_type(Path(src).expanduser())
+    if found and found != family.model_type:
+        raise SegdetError(f"model.pretrained={src}: a '{found}' folder, but the model is {family.name} "
+                          f"(model.family={family.name}); choose the model of that family")
+    try:
+        return family.finish(weights.from_pretrained(family.model_class, src, f"model.pretrained={src}"))
+    except (OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise SegdetError(f"cannot load {family.title} weights '{src}' (offline, or not a {family.title} "
+                          f"checkpoint: {reason}); {offline_fix(family)}") from None
+
+
+def _model_type(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def folder_family(src: str) -> str:
+    """The family of a transformers folder, by its config.json's model_type (``sam`` for a hub id, or a folder
+    of no family segdet knows, which loading then refuses)."""
+    found = _model_type(Path(src).expanduser())
+    return next((name for name, family in FAMILIES.items() if family.model_type == found), "sam")
+
+
+def build_sam(model_cfg, config_json: str | None = None) -> nn.Module:
+    """From the architecture stored in a checkpoint (no download: its weights come from the checkpoint), else
+    ``model.pretrained`` (hub id or folder), else the random ``model.config`` sizes; ``model.family`` says which
+    of SAM, SAM-HQ and SAM 2."""
+    family = get_family(model_cfg.get("family"))
+    if config_json:
+        return family.finish(family.model_class(family.config_class.from_dict(json.loads(config_json))))
+    if model_cfg.get("pretrained"):
+        return load_pretrained(str(model_cfg.pretrained), family)
+    if model_cfg.get("config") is None:
+        raise SegdetError("the model config needs model.pretrained (hub id or folder) or model.config (sizes)")
+    return family.random(model_cfg.config)
