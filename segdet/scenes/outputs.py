@@ -155,3 +155,14 @@ def window_rle(mask: np.ndarray, x: int, y: int, height: int, width: int) -> dic
         counts.append(height * width - at)
     rle = mask_utils.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+
+
+def instance_rles(mask_path, windows: list) -> list[dict]:
+    """Each instance's COCO RLE over the whole scene, as the written id GeoTIFF has it (a pixel belongs to the
+    higher score): instance i + 1 lies within windows[i] (x, y, w, h), so only that window is read."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(mask_path) as src:
+        return [window_rle(src.read(1, window=Window(x, y, w, h)) == i + 1, x, y, src.height, src.width)
+                for i, (x, y, w, h) in enumerate(windows)]

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segdet.data.io import BadSample, list_images, load_mask, load_rgb
+from segdet.data.io import BadSample, list_images, load_mask
 from segdet.files.prediction_outputs import PredictionOutputs
 from segdet.scenes.prompts import is_vector_file, read_vector, scene_prompts
+from segdet.scenes.runner import for_each_input
 from segdet.scenes.source import SceneOptions
 from segdet.errors import SegdetError
 from segdet.tasks.sam.datasets import collate, pack_sample
@@ -116,68 +117,60 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
     used = {"json": 0, "mask": 0, "whole_image": 0, "vector": 0}
     mask_prompts = 0
     scenes, side = SceneOptions.from_cfg(cfg), model_size(cfg)
-    for path in out.todo():
-        try:
-            scene = scenes.open(path, side)
-        except BadSample as e:
-            out.skip(path, str(e))
-            continue
-        if scene is not None:  # a GeoTIFF, or an image large enough to tile: segdet.tasks.sam.scene
-            with scene:
-                entry = scene_entry(scene, vector, table, keys.get(path), cfg.get("prompts"))
-                used["vector" if vector else "json" if entry is not None else "whole_image"] += 1
-                t = scenes.tile
-                predict_scene(runtime, model, out, path, scene, entry,
-                              tiled=t.tiled(scene.width, scene.height, side), size=t.side(side),
-                              halo=t.halo(side), context=t.context,
-                              batch_size=t.batch_size, box_mode=prompt_cfg.mode != "points", save_prob=save_prob,
-                              vector_settings=scenes.vector)
-            continue
-        try:
-            image = load_rgb(path)
-        except BadSample as e:
-            out.skip(path, str(e))
-            continue
-        h, w = image.shape[:2]
-        key = keys.get(path)
-        if key is not None:
-            try:
-                p, source = user_prompts(table[key], path.name, w, h), "json"
-            except SegdetError as e:
-                raise SegdetError(f"{cfg.prompts}: {e}") from None
-        elif path.stem in masks:
-            try:
-                mask = load_mask(masks[path.stem], threshold)
-            except BadSample as e:
-                out.skip(path, str(e))
-                continue
-            if mask.shape != (h, w):
-                out.skip(path, f"{masks[path.stem]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
-                               f"{path.name} is {w}x{h}")
-                continue
-            p = make_prompts(mask, prompt_cfg, None, np.random.default_rng(0))
-            source = "mask"
-        else:
-            p, source = user_prompts({}, path.name, w, h), "whole_image"
-        used[source] += 1
-        name = out.name(path)
-        batch = runtime.to_device(collate([pack_sample(image, p, name, box_prompt=prompt_cfg.mode != "points")]))
-        if source == "mask" and model.mask_input and len(batch["boxes"]):
-            batch["mask_inputs"] = model.mask_prompts(batch)
-            mask_prompts += 1
-        with runtime.autocast():
-            outputs = model(batch)
-        logits = full_res_masks(outputs, batch)[0]
-        if logits is None:
-            logits = torch.full((h, w), -torch.inf)
-        pred = (logits > 0).cpu().numpy()  # SamProcessor's threshold (float32 sigmoid rounds tiny logits to 0.5)
-        out.save_image(f"masks/{name}.png", (pred * 255).astype(np.uint8))
-        boxes = p["boxes"] if p.get("box_prompt", prompt_cfg.mode != "points") else None
-        pts = p["points"] if p["points"].shape[1] else None
-        out.save_image(f"overlays/{name}.png", overlay(image, pred, boxes, pts, p["point_labels"]))
-        if save_prob:
-            prob = torch.sigmoid(logits.float()).cpu().numpy()
-            out.save_image(f"probabilities/{name}.png", (prob * 255).round().astype(np.uint8))
-        out.done(path)
+
+    def on_scene(path, scene):  # a GeoTIFF, or an image large enough to tile: segdet.tasks.sam.scene
+        entry = scene_entry(scene, vector, table, keys.get(path), cfg.get("prompts"))
+        used["vector" if vector else "json" if entry is not None else "whole_image"] += 1
+        t = scenes.tile
+        predict_scene(runtime, model, out, path, scene, entry, tiled=t.tiled(scene.width, scene.height, side),
+                      size=t.side(side), halo=t.halo(side), context=t.context, batch_size=t.batch_size,
+                      box_mode=prompt_cfg.mode != "points", save_prob=save_prob, vector_settings=scenes.vector)
+
+    def on_images(loaded):
+        nonlocal mask_prompts
+        for path, image in loaded:
+            h, w = image.shape[:2]
+            key = keys.get(path)
+            if key is not None:
+                try:
+                    p, source = user_prompts(table[key], path.name, w, h), "json"
+                except SegdetError as e:
+                    raise SegdetError(f"{cfg.prompts}: {e}") from None
+            elif path.stem in masks:
+                try:
+                    mask = load_mask(masks[path.stem], threshold)
+                except BadSample as e:
+                    out.skip(path, str(e))
+                    continue
+                if mask.shape != (h, w):
+                    out.skip(path, f"{masks[path.stem]}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+                                   f"{path.name} is {w}x{h}")
+                    continue
+                p = make_prompts(mask, prompt_cfg, None, np.random.default_rng(0))
+                source = "mask"
+            else:
+                p, source = user_prompts({}, path.name, w, h), "whole_image"
+            used[source] += 1
+            name = out.name(path)
+            batch = runtime.to_device(collate([pack_sample(image, p, name, box_prompt=prompt_cfg.mode != "points")]))
+            if source == "mask" and model.mask_input and len(batch["boxes"]):
+                batch["mask_inputs"] = model.mask_prompts(batch)
+                mask_prompts += 1
+            with runtime.autocast():
+                outputs = model(batch)
+            logits = full_res_masks(outputs, batch)[0]
+            if logits is None:
+                logits = torch.full((h, w), -torch.inf)
+            pred = (logits > 0).cpu().numpy()  # SamProcessor's threshold (float32 sigmoid rounds tiny logits to 0.5)
+            out.save_image(f"masks/{name}.png", (pred * 255).astype(np.uint8))
+            boxes = p["boxes"] if p.get("box_prompt", prompt_cfg.mode != "points") else None
+            pts = p["points"] if p["points"].shape[1] else None
+            out.save_image(f"overlays/{name}.png", overlay(image, pred, boxes, pts, p["point_labels"]))
+            if save_prob:
+                prob = torch.sigmoid(logits.float()).cpu().numpy()
+                out.save_image(f"probabilities/{name}.png", (prob * 255).round().astype(np.uint8))
+            out.done(path)
+
+    for_each_input(out, scenes, side, 1, on_scene, on_images)
     summary = out.finish()
     return {**summary, "prompts": used, "mask_prompts": mask_prompts}
