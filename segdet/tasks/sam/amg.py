@@ -191,6 +191,9 @@ class Generator:
 
     def __init__(self, model, settings: AmgSettings):
         self.model, self.s = model, settings
+        # candidate masks seen and removed by each threshold, over every image so far (what predict reports
+        # when the thresholds leave nothing)
+        self.removed = {"candidates": 0, "pred_iou_thresh": 0, "stability_score_thresh": 0}
 
     def _frame(self, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """(the crop's size in model input pixels, the decision frame) for an h × w crop."""
@@ -223,15 +226,18 @@ class Generator:
             out = model.sam(**inputs, input_points=batch[None, :, None], multimask_output=True,
                             input_labels=torch.ones(1, len(batch), 1, dtype=torch.long, device=batch.device))
             logits, iou = out.pred_masks[0].flatten(0, 1).float(), out.iou_scores[0].flatten().float()
+            self.removed["candidates"] += len(iou)
             if s.pred_iou_thresh > 0:
                 keep = iou > s.pred_iou_thresh
                 logits, iou = logits[keep], iou[keep]
+                self.removed["pred_iou_thresh"] += int((~keep).sum())
             step = max(1, CHUNK_PIXELS // (frame[0] * frame[1]))
             for c in range(0, len(iou), step):
                 part = self._to_frame(logits[c: c + step], h, w, frame)
                 keep = torch.ones(len(part), dtype=torch.bool, device=part.device)
                 if s.stability_score_thresh > 0:
                     keep = stability_scores(part, s.mask_threshold, s.stability_score_offset) > s.stability_score_thresh
+                    self.removed["stability_score_thresh"] += int((~keep).sum())
                 if not bool(keep.any()):
                     continue
                 boxes = mask_boxes(part[keep] > s.mask_threshold)
@@ -249,9 +255,10 @@ class Generator:
         return found[nms(found.boxes, found.scores, s.box_nms_thresh)]
 
     @torch.no_grad()
-    def generate(self, image: torch.Tensor, embedding=None) -> dict:
+    def generate(self, image: torch.Tensor, embedding=None, rles: bool = True) -> dict:
         """``rles`` (COCO RLE at the image's size), ``scores`` (predicted IoU), ``boxes`` (continuous xyxy of
-        each mask) and ``ids`` (H × W int32 id map: 1 the best mask, each pixel its best mask's), best first.
+        each mask) and ``ids`` (H × W int32 id map: 1 the best mask, each pixel its best mask's), best first
+        (``rles=False``: no RLEs, for a scene's tile, whose instances are joined across tiles first).
         ``embedding``: the whole image's ``model.encode([image])`` when the caller has it already (segdet
         annotate's cache): the whole-image crop then skips the encoder; other crops are still encoded."""
         s = self.s
@@ -265,7 +272,7 @@ class Generator:
         edits = {}
         if found is not None and s.min_mask_region_area > 0:
             found, edits = self.remove_small_regions(found, crops, H, W)
-        return self.full_resolution(found, crops, edits, H, W)
+        return self.full_resolution(found, crops, edits, H, W, rles)
 
     def remove_small_regions(self, found: Candidates, crops, H: int, W: int) -> tuple[Candidates, dict]:
         """Meta's postprocess_small_regions at the decision frame: holes, then islands, under
@@ -290,10 +297,10 @@ class Generator:
         edits = {j: cleaned[int(k)] for j, k in enumerate(keep.tolist()) if changed[int(k)]}
         return found[keep], edits
 
-    def full_resolution(self, found: Candidates | None, crops, edits: dict, H: int, W: int) -> dict:
+    def full_resolution(self, found: Candidates | None, crops, edits: dict, H: int, W: int, rles: bool = True) -> dict:
         """Each kept mask at the image's size, one at a time: its RLE, box, and its pixels in the id map."""
         ids = torch.zeros(H, W, dtype=torch.int32, device=self.model.sam.device)
-        rles, boxes = [], []
+        encoded, boxes = [], []
         for k in range(len(found) if found is not None else 0):
             (x0, y0, x1, y1), _ = crops[int(found.crops[k])]
             h, w = y1 - y0, x1 - x0
@@ -308,10 +315,11 @@ class Generator:
             full = torch.zeros(H, W, dtype=torch.bool, device=mask.device)
             full[y0:y1, x0:x1] = mask
             ids[(ids == 0) & full] = k + 1
-            rles += encode_many(full.cpu().numpy()[None])
+            if rles:
+                encoded += encode_many(full.cpu().numpy()[None])
             b = mask_boxes(full[None])[0]
             boxes.append((b + b.new_tensor([0, 0, 1, 1])) * full.any())  # continuous: a pixel's far edge
-        return {"rles": rles, "boxes": torch.stack(boxes).cpu() if boxes else torch.zeros(0, 4),
+        return {"rles": encoded, "boxes": torch.stack(boxes).cpu() if boxes else torch.zeros(0, 4),
                 "scores": found.scores.cpu() if found is not None else torch.zeros(0), "ids": ids.cpu().numpy()}
 
 
@@ -330,3 +338,4 @@ def fill_small(mask: np.ndarray, area: float) -> np.ndarray:
             keep = [i for i in range(1, n) if i not in small] or [int(np.argmax(stats[1:, -1])) + 1]
             mask = np.isin(labels, keep)
     return mask
+
