@@ -6,6 +6,9 @@ without ``id`` or ``file_name``, a bbox that is not ``[x, y, width, height]``, a
 polygon of fewer than 3 points, an RLE whose size is not its image's. An image that is not on disk follows
 ``data.on_bad_sample`` like any unreadable file. An annotation without a mask (box only) is no error here: each
 reader decides (``CocoFile.box_only``).
+
+``data.ann_file`` defaults to ``annotations.json`` in ``data.root``: the file ``segdet annotate`` writes there
+trains and scores as it stands.
 """
 from __future__ import annotations
 
@@ -45,11 +48,17 @@ class CocoImage:
         return str(Path(self.file_name).with_suffix(""))
 
 
+DEFAULT_ANN_FILE = "annotations.json"  # data.ann_file's default: where segdet annotate keeps a folder's objects
+
+
 def resolve_ann_file(ann_file, root) -> Path:
-    """``data.ann_file``: absolute, relative to the working directory, or relative to ``data.root``."""
-    path = Path(str(ann_file)).expanduser()
-    if not path.is_absolute() and not path.is_file() and root is not None:
-        path = Path(str(root)).expanduser() / path
+    """``data.ann_file``: absolute, relative to ``data.root`` (first: the default ``annotations.json`` is the
+    root's), or relative to the working directory."""
+    path = Path(str(ann_file or DEFAULT_ANN_FILE)).expanduser()
+    if not path.is_absolute() and root is not None:
+        under_root = Path(str(root)).expanduser() / path
+        if under_root.is_file() or not path.is_file():
+            return under_root
     return path
 
 
@@ -59,6 +68,12 @@ class CocoFile:
 
     def __init__(self, ann_file, images_dir, bad: BadSamples):
         self.path = Path(ann_file)
+        if not self.path.is_file():
+            default = self.path.name == DEFAULT_ANN_FILE
+            raise SegdetError(f"{self.path}: COCO annotation file not found ("
+                              + ("data.ann_file defaults to annotations.json in data.root, as segdet annotate "
+                                 "writes it; " if default else "")
+                              + "give data.ann_file=FILE, absolute or relative to data.root)")
         try:
             data = json.loads(self.path.read_text())
             self.categories = {int(c["id"]): str(c["name"]) for c in data["categories"]}
