@@ -23,6 +23,7 @@ TASKS = {
     "sam": TaskInfo("fine-tune Segment Anything for binary segmentation",
                     ("train", "eval", "predict", "export", "annotate")),
     "frcnn": TaskInfo("Faster R-CNN object detection (VGG16, the paper's way)"),
+    "semantic": TaskInfo("a class for every pixel (SAM-family encoder + UNETR decoder, or a UNet), instances too"),
     "detseg": TaskInfo("detect -> segment: a frcnn detector's boxes prompt SAM (classed instance masks)",
                        ("eval", "predict"),
                        "task=detseg joins two models trained (and exported) on their own: train its detector with "
