@@ -13,7 +13,8 @@ from pycocotools.cocoeval import COCOeval
 
 from segdet.data.coco import CocoFile, encode, instance_map
 from segdet.data.io import BadSamples
-from segdet.tasks.detseg.metrics import DetSegEvaluator, box_fill
+from segdet.instances.masks import box_fill
+from segdet.tasks.detseg.metrics import DetSegEvaluator
 from tests.detseg.parts import coco_folder, disc
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from monai.metrics import DiceMetric, MeanIoU
 
-from segdet.tasks.sam.metrics import SamEvaluator, box_fill
+from segdet.instances.masks import box_union
+from segdet.tasks.sam.metrics import SamEvaluator
 from segdet.tasks.sam.preprocess import resized_shape
 
 SIZE = 256  # model input size of these fake outputs: low-res masks are SIZE/4 = 64, the images' own size
@@ -55,7 +56,7 @@ def test_scores_equal_monai_including_empty_masks():
     assert got["dice_global"] == pytest.approx(DiceMetric(ignore_empty=False)(flat(y_pred), flat(y)).item())
     assert got["iou_global"] == pytest.approx(MeanIoU(ignore_empty=False)(flat(y_pred), flat(y)).item())
     # box baseline = the filled box scored the same way
-    box = box_fill(torch.tensor([[8.0, 8.0, 40.0, 40.0]]), 64, 64)
+    box = box_union(torch.tensor([[8.0, 8.0, 40.0, 40.0]]), 64, 64)
     assert box.sum() == 32 * 32 and box[8:40, 8:40].all()  # continuous: pixels 8..39
     ref = DiceMetric(reduction="none", ignore_empty=False)(box[None, None].float().expand(5, 1, 64, 64), y)[:, 0]
     assert got["box_baseline_dice"] == pytest.approx(ref.mean().item())

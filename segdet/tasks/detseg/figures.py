@@ -1,6 +1,5 @@
-"""Pictures of detect → segment, for people: instances scoring at least ``draw_threshold``, each mask in its own
-colour, with the detector's box and class name (frcnn's ``draw``); eval's sample figures set image, detections,
-masks and ground truth side by side."""
+"""Eval's sample figures of detect → segment: image, detections, masks and ground truth side by side (the instances'
+pictures are every instance task's: ``instances.drawing``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,36 +9,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
+from segdet.instances.drawing import draw, drawn, overlay, tint  # noqa: E402
+from segdet.instances.masks import id_map  # noqa: E402
 from segdet.plotting import save_figure  # noqa: E402
-from segdet.tasks.detseg.model import id_map  # noqa: E402
-from segdet.tasks.frcnn.predict import draw  # noqa: E402
 
-PALETTE = (np.array(plt.get_cmap("tab20").colors) * 255).astype(np.uint8)
 MAX_ROWS = 4
-
-
-def tint(pixels: np.ndarray, ids: np.ndarray, shown: list[int], alpha: float = 0.5) -> np.ndarray:
-    """H×W×3 uint8 with the pixels of each instance id in ``shown`` blended with that id's colour."""
-    out = pixels.astype(np.float32).copy()
-    for k in shown:
-        region = ids == k
-        out[region] = (1 - alpha) * out[region] + alpha * PALETTE[(k - 1) % len(PALETTE)]
-    return out.clip(0, 255).astype(np.uint8)
-
-
-def drawn(found: dict, draw_threshold: float) -> tuple[dict, list[int]]:
-    """The detections scoring at least ``draw_threshold`` and their instance ids (1-based, score order)."""
-    keep = found["scores"] >= draw_threshold
-    return {k: found[k][keep] for k in ("boxes", "scores", "labels")}, (torch.nonzero(keep)[:, 0] + 1).tolist()
-
-
-def overlay(pixels: np.ndarray, found: dict, classes: list[str], draw_threshold: float) -> Image.Image:
-    """``found``: one image's instances on the CPU (``boxes``, ``scores``, ``labels``, ``ids``: the id map)."""
-    dets, shown = drawn(found, draw_threshold)
-    return draw(tint(pixels, found["ids"], shown), dets, classes)
 
 
 def log_samples(batch: dict, outputs: list[dict], classes: list[str], draw_threshold: float, plots_dir: Path,

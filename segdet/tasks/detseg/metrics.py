@@ -14,83 +14,19 @@ bbox metrics alone, and the log says why.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-import math
 from pathlib import Path
 
-import torch
-
-from segdet.data.coco import CocoFile, encode_many, has_mask, rle_area, rle_bbox, to_rle
+from segdet.data.coco import CocoFile, encode_many
 from segdet.files.atomic import write_csv
+from segdet.instances.coco_eval import ap_stats, coco_eval, ground_truth, per_category_ap
+from segdet.instances.masks import box_fill
+from segdet.instances.outputs import xywh
 from segdet.tasks.base import Evaluator
 from segdet.tasks.sam.metrics import overlap
 
 log = logging.getLogger(__name__)
 CSV_NAME = "per_image.csv"
-
-
-def box_fill(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """K×H×W bool: each continuous xyxy box filled (the pixels whose centres it covers)."""
-    out = torch.zeros(len(boxes), height, width, dtype=torch.bool, device=boxes.device)
-    for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
-        out[k, max(math.floor(y1 + 0.5), 0): max(math.floor(y2 + 0.5), 0),
-            max(math.floor(x1 + 0.5), 0): max(math.floor(x2 + 0.5), 0)] = True
-    return out
-
-
-def xywh(box) -> list[float]:
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]
-
-
-def ground_truth(coco: CocoFile, image_ids: set) -> dict:
-    """The annotation file's images ``image_ids`` and their annotations as pycocotools wants them (ids, areas and
-    boxes filled in where the file leaves them out)."""
-    images, anns = [], []
-    for im in coco.images:
-        if im.id not in image_ids:
-            continue
-        images.append({"id": im.id, "width": im.width, "height": im.height, "file_name": im.file_name})
-        for a in im.anns:
-            a = {**a, "id": len(anns) + 1, "iscrowd": int(a.get("iscrowd", 0) or 0)}
-            rle = to_rle(a["segmentation"], im.height, im.width) if has_mask(a) else None
-            if a.get("bbox") is None:
-                a["bbox"] = rle_bbox(rle)
-            if a.get("area") is None:
-                a["area"] = rle_area(rle) if rle is not None else a["bbox"][2] * a["bbox"][3]
-            anns.append(a)
-    return {"images": images, "annotations": anns,
-            "categories": [{"id": k, "name": v} for k, v in sorted(coco.categories.items())]}
-
-
-def coco_eval(gt: dict, results: list[dict], iou_type: str):
-    """pycocotools' COCOeval after evaluate/accumulate/summarize; None when there is nothing to score."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    if not gt["annotations"] or not results:
-        return None
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-        coco_gt = COCO()
-        coco_gt.dataset = gt
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(results), iou_type)
-        ev.params.imgIds = sorted(im["id"] for im in gt["images"])
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev
-
-
-def per_category_ap(ev, categories: dict[int, str]) -> dict[str, float]:
-    """AP@[.5:.95] of each category (area all, 100 detections); -1 where it has no ground truth."""
-    out = {}
-    for k, cat in enumerate(ev.params.catIds):
-        p = ev.eval["precision"][:, :, k, 0, -1]
-        out[categories[cat]] = float(p[p > -1].mean()) if (p > -1).any() else -1.0
-    return out
 
 
 class DetSegEvaluator(Evaluator):
@@ -133,7 +69,7 @@ class DetSegEvaluator(Evaluator):
 
         def stats(kind: str, iou_type: str) -> tuple[float, float, object]:
             ev = coco_eval(gt, results(kind), iou_type)
-            return (float(ev.stats[0]), float(ev.stats[1]), ev) if ev is not None else (0.0, 0.0, None)
+            return (*ap_stats(ev)[:2], ev)
 
         metrics = {}
         metrics["bbox_map"], metrics["bbox_map50"], _ = stats("bbox", "bbox")

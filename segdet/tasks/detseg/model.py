@@ -54,15 +54,6 @@ def expand(boxes: torch.Tensor, fraction: float, height: int, width: int) -> tor
     return torch.minimum(grown.clamp(min=0), limit)
 
 
-def id_map(masks: torch.Tensor) -> torch.Tensor:
-    """K×H×W bool masks, highest score first → H×W int32 instance ids: each pixel the first (best) instance that
-    covers it, 1-based; 0 where none does."""
-    if len(masks) == 0:
-        return torch.zeros(masks.shape[-2:], dtype=torch.int32, device=masks.device)
-    first = masks.to(torch.uint8).argmax(0).to(torch.int32) + 1
-    return torch.where(masks.any(0), first, torch.zeros_like(first))
-
-
 class DetSeg(nn.Module):
     """``forward(batch)`` (eval only) → one dict per image: ``boxes`` (K×4 xyxy, original pixels), ``scores``,
     ``labels`` (the detector's, 1-based), ``masks`` (K×H×W bool at the image's own size), highest score first.

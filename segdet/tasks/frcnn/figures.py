@@ -9,10 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from segdet.instances.drawing import COLORS  # noqa: E402
 from segdet.plotting import save_figure  # noqa: E402
-
-
-COLORS = plt.get_cmap("tab10").colors
 
 
 def draw_boxes(ax, boxes, labels, classes, scores=None) -> None:

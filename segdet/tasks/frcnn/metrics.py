@@ -8,14 +8,13 @@ Boxes are continuous (x1, y1, x2, y2): IoU without the VOC devkit's "+1" pixel w
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from segdet.files.atomic import write_csv
+from segdet.instances.coco_eval import ap_stats, coco_eval
 from segdet.tasks.base import Evaluator
 
 log = logging.getLogger(__name__)
@@ -81,9 +80,6 @@ def class_ap(records: list[dict], label: int, iou_thresh: float = 0.5, rule: str
 
 def coco_map(records: list[dict], num_classes: int) -> dict[str, float]:
     """pycocotools' COCOeval (bbox) on the records: mAP@[.5:.95], @.5, @.75."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     gt, dt, images = [], [], []
     for i, r in enumerate(records, start=1):
         h, w = r["size"]
@@ -95,18 +91,9 @@ def coco_map(records: list[dict], num_classes: int) -> dict[str, float]:
         for box, label, score in zip(r["boxes"], r["labels"], r["scores"]):
             x1, y1, x2, y2 = (float(v) for v in box)
             dt.append({"image_id": i, "category_id": int(label), "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
-    if not gt or not dt:
-        return {"map": 0.0, "map50_coco": 0.0, "map75": 0.0}
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-        coco_gt = COCO()
-        coco_gt.dataset = {"images": images, "annotations": gt,
-                           "categories": [{"id": k} for k in range(1, num_classes + 1)]}
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(dt), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return {"map": float(ev.stats[0]), "map50_coco": float(ev.stats[1]), "map75": float(ev.stats[2])}
+    ev = coco_eval({"images": images, "annotations": gt, "categories": [{"id": k} for k in range(1, num_classes + 1)]},
+                   dt, "bbox")
+    return dict(zip(("map", "map50_coco", "map75"), ap_stats(ev)))
 
 
 class DetectionEvaluator(Evaluator):

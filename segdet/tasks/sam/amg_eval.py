@@ -1,7 +1,7 @@
 """``segdet eval task=sam prompts=grid``: segment everything scored against COCO instances, class-agnostic, beside
 a trivial baseline.
 
-* ``segm_map``, ``segm_map50``, ``segm_map75``: pycocotools' COCOeval (iouType ``segm``, detseg's code) of the
+* ``segm_map``, ``segm_map50``, ``segm_map75``: pycocotools' COCOeval (iouType ``segm``, ``instances.coco_eval``) of the
   grid's masks (score: predicted IoU) against every instance of the annotation file, all categories as one;
   ``masks_per_image`` (mean), ``empty_images`` (images where no mask survived).
 * ``wholebox_*``, the same for the baseline: SAM prompted with the whole image as one box, its mask thresholded,
@@ -26,8 +26,8 @@ from segdet.data.coco import encode_many
 from segdet.data.io import BadSample
 from segdet.data.items import unpack
 from segdet.errors import SegdetError
+from segdet.instances.coco_eval import ap_stats, coco_eval, ground_truth
 from segdet.tasks.base import Evaluator
-from segdet.tasks.detseg.metrics import coco_eval, ground_truth
 from segdet.tasks.sam.amg import AmgSettings, Generator
 from segdet.tasks.sam.preprocess import coord_scale, logits_to_original, resized_shape, scale_boxes
 
@@ -122,16 +122,13 @@ class GridEvaluator(Evaluator):
             self.records.append({"id": sample_id, "image_id": image_id, **found})
 
     def compute(self, records: list[dict]) -> dict[str, float]:
-        gt = ground_truth(self.coco, {r["image_id"] for r in records})
-        gt["annotations"] = [{**a, "category_id": 1} for a in gt["annotations"]]  # class-agnostic
-        gt["categories"] = [{"id": 1, "name": "object"}]
+        gt = ground_truth(self.coco, {r["image_id"] for r in records}, class_agnostic=True)
         n = max(len(records), 1)
         metrics = {}
         for prefix, key in METHODS.items():
             results = [{"image_id": r["image_id"], "category_id": 1, "segmentation": rle, "score": round(s, 5)}
                        for r in records for rle, s in zip(*r[key])]
-            ev = coco_eval(gt, results, "segm")
-            stats = [float(v) for v in ev.stats[:3]] if ev is not None else [0.0, 0.0, 0.0]
+            stats = ap_stats(coco_eval(gt, results, "segm"))
             metrics.update({f"{prefix}segm_map": stats[0], f"{prefix}segm_map50": stats[1],
                             f"{prefix}segm_map75": stats[2],
                             f"{prefix}masks_per_image": sum(len(r[key][0]) for r in records) / n,

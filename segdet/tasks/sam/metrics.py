@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from segdet.files.atomic import write_csv
+from segdet.instances.masks import box_union
 from segdet.plotting import plt, save_figure
 from segdet.tasks.base import Evaluator
 from segdet.tasks.sam.preprocess import logits_to_original
@@ -29,14 +30,6 @@ def overlap(pred: torch.Tensor, gt: torch.Tensor) -> dict:
     union = p + g - inter
     return {"inter": inter, "union": union, "pred_px": p, "gt_px": g,
             "iou": inter / union if union else 1.0, "dice": 2 * inter / (p + g) if p + g else 1.0}
-
-
-def box_fill(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """H×W bool with every xyxy box (continuous pixel coordinates) filled: the pixels whose centres it covers."""
-    out = torch.zeros(height, width, dtype=torch.bool, device=boxes.device)
-    for x1, y1, x2, y2 in (boxes.float() + 0.5).floor().long().tolist():
-        out[max(y1, 0): max(y2, 0), max(x1, 0): max(x2, 0)] = True
-    return out
 
 
 def full_res_masks(outputs: dict, batch: dict) -> list[torch.Tensor | None]:
@@ -98,7 +91,7 @@ class SamEvaluator(Evaluator):
             rec = {"id": batch["ids"][i], "height": h, "width": w,
                    "skipped": bool(self.skip_empty and batch["empty"][i])}
             rec.update(overlap(pred, gt))
-            rec.update({f"box_{k}": v for k, v in overlap(box_fill(boxes, h, w) & scored, gt).items()})
+            rec.update({f"box_{k}": v for k, v in overlap(box_union(boxes, h, w) & scored, gt).items()})
             if per_class:
                 rec["instances"] = [(c, o["dice"], o["iou"]) for c, o in instance_overlaps(outputs, batch, i, scored)]
             for k, round_logits in enumerate(rounds, 1):
