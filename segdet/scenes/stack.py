@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 from segdet.data.io import IMAGE_SUFFIXES, BadSample, image_size
 from segdet.errors import SegdetError
-from segdet.scenes.formats import RASTER_SUFFIXES
+from segdet.scenes.raster import RASTER_SUFFIXES
 
 CHANGES = ("consecutive", "first")
 ALIGNED = ".segdet-stack"  # the warped frames (VRTs) of stack.align=true, inside the output folder
