@@ -123,6 +123,8 @@ def _command_line(command: str, args: list[str]) -> list[str]:
         args = overrides.added(args, "model")
     if command == "predict":  # input is a group (path, bands, scale): a plain input=P is its path
         args = overrides.renamed(args, "input", "input.path")
+        for key in ("stack", "propagate"):  # stack=true: a group whose switch is its enabled key
+            args = overrides.renamed(args, key, f"{key}.enabled")
     missing = missing_extra(args)
     if missing:
         fail(missing)

@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from segdet.data.io import IMAGE_SUFFIXES, list_images
 from segdet.scenes.raster import RASTER_SUFFIXES
-from segdet.scenes.source import input_path
+from segdet.scenes import stack
+from segdet.scenes.source import SceneOptions, input_path
 from segdet.files.prediction_outputs import open_output
 from segdet.engine import distributed
 from segdet.engine.rebuild import check_source, rebuild, source_keys, source_of
@@ -70,7 +71,13 @@ def _source(value: str):
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     device = start(cfg, run_dir, "predict")
-    inputs = _inputs(Path(input_path(cfg)).expanduser())
+    stacked = stack.StackSettings.from_cfg(cfg)  # dated frames: segdet/scenes/stack.py, docs/time.md
+    dated = stacked.enabled or stack.propagating(cfg)
+    if dated:
+        frames = stack.frames(Path(input_path(cfg)).expanduser(), stacked)
+        inputs = [f.path for f in frames]
+    else:
+        inputs = _inputs(Path(input_path(cfg)).expanduser())
     out_dir = Path(cfg.output) if cfg.output else run_dir / "predictions"
     if out_dir.exists() and not out_dir.is_dir():
         raise SegdetError(f"{out_dir}: output= is a file, not a folder")
@@ -84,9 +91,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         open_output(out_dir, settings=given, resume=bool(cfg.get("resume", False)), overwrite=bool(cfg.overwrite),
                     progress=bool(cfg.trainer.get("progress", True)))
     distributed.on_main(prepare_folder)
+    if dated:  # frames off the first's grid warped (stack.align=true)
+        distributed.on_main(lambda: stack.aligned(frames, out_dir))
+        frames = stack.aligned(frames, out_dir, write=False)
+        inputs = [f.path for f in frames]
     runtime = prepare(model, cfg.trainer, device)
     log.info("predicting %d image(s) with %s on %s (precision %s)", len(inputs), source_of(cfg, task_class),
              device, runtime.precision)
     summary = task.predict(runtime=runtime, inputs=inputs, out_dir=out_dir) or {}
+    if dated and distributed.rank() == 0:  # change maps, areas.csv, plot
+        from segdet.scenes.change import write_stack
+
+        summary["stack"] = write_stack(out_dir, frames, stacked.change, SceneOptions.from_cfg(cfg).vector,
+                                       stack.class_names(cfg))
     log.info("wrote predictions to %s %s", out_dir, summary if summary else "")
     return summary
