@@ -143,7 +143,8 @@ class _Warm:
             request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             self.proc.stdin.flush()
-            pid = self._line(30)["pid"]
+            # the first request waits for the interpreter's imports too (minutes on a loaded machine)
+            pid = self._line(max(timeout, 300))["pid"]
             answer = self._line(timeout)
             if answer is None:
                 os.kill(pid, signal.SIGKILL)
