@@ -64,11 +64,3 @@ def session(path: Path):
 
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
-
-def max_abs(a, b) -> float:
-    """The largest absolute difference of two arrays or tensors of one shape (0.0 when empty)."""
-    a = torch.as_tensor(a).double()
-    b = torch.as_tensor(b).double()
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-    return float((a - b).abs().max()) if a.numel() else 0.0

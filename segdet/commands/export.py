@@ -2,8 +2,9 @@
 README.md beside it.
 
 Everything is written into a temporary folder next to ``output=`` and renamed into place at the end, so a failed
-export leaves no folder that looks complete and an existing ``output=`` (with ``overwrite=true``) is replaced only
-by a finished export. The checkpoint is only read.
+export (also one whose check against the PyTorch model is above its tolerance) leaves no folder that looks
+complete, and an existing ``output=`` (with ``overwrite=true``) is replaced only by a finished export. The
+checkpoint is only read.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import segdet
 from segdet.engine.rebuild import check_source, rebuild
 from segdet.engine.session import start
 from segdet.errors import SegdetError
+from segdet.export_check import CheckFailed
 from segdet.tasks import get_task_class
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         (staged / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
         (staged / "README.md").write_text(readme(task_name, fmt, meta, exported))
         _swap_into_place(staged, out)
+    except CheckFailed as e:  # the export does not give its model's outputs: refused, as assert_close would
+        raise SegdetError(f"{out}: {e}; nothing was written") from None
     except SegdetError:
         raise
     except Exception as e:  # any failure of an exporter: one line, and nothing half-written at output=

@@ -15,7 +15,8 @@ from PIL import Image
 from segdet.commands import predict as predict_cmd
 from segdet.data.io import list_images
 from segdet.tasks.frcnn.detector import FasterRCNN
-from segdet.tasks.frcnn.export import TORCHSCRIPT_CLIENT, compare, example_images, portable, save_onnx
+from segdet.tasks.frcnn.export import TORCHSCRIPT_CLIENT, compare, save_onnx
+from segdet.tasks.frcnn.portable import example_images, portable
 from segdet.tasks.frcnn.resize import resize_linear_exact
 from segdet.tasks.frcnn.transforms import DetectionTransform
 from tests.conftest import compose_cfg
@@ -136,7 +137,7 @@ def test_roipool_and_roialign_graphs_run_in_onnxruntime(roi_op, tmp_path):
     with torch.no_grad():
         ref = detector([other])
     compare(ref, [{"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
-                   "scores": torch.from_numpy(scores)}])
+                   "scores": torch.from_numpy(scores)}], "onnx")
 
 
 def test_the_project_readme_shows_the_client_the_tests_run():

@@ -15,7 +15,8 @@ from PIL import Image
 
 from segdet.commands import predict as predict_cmd
 from segdet.engine.checkpoint import FORMAT, save_atomic
-from segdet.tasks.frcnn.export import PortableDetector, SymbolicSizeDetector, example_images, portable
+from segdet.tasks.frcnn.portable import PortableDetector, example_images, portable
+from segdet.tasks.frcnn.pt2 import SymbolicSizeDetector
 from segdet.tasks.frcnn.resize import resized_size
 from segdet.tasks.frcnn.task import FrcnnTask
 from tests.conftest import compose_cfg
