@@ -17,7 +17,8 @@ from segdet.data.io import IMAGE_SUFFIXES, list_images
 from segdet.scenes.raster import RASTER_SUFFIXES
 from segdet.scenes import stack
 from segdet.scenes.source import SceneOptions, input_path
-from segdet.files.prediction_outputs import open_output
+from segdet.files.prediction_outputs import input_key, open_output
+from segdet.scenes import remote, stac
 from segdet.engine import distributed
 from segdet.engine.rebuild import check_source, rebuild, source_keys, source_of
 from segdet.engine.runtime import prepare
@@ -52,7 +53,7 @@ def settings(cfg: DictConfig, task_class) -> dict:
     for key in source_keys(task_class):
         out[key] = _source(str(cfg[key]))
     given = out["input"] if isinstance(out.get("input"), dict) else {}
-    out["input"] = {**given, "path": str(Path(input_path(cfg)).expanduser().resolve())}
+    out["input"] = {**given, "path": input_key(Path(input_path(cfg)).expanduser())}  # a URL as given
     return out
 
 
@@ -76,8 +77,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if dated:
         frames = stack.frames(Path(input_path(cfg)).expanduser(), stacked)
         inputs = [f.path for f in frames]
-    else:
-        inputs = _inputs(Path(input_path(cfg)).expanduser())
+    else:  # a URL (or a STAC item) is one input: scenes/remote.py, scenes/stac.py
+        inputs = remote.inputs(input_path(cfg), stac.check) or _inputs(Path(input_path(cfg)).expanduser())
     out_dir = Path(cfg.output) if cfg.output else run_dir / "predictions"
     if out_dir.exists() and not out_dir.is_dir():
         raise SegdetError(f"{out_dir}: output= is a file, not a folder")

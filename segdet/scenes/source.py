@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from segdet.data.io import image_size, load_rgb
 from segdet.scenes.vectors import VectorSettings
 from segdet.scenes.raster import ArrayScene, is_scene, open_scene
+from segdet.scenes import remote, stac
 from segdet.scenes.tiles import TileSettings
 
 
@@ -31,6 +32,7 @@ class SceneOptions:
     scale: str = "auto"
     tile: TileSettings = TileSettings()
     vector: VectorSettings = VectorSettings()
+    asset: str | None = None  # a STAC item's asset (scenes/stac.py)
 
     @classmethod
     def from_cfg(cls, cfg) -> "SceneOptions":
@@ -38,9 +40,9 @@ class SceneOptions:
         ``data`` block when it trained on scenes (``data=raster``: its ``bands``, ``scale``), so a scene is predicted
         with the pixels the model learnt from; else bands 1,2,3 and ``auto``."""
         given = cfg.get("input")
-        bands = scale = None
+        bands = scale = asset = None
         if given is not None and not isinstance(given, str):
-            bands, scale = given.get("bands"), given.get("scale")
+            bands, scale, asset = given.get("bands"), given.get("scale"), given.get("asset")
         data = cfg.get("data")
         if data is not None and not isinstance(data, str) and data.get("name") == "raster":
             bands = data.get("bands") if bands is None else bands
@@ -48,11 +50,16 @@ class SceneOptions:
         if OmegaConf.is_config(bands):
             bands = tuple(OmegaConf.to_container(bands))
         return cls(bands, str(scale or "auto"), TileSettings.from_cfg(cfg.get("tile")),
-                   VectorSettings.from_cfg(cfg.get("vector")))
+                   VectorSettings.from_cfg(cfg.get("vector")), None if asset is None else str(asset))
 
     def open(self, path: Path, model_size: int):
         """A scene for ``path`` when it is read by window or tiled, else None (an ordinary image, predicted whole).
         A BadSample (an unreadable image) or a SegdetError (a bad band) passes to the caller."""
+        if remote.is_remote(path) or stac.is_stac(path) or self.asset is not None:  # a URL, a STAC item
+            import torch
+
+            return stac.open_input(path, asset=self.asset, bands=self.bands, scale=self.scale,
+                                   threads=torch.get_num_threads())
         if is_scene(path):
             import torch
 
