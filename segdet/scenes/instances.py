@@ -17,9 +17,11 @@ from segdet.scenes.runner import Done, write_raster
 from segdet.scenes.stitch import stitch
 
 
-def write_scene_instances(out, path, scene, done: Done, classes: list[str], vectors, draw_threshold: float) -> int:
+def write_scene_instances(out, path, scene, done: Done, classes: list[str], vectors, draw_threshold: float,
+                          folder: str = "masks", record: dict | None = None) -> int:
     """Join the tiles' instances (each tile's arrays: ``ids`` over its window, ``scores``, optional ``labels``),
-    write the scene's outputs and mark it done; returns how many instances it has."""
+    write the scene's outputs (the id GeoTIFF in ``folder``) and mark it done (``record``: more of its record);
+    returns how many instances it has."""
     joined = stitch(done.work, done.indices(), done.load)
 
     def load(i):  # a tile's centre, its ids made the scene's
@@ -35,12 +37,12 @@ def write_scene_instances(out, path, scene, done: Done, classes: list[str], vect
     boxes = [[float(v) for v in b] for b in joined.boxes]
     if scene.georeferenced:
         write_raster(out, name, scene, done, [("ids", joined.dtype, "first")], binary=False, vectors=vectors,
-                     properties=lambda v: (classes[labels[v - 1] - 1], scores[v - 1]), load=load)
+                     properties=lambda v: (classes[labels[v - 1] - 1], scores[v - 1]), load=load, folder=folder)
         windows = [(int(x0), int(y0), int(x1 - x0), int(y1 - y0)) for x0, y0, x1, y1 in boxes]
-        rles = instance_rles(out.dir / f"masks/{name}.tif", windows)
+        rles = instance_rles(out.dir / f"{folder}/{name}.tif", windows)
         entries = [{"category_id": int(c), "bbox": xywh(b), "score": round(float(s), 5), "segmentation": r}
                    for b, c, s, r in zip(boxes, labels, scores, rles)]
-        out.done(path, {"width": scene.width, "height": scene.height, "instances": entries})
+        out.done(path, {**(record or {}), "width": scene.width, "height": scene.height, "instances": entries})
     else:
         ids = done.assemble("ids", scene.width, scene.height, np.dtype(joined.dtype), load=load)
         masks = torch.from_numpy(ids[None] == np.arange(1, len(scores) + 1, dtype=ids.dtype)[:, None, None])

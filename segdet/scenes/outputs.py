@@ -24,9 +24,9 @@ class Piece:
 
 
 def assemble_strip(pieces: list[Piece], load, key: str, y0: int, y1: int, width: int, dtype,
-                   rule: str = "first") -> np.ndarray:
-    """Rows y0..y1 of the scene's ``key`` array from the pieces overlapping them."""
-    out = np.zeros((y1 - y0, width), dtype)
+                   rule: str = "first", fill: int = 0) -> np.ndarray:
+    """Rows y0..y1 of the scene's ``key`` array from the pieces overlapping them (``fill`` where none does)."""
+    out = np.full((y1 - y0, width), fill, dtype)
     for p in pieces:
         px0, py0, px1, py1 = p.box
         if py1 <= y0 or py0 >= y1:
@@ -40,7 +40,7 @@ def assemble_strip(pieces: list[Piece], load, key: str, y0: int, y1: int, width:
         if rule == "max":
             np.maximum(dst, src, out=dst)
         else:
-            np.copyto(dst, src, where=(dst == 0))
+            np.copyto(dst, src, where=(dst == fill))
     return out
 
 
@@ -69,21 +69,26 @@ def assemble_array(pieces: list[Piece], load, key: str, width: int, height: int,
 
 
 def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[tuple[str, str, str]],
-                  alongside=None, bits: int | None = None):
+                  alongside=None, bits: int | None = None, nodata: int | None = None, colormap: dict | None = None,
+                  tags: dict | None = None):
     """``out_dir/rel``: a tiled, deflate-compressed GeoTIFF (a COG where GDAL can make one) in the scene's CRS,
     transform and size, one band per (key, dtype, rule) of ``bands``, written atomically; ``bits=1`` stores 0/1
     bands as 1-bit pixels (read back as the same 8-bit 0/1 values).
 
     ``alongside(strips)``, when given, is handed the strips of band 1 as they are assembled (an iterator of
     (first row, rows × width array), top to bottom) and its result is returned: the polygons are traced from
-    them (in other threads) while the next strips are assembled, so the mask is never read back."""
+    them (in other threads) while the next strips are assembled, so the mask is never read back.
+
+    ``nodata``: the value of pixels no piece decides (a class map, whose 0 is a class), written as the file's
+    nodata; ``colormap`` ({value: (r, g, b)}) and ``tags`` (dataset metadata) go into the file as GDAL keeps
+    them (band 1's colour table)."""
     import rasterio
     from rasterio.windows import Window
 
     dtype = np.dtype(bands[0][1])
     profile = {"driver": "GTiff", "width": scene.width, "height": scene.height, "count": len(bands),
                "dtype": dtype.name, "crs": scene.crs, "transform": scene.transform, "tiled": True,
-               "blockxsize": 512, "blockysize": 512, "nodata": None}
+               "blockxsize": 512, "blockysize": 512, "nodata": nodata}
     loader = _Loader(load, pieces)
     result = None
 
@@ -93,13 +98,17 @@ def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[t
                 y1 = min(y0 + STRIP, scene.height)
                 loader.past(y0)
                 for b, (key, dt, rule) in enumerate(bands, 1):
-                    strip = assemble_strip(pieces, loader, key, y0, y1, scene.width, dtype, rule)
+                    strip = assemble_strip(pieces, loader, key, y0, y1, scene.width, dtype, rule, nodata or 0)
                     dst.write(strip, b, window=Window(0, y0, scene.width, y1 - y0))
                     if b == 1:
                         first = strip
                 yield y0, first
             for b, (key, _, _) in enumerate(bands, 1):
                 dst.set_band_description(b, key)
+            if colormap:
+                dst.write_colormap(1, colormap)
+            if tags:
+                dst.update_tags(**tags)
 
     def write(tmp):
         nonlocal result
@@ -122,14 +131,19 @@ def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[t
 
 def _compress(work, tmp, threads: int, bits: int | None) -> None:
     """The work file as a deflate-compressed COG (a tiled GeoTIFF where GDAL has no COG driver)."""
+    import rasterio
     from rasterio.shutil import copy as gdal_copy
 
     options = {"compress": "DEFLATE", "num_threads": str(threads), **({"nbits": str(bits)} if bits else {})}
-    try:
-        gdal_copy(work, tmp, driver="COG", overviews="NONE", **options)
-    except Exception as e:  # noqa: BLE001 -- an older GDAL without the COG driver: a tiled GTiff instead
-        log.debug("no COG (%s); writing the tiled GeoTIFF", e)
-        gdal_copy(work, tmp, driver="GTiff", tiled=True, blockxsize=512, blockysize=512, **options)
+    # GDAL keeps what a 1-bit band's TIFF tags cannot hold (its description, colour interpretation) in a PAM
+    # sidecar named after the temp file (.<name>.tmp.aux.xml), which the rename would leave behind; the
+    # description is in the TIFF's own metadata too, so the sidecar is not written
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+        try:
+            gdal_copy(work, tmp, driver="COG", overviews="NONE", **options)
+        except Exception as e:  # noqa: BLE001 -- an older GDAL without the COG driver: a tiled GTiff instead
+            log.debug("no COG (%s); writing the tiled GeoTIFF", e)
+            gdal_copy(work, tmp, driver="GTiff", tiled=True, blockxsize=512, blockysize=512, **options)
 
 
 def window_rle(mask: np.ndarray, x: int, y: int, height: int, width: int) -> dict:

@@ -143,16 +143,20 @@ def run(out, path: Path, scene, work: list[Work], infer: Callable, *, batch_size
 
 
 def write_raster(out, name: str, scene, done: Done, bands: list[tuple[str, str, str]], *, binary: bool,
-                 properties, vectors, load=None, bits: int | None = None) -> int | None:
-    """``masks/<name>.tif`` of a georeferenced scene from the finished windows (one band per (key, dtype, rule)),
-    and its polygons in ``vectors/`` (``binary``: one per region; else one per id, ``properties(value) -> (class,
-    score)``), traced from the strips as they are assembled. Returns the number of polygons (None: none asked)."""
+                 properties, vectors, load=None, folder: str = "masks", classes: list[int] | None = None,
+                 **geotiff) -> int | None:
+    """``<folder>/<name>.tif`` of a georeferenced scene from the finished windows (one band per (key, dtype,
+    rule); ``geotiff``: ``write_geotiff``'s bits, nodata, colormap, tags), and its polygons in ``vectors/``
+    (``binary``: one per region of a 0/1 mask; ``classes``: one per region of each of these values of a class map;
+    else one per id), ``properties(value) -> (class, score)``, traced from the strips as they are assembled.
+    Returns the number of polygons (None: none asked; ``vectors=None``: none traced)."""
     from segdet.scenes.vectors import write_vectors
 
-    return write_geotiff(out, f"masks/{name}.tif", scene, done.placed(), load or done.load, bands,
-                         alongside=lambda strips: write_vectors(out, name, scene, strips, vectors, binary=binary,
-                                                              properties=properties),
-                         bits=bits)
+    trace = None if vectors is None else \
+        (lambda strips: write_vectors(out, name, scene, strips, vectors, binary=binary, properties=properties,
+                                      classes=classes))
+    return write_geotiff(out, f"{folder}/{name}.tif", scene, done.placed(), load or done.load, bands,
+                         alongside=trace, **geotiff)
 
 
 def for_each_input(out, scenes, model_size: int, batch_size: int, on_scene: Callable, on_images: Callable) -> None:

@@ -113,8 +113,8 @@ def binary_polygons(mask: np.ndarray, y0: int = 0) -> list:
 
 def trace(strips, height: int, binary: bool, threads: int = 1):
     """Batches of (geometries, values) traced from a mask given as ``strips`` ((first row, rows × width array),
-    top to bottom), in scene pixels: one polygon per connected region of a 0/1 mask, one (multi)polygon per
-    instance id, holes kept. The strips are traced in ``threads`` threads.
+    top to bottom), in scene pixels: one polygon per connected region of a 0/1 mask (``trace_classes``), one
+    (multi)polygon per instance id, holes kept. The strips are traced in ``threads`` threads.
 
     A 0/1 mask's region is given out as soon as the strip below no longer touches it; only the regions crossing
     the current strip's edge are held, so memory follows the strip, not the scene. Instance ids (at most
@@ -129,12 +129,22 @@ def trace(strips, height: int, binary: bool, threads: int = 1):
         values = sorted(parts)
         yield [shapely.unary_union(parts[v]) for v in values], values
         return
-    join = _Join()
-    for y0, y1, new in ordered_map(lambda s: (s[0], s[0] + len(s[1]), binary_polygons(s[1], s[0])), strips,
-                                   threads):
-        done = join.add(new, y0, y1, last=y1 == height)
-        if done:
-            yield done, [1] * len(done)
+    yield from trace_classes(strips, height, None, threads)
+
+
+def trace_classes(strips, height: int, values: list[int] | None, threads: int = 1):
+    """Batches of (polygons, value): one polygon per connected region of each of ``values`` in a class map (None:
+    a 0/1 mask, its regions of 1), each region given out as soon as the strip below no longer touches it."""
+    joins = {v: _Join() for v in values or [1]}
+
+    def regions(strip):
+        y0, rows = strip
+        return y0, y0 + len(rows), [binary_polygons(rows if values is None else rows == v, y0) for v in joins]
+    for y0, y1, found in ordered_map(regions, strips, threads):
+        for v, new in zip(joins, found):
+            done = joins[v].add(new, y0, y1, last=y1 == height)
+            if done:
+                yield done, [v] * len(done)
 
 
 class _Join:
