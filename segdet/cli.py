@@ -141,6 +141,10 @@ def _command_line(command: str, args: list[str]) -> list[str]:
         if launched_distributed() and overrides.value(args, "hydra.run.dir") is None:
             args = _shared_run_dir(command, args, cfg if cfg is not None else _compose(command, args))
         if cfg is not None:
+            if command == "annotate":  # one server per folder: a second one is refused before any run dir exists
+                from segdet.commands.annotate import claim_data_root
+
+                claim_data_root(cfg)
             _claim_given_run_dir(command, args)
     # the task's own groups join Hydra's search path from the start, so its --help lists them too
     return [f"--config-dir={task_config_dir(task)}"] + args if task in TASKS else args

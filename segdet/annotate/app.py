@@ -140,7 +140,20 @@ def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"detail": f"request body larger than {limit} bytes"}, 413)
 
 
-def create_app(store, engine, trainer=None, *, token: str | None = None, max_body: int = 32 << 20) -> FastAPI:
+def _json_error(doc, error: dict) -> str:
+    """``invalid JSON at byte N: <the parser's reason>``; N counts bytes of the UTF-8 body, where the parser counts
+    characters."""
+    loc = error.get("loc") or ()
+    at = loc[-1] if loc and isinstance(loc[-1], int) else None
+    if at is not None and isinstance(doc, str):
+        at = len(doc[:at].encode("utf-8", "surrogatepass"))
+    why = (error.get("ctx") or {}).get("error")
+    return "invalid JSON" + (f" at byte {at}" if at is not None else "") + (f": {why}" if why else "")
+
+
+def create_app(store, engine, trainer, *, token: str | None, max_body: int) -> FastAPI:
+    """The app over ``store``, ``engine`` and ``trainer`` (None: training is off); ``token``: required on ``/api``
+    (None: none); ``max_body``: the largest request body in bytes."""
     app = FastAPI(title="segdet annotate", description=__doc__.split("\n\n")[0])
 
     for kind, code in STATUS:
@@ -152,6 +165,8 @@ def create_app(store, engine, trainer=None, *, token: str | None = None, max_bod
     def invalid(request: Request, exc: RequestValidationError):
         """One line naming where each problem is (the input itself is left out: it may be huge, or NaN)."""
         errors = exc.errors()
+        if errors and errors[0].get("type") == "json_invalid":  # FastAPI names the character; say the byte
+            return JSONResponse({"detail": _json_error(exc.body, errors[0])}, 422)
         where = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
                  for e in errors[:3]]
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
@@ -228,8 +243,7 @@ def create_app(store, engine, trainer=None, *, token: str | None = None, max_bod
 
     @app.delete("/api/images/{image_id}/objects/{oid}", summary="delete an object (If-Match: its version)")
     def delete(image_id: str, oid: str, if_match: str | None = Header(None)):
-        store.delete(image_id, oid, _version(if_match, None))
-        return {"deleted": oid}
+        return {"deleted": store.delete(image_id, oid, _version(if_match, None))}
 
     @app.post("/api/export", summary="write DIR/masks/<stem>.png (the union of each image's objects)")
     def export():

@@ -90,7 +90,7 @@ class AnnotationStore:
     """``root``: the data folder; ``ann_file``: the COCO file (read back when it exists); ``classes``: the category
     names objects may take (None: any name, new ones added as they come)."""
 
-    def __init__(self, root, ann_file, classes: list[str] | None = None, import_min_area: float = 0.001):
+    def __init__(self, root, ann_file, classes: list[str] | None, import_min_area: float):
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise SegdetError(f"data.root={root}: no such folder")
@@ -295,10 +295,11 @@ class AnnotationStore:
         a = self._commit(change)
         return self._public(a, {c["id"]: c["name"] for c in self.coco["categories"]})
 
-    def delete(self, image_id, oid, version: int | None) -> None:
+    def delete(self, image_id, oid, version: int | None):
+        """Delete the object; returns its id (as the file holds it: an int stays an int)."""
         def change(coco):
-            del coco["annotations"][self._find(coco, image_id, oid, version)]
-        self._commit(change)
+            return coco["annotations"].pop(self._find(coco, image_id, oid, version))["id"]
+        return self._commit(change)
 
     # --- export ----------------------------------------------------------------------------------------------
     def export_masks(self, folder: Path | None = None) -> dict:

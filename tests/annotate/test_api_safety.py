@@ -165,5 +165,5 @@ def test_sigkill_during_commits_loses_no_acknowledged_object(data, sam_ckpt):  #
             proc.kill()
     assert len(acked) >= 30
     # what a restarted server reads back
-    kept = {o["id"] for o in AnnotationStore(data, "annotations.json").objects(1)}
+    kept = {o["id"] for o in AnnotationStore(data, "annotations.json", None, 0).objects(1)}
     assert set(acked) <= kept

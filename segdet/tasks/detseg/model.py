@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from segdet.errors import SegdetError
+from segdet.tasks.sam.model import Embeddings
 from segdet.tasks.sam.preprocess import coord_scale, logits_to_original, resized_shape, scale_boxes
 
 SELECTIONS = ("iou", "stability")
@@ -67,7 +68,8 @@ class DetSeg(nn.Module):
         # trainer.channels_last=auto: the detector's preference; SAM computes the same either way
         self.prefers_channels_last = bool(getattr(detector, "prefers_channels_last", False))
 
-    def forward(self, batch: dict) -> list[dict]:
+    def forward(self, batch: dict, embeddings: list | None = None) -> list[dict]:
+        """``embeddings``: each image's SAM embedding when already at hand (``segment``)."""
         if self.training:
             raise SegdetError("task=detseg has no training: train its detector (task=frcnn) and segmenter (task=sam)")
         images = batch["images"]
@@ -75,7 +77,7 @@ class DetSeg(nn.Module):
             return []
         with torch.no_grad():
             found = [self.select(d) for d in self.detector(batch["detector"])]
-            masks = self.segment(images, [d["boxes"] for d in found])
+            masks = self.segment(images, [d["boxes"] for d in found], embeddings)
         return [{**d, "masks": m} for d, m in zip(found, masks)]
 
     def select(self, det: dict) -> dict:
@@ -95,14 +97,17 @@ class DetSeg(nn.Module):
         (``[0, 0, W, H]`` the whole image), as segdet's SAM training makes them from masks: nothing to convert."""
         return expand(boxes.float(), self.settings.box_expand, height, width)
 
-    def segment(self, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
-        """K_i×H×W bool masks of each image's K_i boxes."""
+    def segment(self, images: list[torch.Tensor], boxes: list[torch.Tensor], embeddings: list | None = None
+                ) -> list[torch.Tensor]:
+        """K_i×H×W bool masks of each image's K_i boxes. ``embeddings``: each image's SAM embedding (the tensors
+        ``Embeddings.image`` gives) when already at hand, as a cache has them; None: encoded here."""
         sam = self.segmenter
         out = [torch.zeros(len(b), *im.shape[-2:], dtype=torch.bool, device=im.device) for im, b in zip(images, boxes)]
         used = [i for i, b in enumerate(boxes) if len(b)]
         if not used:
             return out
-        embeddings = sam.encode([images[i] for i in used])  # once per image (segdet.tasks.sam.model.Embeddings)
+        embeddings = (sam.encode([images[i] for i in used]) if embeddings is None  # once per image
+                      else Embeddings.stack([embeddings[i] for i in used]))
         sizes = torch.tensor([tuple(images[i].shape[-2:]) for i in used])
         scale = coord_scale(sizes, sam.size, sam.square).to(embeddings.device)
         rows = torch.cat([torch.full((len(boxes[i]),), j, dtype=torch.long) for j, i in enumerate(used)])

@@ -27,8 +27,8 @@ from segdet.tasks.sam.cache import EmbeddingStore, encoder_fingerprint
 from segdet.tasks.sam.family import get_family
 from segdet.tasks.sam.iterative import corrective_points, valid_area
 from segdet.tasks.sam.losses import SamLoss, per_item_loss
-from segdet.tasks.sam.preprocess import (coord_scale, masks_to_input, preprocess_images, resized_shape, scale_boxes,
-                                         scale_points)
+from segdet.tasks.sam.preprocess import (coord_scale, logits_to_original, masks_to_input, preprocess_images,
+                                         resized_shape, scale_boxes, scale_points)
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,17 @@ class SamSegmenter(nn.Module):
         # whole step, and torch.compile fuses them (model.compile_decoder).
         out = self._compiled("decoder", self.sam, **prompts) if self.compile_decoder else self.sam(**prompts)
         return out.pred_masks[:, 0], out.iou_scores[:, 0]
+
+    def decode_pixels(self, embeddings: Embeddings, sizes, boxes=None, points=None, labels=None, multimask=None):
+        """``decode`` of prompts in image pixels (``sizes`` (P, 2): each row's image's H, W) on embeddings at hand."""
+        scale = coord_scale(sizes, self.size, self.square).to(embeddings.device)
+        return self.decode(embeddings, None if boxes is None else scale_boxes(boxes, scale)[:, None],
+                           None if points is None else scale_points(points, scale)[:, None],
+                           None if labels is None else labels[:, None], multimask=multimask)
+
+    def to_original(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(K, h, w) low-resolution logits of one image → (K, H, W) float logits at its ``size`` (H, W)."""
+        return logits_to_original(logits, resized_shape(*size, self.size, self.square), size, self.size, self.square)
 
     def _prompts(self, batch: dict, device) -> dict:
         """The batch's boxes and points in model input pixels, one row per prompt."""
