@@ -57,16 +57,18 @@ def check(path) -> None:
 
 
 def _kind(obj, where: str) -> None:
-    stack = ("is a stack of dates; stack=true will read it (coming, not built yet): give one item's JSON "
-             "for now")
+    stack = ("is a stack of dates; reading STAC items as a stack (stack=true) is coming, not built yet: give one "
+             "item's JSON for now")
     if isinstance(obj, list):
-        raise SegdetError(f"{where}: a list of {len(obj)} STAC items {stack}")
+        if obj and all(isinstance(o, dict) and o.get("type") == "Feature" for o in obj):
+            raise SegdetError(f"{where}: a list of {len(obj)} STAC items {stack}")
+        raise SegdetError(f"{where}: a JSON list, not a STAC item; a list of dated scenes is predicted with "
+                          "stack=true")
     kind = obj.get("type") if isinstance(obj, dict) else None
     if kind == "FeatureCollection":
         raise SegdetError(f"{where}: a STAC ItemCollection of {len(obj.get('features') or [])} items {stack}")
     if kind in ("Collection", "Catalog"):
-        raise SegdetError(f"{where}: a STAC {kind}, not an item; give one item's JSON ({kind.lower()}s as a "
-                          "stack of dates: stack=true, coming)")
+        raise SegdetError(f"{where}: a STAC {kind}, not an item; give one item's JSON")
     if kind != "Feature" or "assets" not in obj:
         raise SegdetError(f"{where}: not a STAC item (expected a GeoJSON Feature with assets)")
 
@@ -146,6 +148,8 @@ def _vrt(datasets: dict[str, object], picked: list[Band]) -> str:
     """A VRT over the picked bands, in the grid of the finest of their assets."""
     ref = min(datasets.values(), key=lambda d: abs(d.transform.a))
     for href, d in datasets.items():
+        if d.transform.b or d.transform.d:
+            raise SegdetError(f"{remote.shown(href)}: a rotated grid; read it alone (input.asset=KEY)")
         if d.crs != ref.crs:
             raise SegdetError(f"{remote.shown(href)}: its CRS ({d.crs}) differs from the item's other bands' "
                               f"({ref.crs}); read one asset (input.asset=KEY) or bands that share a CRS")
@@ -172,9 +176,10 @@ def _vrt(datasets: dict[str, object], picked: list[Band]) -> str:
                       DataType=gdal_type if d.dtypes[b.band - 1] == dtype.name else "Float64",
                       BlockXSize=str(bx), BlockYSize=str(by))
         ET.SubElement(src, "SrcRect", xOff="0", yOff="0", xSize=str(d.width), ySize=str(d.height))
-        # the asset's extent in the reference grid's pixels
-        x0, y0 = ~ref.transform * (d.transform.c, d.transform.f)
-        x1, y1 = ~ref.transform * (d.transform * (d.width, d.height))
+        # the asset's extent in the reference grid's pixels (north-up grids, as STAC assets are)
+        r, t = ref.transform, d.transform
+        x0, y0 = (t.c - r.c) / r.a, (t.f - r.f) / r.e
+        x1, y1 = x0 + d.width * t.a / r.a, y0 + d.height * t.e / r.e
         ET.SubElement(src, "DstRect", xOff=repr(x0), yOff=repr(y0), xSize=repr(x1 - x0), ySize=repr(y1 - y0))
         if nodata is not None:
             ET.SubElement(src, "NODATA").text = repr(float(nodata))
