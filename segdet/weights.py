@@ -7,7 +7,9 @@ a transformers folder or hub id): weights, never code.
   names anything else (a function to call is how a pickle runs code) is refused on one line, and nothing in it
   runs.
 * Never: code shipped with the folder (``trust_remote_code`` stays off, so ``auto_map`` entries are ignored).
-* A hub id: its safetensors only.
+* A hub id: its safetensors only. Before transformers is asked, the hub is probed once with a short timeout
+  (``hub_access``): huggingface_hub would otherwise retry each file for a minute on a machine without a network.
+  A model in the local cache is then loaded from the cache alone; one that is not ends on one line.
 
 ``from_pretrained(cls, src, what)`` is the one way segdet calls a transformers ``from_pretrained``; a new loader
 (SAM-HQ, SAM 2, a detect→segment ``segmenter=DIR``) goes through it. ``refusal`` words the refusal of a pickle
@@ -25,6 +27,11 @@ import torch
 from segdet.errors import SegdetError
 
 PICKLE_WEIGHTS = "pytorch_model.bin"  # transformers' name for pickled weights (and its .index.json for shards)
+PROBE_TIMEOUT = 3.0  # seconds to wait for the hub's first answer: any answer at all means it can be reached
+
+
+class HubUnreachable(OSError):
+    """A hub id that can be neither downloaded nor found in the local cache; the message says why."""
 
 
 def refusal(path, error: Exception) -> SegdetError:
@@ -70,17 +77,48 @@ def check_folder(folder: Path) -> bool:
     return False
 
 
+def is_folder(src: str) -> bool:
+    """Whether ``src`` names a local folder (a path) rather than a hub id (``owner/name``)."""
+    return src.startswith(("/", ".", "~")) or Path(src).expanduser().exists()
+
+
+def hub_access(src: str) -> str:
+    """How hub id ``src`` can be loaded: ``"online"`` (the hub answers), ``"cache"`` (it does not, or
+    ``HF_HUB_OFFLINE`` is set, but the model is in the local cache), else ``HubUnreachable``."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    cached = isinstance(huggingface_hub.try_to_load_from_cache(src, "config.json"), str)
+    if huggingface_hub.is_offline_mode():
+        if cached:
+            return "cache"
+        raise HubUnreachable(f"HF_HUB_OFFLINE is set and '{src}' is not in the local cache "
+                             f"({constants.HF_HUB_CACHE})")
+    try:  # huggingface_hub's own client: its proxies, endpoint and headers, without its retries
+        huggingface_hub.utils.get_session().head(constants.ENDPOINT, timeout=PROBE_TIMEOUT)
+    except Exception as e:  # noqa: BLE001 -- no route, no DNS, a timeout, a proxy refusing: all say "offline"
+        if cached:
+            return "cache"
+        why = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise HubUnreachable(f"{constants.ENDPOINT} cannot be reached ({why}) and '{src}' is not in the local "
+                             "cache") from None
+    return "online"
+
+
 def from_pretrained(cls, src: str, what: str):
     """``cls.from_pretrained(src)`` that loads weights only. ``src``: a folder (checked by ``check_folder``) or a
-    hub id (safetensors only). ``what``: how the user gave it (``model.pretrained=DIR``), for the errors. A folder
-    that does not exist is an error; transformers' own errors (offline, not this model) are the caller's."""
+    hub id (safetensors only; ``HubUnreachable`` at once when it can be neither fetched nor found in the cache).
+    ``what``: how the user gave it (``model.pretrained=DIR``), for the errors. A folder that does not exist is an
+    error; transformers' own errors (not this model) are the caller's."""
     path = Path(src).expanduser()
-    if src.startswith(("/", ".", "~")) or path.exists():
+    local_only = False
+    if is_folder(src):
         if not path.is_dir():
             raise SegdetError(f"{what}: no such folder (expected a folder with config.json and weights, saved by "
                               f"{cls.__name__}.save_pretrained)")
         use_safetensors = check_folder(path)
         src = str(path)
     else:
-        use_safetensors = True
-    return cls.from_pretrained(src, use_safetensors=use_safetensors, trust_remote_code=False)
+        use_safetensors, local_only = True, hub_access(src) == "cache"
+    return cls.from_pretrained(src, use_safetensors=use_safetensors, trust_remote_code=False,
+                               local_files_only=local_only)

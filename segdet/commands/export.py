@@ -25,6 +25,7 @@ from segdet.engine.rebuild import check_source, rebuild
 from segdet.engine.session import start
 from segdet.errors import SegdetError
 from segdet.export_check import CheckFailed
+from segdet.files.atomic import honour_umask
 from segdet.tasks import get_task_class
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 "versions": _versions([*exported.client_needs, *(["onnx"] if fmt == "onnx" else [])])}
         (staged / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
         (staged / "README.md").write_text(readme(task_name, fmt, meta, exported))
+        honour_umask(staged)  # libraries write some files 0600 (safetensors): readable as open() makes them
         _swap_into_place(staged, out)
     except CheckFailed as e:  # the export does not give its model's outputs: refused, as assert_close would
         raise SegdetError(f"{out}: {e}; nothing was written") from None

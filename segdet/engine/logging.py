@@ -94,8 +94,10 @@ def setup_logging(run_dir: Path | None, command: str) -> None:
         h._segdet = True
         root.addHandler(h)
     threading.excepthook = _thread_died
-    # libraries that log their own set-up at INFO (alembic: imported by MONAI through optuna when installed)
-    for noisy in ("PIL", "matplotlib", "h5py", "urllib3", "httpx", "httpcore", "alembic"):
+    # libraries that log their own set-up at INFO (alembic: imported by MONAI through optuna when installed);
+    # rasterio logs at INFO each GDAL error it then raises or that segdet reports itself (a file it cannot open);
+    # httpx2 (huggingface_hub's client) logs every request
+    for noisy in ("PIL", "matplotlib", "h5py", "urllib3", "httpx", "httpx2", "httpcore", "alembic", "rasterio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

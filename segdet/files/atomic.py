@@ -6,6 +6,9 @@ a power cut. On any failure the temp file is removed and ``path`` is left as it 
 permission, an I/O error) becomes ``WriteFailed``: one line naming the path and the OS error. Checkpoints,
 metrics.json, eval's reports, predictions and the SAM embedding cache are all written through here.
 
+The file gets the mode ``open()`` would give it (0666 less the umask), not the temp file's 0600; ``honour_umask``
+does the same for files a library wrote by path with its own mode (safetensors writes 0600).
+
 A SIGKILL mid-write cannot run the clean-up: it leaves a hidden ``.<name>.<random>.tmp`` beside ``path``, never a
 torn ``path``. ``remove_stale_temps`` clears those from a folder only this process writes into.
 """
@@ -23,6 +26,35 @@ from typing import Callable
 from segdet.errors import WriteFailed
 
 TEMP_SUFFIX = ".tmp"
+_STATUS = Path("/proc/self/status")
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where the OS can say it (Linux): ``os.umask`` can only be
+    read by setting it, and a file another thread creates in between would get the wrong mode."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The permission bits ``open(path, "w")`` gives a new file."""
+    return 0o666 & ~umask()
+
+
+def honour_umask(*paths) -> None:
+    """Give each file (a folder: every file under it) the mode ``open()`` would have given it."""
+    mode = file_mode()
+    for path in map(Path, paths):
+        for p in (path.rglob("*") if path.is_dir() else [path]):
+            if p.is_file() and not p.is_symlink():
+                os.chmod(p, mode)
 
 
 class _Tracked:
@@ -62,6 +94,8 @@ def write_atomic(path, write: Callable[[io.BufferedWriter], object]) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        if hasattr(os, "fchmod"):  # mkstemp makes it 0600: readers of the output need what open() gives
+            os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             tracked = _Tracked(f)
             write(tracked)

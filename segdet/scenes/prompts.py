@@ -1,8 +1,9 @@
 """Prompts in a scene's coordinates: a vector file (GeoJSON, GeoPackage, anything pyogrio reads) in the raster's CRS.
 
 Polygons and boxes become box prompts, by their bounds; points become point prompts with their ``label`` property
-(1 when absent: the object). Each is turned into scene pixels with the raster's transform. A file in another CRS
-is refused in one line; prompts wholly outside a scene are left out with a warning saying how many.
+(1 when absent: the object). Each is turned into scene pixels with the raster's transform. A file in another CRS,
+or with a CRS when the scene has none (a geotransform alone), is refused in one line; a file without a CRS is
+taken to be in the raster's. Prompts wholly outside a scene are left out with a warning saying how many.
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from segdet.errors import SegdetError
+from segdet.scenes.formats import VECTOR_SUFFIXES
 
 log = logging.getLogger(__name__)
-VECTOR_SUFFIXES = (".geojson", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
 
 
 def is_vector_file(path) -> bool:
@@ -51,7 +52,11 @@ def scene_prompts(vector: dict, scene) -> dict:
     """``{"boxes": [[x1, y1, x2, y2]], "points": [[x, y, label]]}`` in the scene's pixels (continuous coordinates,
     [0, 0, W, H] the whole scene); the entry format of a prompts JSON."""
     path = vector["path"]
-    if vector["crs"] is not None and scene.crs is not None and vector["crs"] != scene.crs:
+    if vector["crs"] is not None and scene.crs is None:
+        raise SegdetError(f"{path}: its CRS ({_name(vector['crs'])}) cannot be placed on {scene.path.name}, which "
+                          "has a geotransform but no CRS; give the prompts in a file without a CRS (in the "
+                          "raster's coordinates), or give the raster its CRS (gdal_edit.py -a_srs)")
+    if vector["crs"] is not None and vector["crs"] != scene.crs:
         raise SegdetError(f"{path}: its CRS ({_name(vector['crs'])}) is not the scene's ({_name(scene.crs)}, "
                           f"{scene.path.name}); give the prompts in the raster's CRS")
     inverse = ~scene.transform

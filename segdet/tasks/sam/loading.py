@@ -1,6 +1,6 @@
 """How a SAM-family model is made: from the architecture stored in a segdet checkpoint, a transformers folder or
 hub id (weights only, through ``segdet.weights``), or the random sizes of ``model.config``; and the one-line fix
-when the hub cannot be reached."""
+when the hub cannot be reached, given before any data is read (``check_source``)."""
 from __future__ import annotations
 
 import json
@@ -14,8 +14,31 @@ from segdet.tasks.sam.family import FAMILIES, Family, get_family
 
 
 def offline_fix(family: Family) -> str:
-    return (f"pass model.pretrained=/path/to/local/dir (saved with {family.model_class.__name__}.save_pretrained), "
+    return (f"pass model.pretrained=DIR (a folder saved by {family.model_class.__name__}.save_pretrained), "
             f"or use model={family.name}_tiny")
+
+
+def _unreachable(src: str, family: Family, e: OSError) -> SegdetError:
+    return SegdetError(f"cannot load {family.title} weights '{src}': {e}; {offline_fix(family)}")
+
+
+def check_source(model_cfg) -> None:
+    """A ``model.pretrained`` hub id that can be neither fetched nor found in the cache ends the run here, in a
+    few seconds and on one line, before the data is read; a folder that does not exist too."""
+    src = model_cfg.get("pretrained")
+    if not src:
+        return
+    family = get_family(model_cfg.get("family"))
+    src = str(src)
+    if weights.is_folder(src):
+        if not Path(src).expanduser().is_dir():
+            raise SegdetError(f"model.pretrained={src}: no such folder (expected a folder with config.json and "
+                              f"weights, saved by {family.model_class.__name__}.save_pretrained)")
+        return
+    try:
+        weights.hub_access(src)
+    except weights.HubUnreachable as e:
+        raise _unreachable(src, family, e) from None
 
 
 def load_pretrained(src: str, family: Family) -> nn.Module:
@@ -27,6 +50,8 @@ def load_pretrained(src: str, family: Family) -> nn.Module:
                           f"(model.family={family.name}); choose the model of that family")
     try:
         return family.finish(weights.from_pretrained(family.model_class, src, f"model.pretrained={src}"))
+    except weights.HubUnreachable as e:
+        raise _unreachable(src, family, e) from None
     except (OSError, ValueError) as e:
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise SegdetError(f"cannot load {family.title} weights '{src}' (offline, or not a {family.title} "

@@ -20,7 +20,7 @@ from segdet.tasks.sam.export import export as export_sam
 from segdet.tasks.sam.family import get_family
 from segdet.tasks.sam.losses import build_loss
 from segdet.tasks.sam.metrics import SamEvaluator
-from segdet.tasks.sam.loading import build_sam, folder_family, offline_fix
+from segdet.tasks.sam.loading import build_sam, check_source, folder_family, offline_fix
 from segdet.tasks.sam.model import SamSegmenter
 from segdet.tasks.sam.predict import predict
 from segdet.tasks.sam.prompts import PromptConfig
@@ -102,6 +102,8 @@ class SamTask(Task):
         return make
 
     def build_datasets(self) -> dict:
+        if self._sam_config is None:  # weights to fetch: an unreachable hub says so before the data is read
+            check_source(self.cfg.model)
         transform, copies = self._augment()
         self._check_cache(transform, copies)
         self._data_seed = int(self.cfg.seed)
