@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ from segdet.files.atomic import write_text
 from segdet.errors import SegdetError
 
 log = logging.getLogger(__name__)
+# PIL's TIFF reader warns about odd metadata (corrupt EXIF, tags of the wrong size) before it reads the pixels or
+# gives up: segdet then either reads the image or reports the file as a BadSample, on one line of its own
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 

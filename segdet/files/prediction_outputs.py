@@ -257,14 +257,16 @@ class PredictionOutputs:
         if self.rank != 0:
             pass
         elif self.skipped:
-            log.warning("skipped %d input(s) that could not be read: %s%s", len(self.skipped),
-                        "; ".join(self.skipped[:10]), " ..." if len(self.skipped) > 10 else "")
+            if self._records:  # otherwise the error below says it, on one line
+                log.warning("skipped %d input(s) that could not be read: %s%s", len(self.skipped),
+                            "; ".join(self.skipped[:10]), " ..." if len(self.skipped) > 10 else "")
             atomic.write_text(listing, "".join(f"{line}\n" for line in self.skipped))
         elif listing.is_file():
             listing.unlink()
         if not self._records and self.skipped:
             raise SegdetError(self.skipped[0] if len(self.skipped) == 1 else
-                              f"none of the {len(self.skipped)} inputs could be read (e.g. {self.skipped[0]})")
+                              f"none of the {len(self.skipped)} inputs could be read (e.g. {self.skipped[0]}; all "
+                              f"listed in {listing})")
         renamed = {p.name: n for p, n in self.names.items() if n != p.stem}
         if renamed:
             log.info("wrote %d prediction(s) under another name (unsafe or repeated stem): %s", len(renamed),
