@@ -1,5 +1,5 @@
 """Checkpoints to export (tiny models, a few training steps) and the plain client: the README's snippet run in a
-fresh Python that never imports segdet."""
+fresh Python that never imports segdet and sees only what the README's ``pip install`` line installs."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,13 @@ import re
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import torch
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from PIL import Image
 
 from segdet.commands import export as export_cmd
@@ -101,21 +104,61 @@ def run_client(export_dir: Path, argvs: list[list[str]], workdir: Path) -> None:
     run_clients([(export_dir, argvs)], workdir)
 
 
+def pip_line(export_dir: Path) -> list[str]:
+    """The packages the export's README tells a client to ``pip install``."""
+    return re.search(r"pip install ([^`]+)`", (Path(export_dir) / "README.md").read_text()).group(1).split()
+
+
+def installed_by(packages: list[str], folder: Path) -> Path:
+    """``folder`` made to hold what ``pip install <packages>`` would install, as links into this environment: the
+    packages and everything they require (their markers evaluated here, no extras), nothing else. A Python whose
+    path is only this folder (and the standard library) has what a user who followed the README has: transformers,
+    say, runs without torch there, as it imports torch only where it is installed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    seen, todo = set(), [canonicalize_name(n) for n in packages]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:  # a requirement of another platform
+            continue
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(req.name))
+        base = Path(dist.locate_file(""))
+        for top in {Path(f).parts[0] for f in dist.files or []}:  # its modules, libraries and .dist-info
+            if top not in ("..", "__pycache__") and not top.endswith(".pth") and (base / top).exists():
+                if not (folder / top).exists():
+                    (folder / top).symlink_to(base / top)
+    return folder
+
+
 def run_clients(jobs: list[tuple[Path, list[list[str]]]], workdir: Path) -> None:
-    """``run_client`` of several exports (each its own README's snippet and argvs) in one fresh Python."""
-    harness = "import runpy, sys\n"
-    for k, (export_dir, argvs) in enumerate(jobs):
-        code = snippet(export_dir)
-        assert len(code.strip("\n").splitlines()) <= 15
-        client = workdir / f"client{k}.py"
-        client.write_text(code)
-        harness += (f"for args in {argvs!r}:\n"
-                    f"    sys.argv = ['client.py', {str(export_dir)!r}, *args]\n"
-                    f"    runpy.run_path({str(client)!r}, run_name='__main__')\n")
-    harness += "assert not [m for m in sys.modules if m.split('.')[0] == 'segdet'], 'the client imported segdet'\n"
-    # the test's thread count: float sums, and so a RoI near a pooling cell's edge, depend on it
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
-    proc = subprocess.run([sys.executable, "-I", "-c", harness], cwd=workdir, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    """``run_client`` of several exports (each its own README's snippet and argvs), in one fresh Python for each
+    README ``pip install`` line, which sees only what that line installs (``installed_by``)."""
+    lines: dict[tuple[str, ...], list] = {}
+    for export_dir, argvs in jobs:
+        lines.setdefault(tuple(pip_line(export_dir)), []).append((export_dir, argvs))
+    for k, (packages, group) in enumerate(lines.items()):
+        site = installed_by(list(packages), workdir / f"site{k}")
+        harness = f"import runpy, sys\nsys.path.insert(0, {str(site)!r})\n"
+        for export_dir, argvs in group:
+            code = snippet(export_dir)
+            assert len(code.strip("\n").splitlines()) <= 15
+            client = workdir / f"client{k}_{export_dir.name}.py"
+            client.write_text(code)
+            harness += (f"for args in {argvs!r}:\n"
+                        f"    sys.argv = ['client.py', {str(export_dir)!r}, *args]\n"
+                        f"    runpy.run_path({str(client)!r}, run_name='__main__')\n")
+        harness += "assert not [m for m in sys.modules if m.split('.')[0] == 'segdet'], 'the client imported segdet'\n"
+        # the test's thread count: float sums, and so a RoI near a pooling cell's edge, depend on it
+        env = {key: v for key, v in os.environ.items() if key != "PYTHONPATH"}
+        env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+        # -S: no site-packages of this environment, only what the pip line installs
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", harness], cwd=workdir, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, f"pip install {' '.join(packages)}:\n{proc.stderr[-4000:]}"
