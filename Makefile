@@ -5,19 +5,29 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # pytest-xdist workers of `make test`: one a core (tests/conftest.py gives each its share of the torch threads)
 TEST_WORKERS ?= 2
+# What `make install` installs: the versions the suite last passed with, pinned (`make constraints` refreshes it
+# after a green `make test`). `pip install segdet` alone gets pyproject.toml's ranges; CONSTRAINTS= does here too.
+CONSTRAINTS ?= constraints.txt
 
-.PHONY: help install quickstart test test-fast bench bench-quick soak clean
+.PHONY: help install constraints quickstart test test-fast bench bench-quick soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(wildcard $(CONSTRAINTS))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,sweep,mlflow,export,geo,serve]'
+	$(PY) -m pip install -q $(if $(wildcard $(CONSTRAINTS)),-c $(CONSTRAINTS)) -e '.[dev,sweep,mlflow,export,geo,serve]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install segdet with its test tools and optional extras (idempotent)
+
+constraints: install  ## after a green `make test`: pin constraints.txt to what .venv holds (pip freeze, segdet left out)
+	{ echo "# The versions the test suite last passed with: make install installs them (pip -c). Refreshed by"; \
+	  echo "# make constraints; pyproject.toml keeps the ranges a plain pip install resolves."; \
+	  $(PY) -m pip freeze --exclude-editable --exclude segdet; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+	touch $(STAMP)
 
 quickstart: install  ## train SAM on generated data (experiment=quickstart), evaluate it, show where the figures are
 	$(VENV)/bin/segdet train task=sam experiment=quickstart hydra.run.dir=outputs/quickstart/train
