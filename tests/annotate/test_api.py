@@ -151,6 +151,37 @@ def test_propose_with_a_detector_gives_its_classes(data, sam_ckpt, frcnn_ckpt): 
     assert all(unrle(m).shape == SIZES[0] for m in out["masks"])
 
 
+@pytest.mark.slow
+def test_propose_with_a_detector_is_detseg_on_the_cached_embedding(data, sam_ckpt, frcnn_ckpt):  # noqa: F811
+    """The proposals are task=detseg's instances for the image (masks, the detector's scores and classes, best
+    first), the image encoded once for clicks and proposals alike."""
+    from segdet.data.coco import encode_many
+    from segdet.tasks.detseg.data import collate, sample
+
+    c = client(data, f"segmenter={sam_ckpt}", f"detector={frcnn_ckpt}", "propose.score_threshold=0.0",
+               "propose.iou=1.0")
+    loaded = c.engine.loaded
+    assert c.post("/api/images/1/segment", json={"points": [[5, 5, 1]]}).status_code == 200
+    calls = []
+    encode = loaded.model.encode
+    loaded.model.encode = lambda images: calls.append(1) or encode(images)
+    out = c.post("/api/images/1/propose", json={"max_masks": 256}).json()
+    assert calls == []
+
+    task = loaded.detector.task
+    pixels = np.asarray(Image.open(data / "images" / "im0.png").convert("RGB"))
+    batch = collate([sample(pixels, task.transform(False), "im0")], int(task.cfg.model.get("size_divisible", 32)))
+    with torch.no_grad():
+        want = loaded.detector.with_segmenter(loaded.model)(batch)[0]  # encodes the image itself
+    assert calls == [1]
+    kept = [k for k in range(len(want["masks"])) if want["masks"][k].any()]
+    assert len(kept) >= 1
+    assert out["masks"] == encode_many(want["masks"][kept].numpy())
+    assert out["scores"] == pytest.approx([float(want["scores"][k]) for k in kept], abs=1e-5)
+    classes = list(task.classes)
+    assert out["categories"] == [classes[int(want["labels"][k]) - 1] for k in kept]
+
+
 # --- storage -----------------------------------------------------------------------------------------------------
 def test_two_tabs_keep_both_appends_and_a_stale_edit_gets_409(api):
     image_id = api.get("/api/images").json()[0]["id"]
