@@ -211,13 +211,16 @@ def test_a_documented_command_composes(line, words, run_dirs, monkeypatch, tmp_p
 
 
 OTHER = [(line, line.words) for page in PAGES for line in code_lines(page)
-         if line.words[0] in ("python", "bash") or line.words[0].startswith("OUT=")]
+         if line.words[0] in ("python", "bash", "make") or line.words[0].startswith("OUT=")]
 
 
 @pytest.mark.parametrize("line, words", OTHER, ids=[o[0].id for o in OTHER])
 def test_a_documented_script_exists(line, words):
     words = [w for w in words if not re.fullmatch(r"[A-Z_]+=\S*", w)]  # VAR=value before the command
-    if words[1:2] == ["-m"]:
+    if words[0] == "make":
+        targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
+        assert set(words[1:]) <= targets, f"{line.id}: no make target {sorted(set(words[1:]) - targets)}"
+    elif words[1:2] == ["-m"]:
         assert importlib.util.find_spec(words[2].split(".")[0]) is not None and \
             importlib.util.find_spec(words[2]) is not None, f"{line.id}: no module {words[2]}"
     elif words[1:2] != ["-"]:  # python - <<EOF: the script is on the page
