@@ -9,7 +9,7 @@ TEST_WORKERS ?= 2
 # after a green `make test`). `pip install segdet` alone gets pyproject.toml's ranges; CONSTRAINTS= does here too.
 CONSTRAINTS ?= constraints.txt
 
-.PHONY: help install constraints quickstart test test-fast bench bench-quick soak clean
+.PHONY: help install constraints quickstart test test-fast bench bench-quick soak qgis-plugin clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -50,6 +50,11 @@ bench-quick: install  ## every bench row at tiny sizes (minutes; checks the harn
 soak: install  ## train the smoke models for many epochs, and 8 clients on segdet annotate for a minute; fails on errors or memory growing >5% (not in `test`)
 	$(PY) scripts/soak.py
 	$(PY) scripts/soak_annotate.py
+
+qgis-plugin:  ## the QGIS plugin as dist/segdet_qgis.zip (QGIS: Plugins > Manage and Install Plugins > Install from ZIP)
+	@mkdir -p dist
+	$(PYTHON) -c "import pathlib, zipfile; files = [p for p in sorted(pathlib.Path('segdet_qgis').rglob('*')) if p.is_file() and '__pycache__' not in p.parts]; z = zipfile.ZipFile('dist/segdet_qgis.zip', 'w', zipfile.ZIP_DEFLATED); [z.write(p) for p in files]; z.close()"
+	@echo "wrote dist/segdet_qgis.zip"
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf outputs/*/ .pytest_cache
