@@ -112,10 +112,9 @@ class ClickEngine:
         """The image's instances by detect → segment (boxes, scores, labels, masks), SAM on ``emb``."""
         from segdet.tasks.detseg.data import collate, sample
 
-        task = loaded.detector.task
+        transform = loaded.detector.task.transform(False)  # the detector's resizing and padding, as predict's
         pixels = load_rgb(self.images.image_path(image_id))
-        batch = collate([sample(pixels, task.transform(False), str(image_id))],
-                        int(task.cfg.model.get("size_divisible", 32)))  # the detector's own setting, as detseg's
+        batch = collate([sample(pixels, transform, str(image_id))], transform.size_divisible)
         with loaded.runtime.autocast():
             return loaded.detector.with_segmenter(loaded.model)(loaded.runtime.to_device(batch), embeddings=[emb])[0]
 

@@ -169,8 +169,9 @@ def test_propose_with_a_detector_is_detseg_on_the_cached_embedding(data, sam_ckp
     assert calls == []
 
     task = loaded.detector.task
+    transform = task.transform(False)
     pixels = np.asarray(Image.open(data / "images" / "im0.png").convert("RGB"))
-    batch = collate([sample(pixels, task.transform(False), "im0")], int(task.cfg.model.get("size_divisible", 32)))
+    batch = collate([sample(pixels, transform, "im0")], transform.size_divisible)
     with torch.no_grad():
         want = loaded.detector.with_segmenter(loaded.model)(batch)[0]  # encodes the image itself
     assert calls == [1]
