@@ -86,11 +86,11 @@ def _checkpoint_task(args: list[str]) -> str:
 
 
 def _shared_run_dir(command: str, args: list[str], cfg) -> list[str]:
-    """Under torchrun or srun every rank would stamp its own run dir; rank 0 decides and the others follow."""
-    from segdet.engine import distributed
-    from segdet.engine.runtime import resolve_device
+    """Under torchrun or srun every rank would stamp its own run dir; rank 0 decides and the others follow (the
+    process group is joined for that here, ``engine.session.join``, and ``session.start`` finds it joined)."""
+    from segdet.engine import distributed, session
 
-    distributed.init_from_env(resolve_device(cfg.trainer.device))
+    session.join(cfg.trainer.device)
     stamp = distributed.broadcast_object(datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
     return args + [f"hydra.run.dir=outputs/{overrides.value(args, 'task')}/{command}/{stamp}"]
 

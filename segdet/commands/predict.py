@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from segdet.data.io import IMAGE_SUFFIXES, list_images
-from segdet.scenes.raster import RASTER_SUFFIXES
+from segdet.scenes.formats import RASTER_SUFFIXES
 from segdet.scenes import stack
 from segdet.scenes.source import SceneOptions, input_path
 from segdet.files.prediction_outputs import input_key, open_output

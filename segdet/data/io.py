@@ -1,13 +1,11 @@
 """Image and mask reading that survives real folders: EXIF rotation, RGBA/grey/16-bit/palette files, bad files.
 
 Every failure is a ``BadSample`` naming the file and what is wrong; ``BadSamples`` applies the user's
-``data.on_bad_sample`` policy (skip and list, or stop with a one-line error). ``output_names`` turns input file
-names into safe, distinct names for what predict writes.
+``data.on_bad_sample`` policy (skip and list, or stop with a one-line error).
 """
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from pathlib import Path
 
@@ -180,20 +178,3 @@ class BadSamples:
         self._file = Path(path)
         if self.items:
             write_text(self._file, "".join(f"{p}\t{r}\n" for p, r in self.items))
-
-
-def output_names(paths) -> dict[Path, str]:
-    """A file-name stem for what predict writes about each input: the input's own stem where that is safe and
-    unique, so ``photos/a b.jpg`` gives ``a b``. Anything but letters, digits, ``_ . - +`` and spaces becomes
-    ``_`` (no separators, control characters or hidden names), and a stem met twice (``a.jpg`` and ``a.png``,
-    or names equal but for case) gets ``_2``, ``_3`` ... in input order, so no prediction overwrites another."""
-    names: dict[Path, str] = {}
-    taken: set[str] = set()
-    for path in paths:
-        stem = re.sub(r"[^\w.\-+ ]", "_", Path(path).stem).strip(" .") or "image"
-        name, k = stem, 2
-        while name.casefold() in taken:
-            name, k = f"{stem}_{k}", k + 1
-        taken.add(name.casefold())
-        names[Path(path)] = name
-    return names

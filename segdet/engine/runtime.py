@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from segdet.engine import distributed
 from segdet.engine.loader import to_device
 from segdet.errors import SegdetError
+from segdet.files.prediction_outputs import Ranks
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 
@@ -70,7 +71,8 @@ def autocast(device: torch.device, precision: str):
 @dataclass
 class Runtime:
     """A model placed for a run. ``model`` is what runs a training step (wrapped by DDP and torch.compile when
-    asked); ``raw_model`` is the module itself, for checkpoints, evaluation and prediction."""
+    asked); ``raw_model`` is the module itself, for checkpoints, evaluation and prediction. ``ranks``: the
+    processes of the run (torchrun), which predict's output folder shares its inputs among."""
 
     device: torch.device
     precision: str
@@ -78,6 +80,7 @@ class Runtime:
     raw_model: nn.Module
     model: nn.Module
     scaler: torch.amp.GradScaler
+    ranks: Ranks = field(default_factory=Ranks)
 
     def autocast(self):
         return autocast(self.device, self.precision)
@@ -108,7 +111,8 @@ def prepare(model: nn.Module, trainer_cfg, device: torch.device, *, train: bool 
     else:
         model.eval()
     scaler = torch.amp.GradScaler(device.type, enabled=train and precision == "16-mixed")
-    return Runtime(device, precision, channels_last, model, wrapped, scaler)
+    ranks = Ranks(distributed.rank(), distributed.world_size(), distributed.gather_lists)
+    return Runtime(device, precision, channels_last, model, wrapped, scaler, ranks)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

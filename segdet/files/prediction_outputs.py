@@ -25,20 +25,31 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
-from segdet.engine import distributed
-from segdet.files import atomic
-from segdet.data.io import output_names
 from segdet.errors import SegdetError, WriteFailed
+from segdet.files import atomic
+from segdet.files.inputs import input_key, input_stamp, name_path, output_names
 
 log = logging.getLogger(__name__)
 JOURNAL = ".segdet-predict.jsonl"
 PIECES = ".segdet-pieces"  # the finished tiles of large inputs not complete yet (``files.pieces.Pieces``)
 VERSION = 1
 _PROGRESS: dict[Path, bool] = {}  # output folder -> draw progress bars (trainer.progress), set by open_output
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """The processes that share one predict (torchrun): this one's ``rank``, how many there are (``world``), and
+    ``gather``, which hands every process the lists of all of them joined in rank order. The default is one
+    process; the engine gives each run's (``engine.runtime.Runtime.ranks``)."""
+    rank: int = 0
+    world: int = 1
+    gather: Callable[[list], list] = list
 
 
 # --- the folder (the command's side) ------------------------------------------------------------------------------
@@ -107,24 +118,16 @@ def _read(journal: Path) -> tuple[dict | None, list[dict]]:
 
 
 # --- the task's side ----------------------------------------------------------------------------------------------
-def input_key(path: Path) -> str:
-    """An input as the journal names it: its absolute path, however ``input=`` was spelled."""
-    return str(Path(path).resolve())
-
-
-def input_stamp(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
 class PredictionOutputs:
-    """The output folder of one predict over ``inputs``: output names, atomic writes, the journal."""
+    """The output folder of one predict over ``inputs``: output names, atomic writes, the journal. ``ranks``:
+    the processes sharing the predict (a task passes its runtime's, ``runtime.ranks``)."""
 
-    def __init__(self, out_dir, inputs: list[Path]):
+    def __init__(self, out_dir, inputs: list[Path], ranks: Ranks = Ranks()):
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.inputs = [Path(p) for p in inputs]
-        self.names = output_names(self.inputs)  # safe, distinct stems: a.jpg and a.png do not overwrite each other
+        # safe, distinct stems: a.jpg and a.png do not overwrite each other; a URL's from its path, not its query
+        self.names = dict(zip(self.inputs, output_names([name_path(p) for p in self.inputs]).values()))
         self.journal = self.dir / JOURNAL
         self._records: dict[Path, dict] = {}
         self._pending: list[str] = []   # files written for the input in hand, journaled by done()
@@ -138,7 +141,7 @@ class PredictionOutputs:
                 self._records[path] = e.get("record") or {}
         # under torchrun each rank predicts every world_size-th input (by input position) and writes its files;
         # the journal is shared (one appended line per input), and rank 0 writes the summary files at the end
-        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.rank, self.world, self._gather = ranks.rank, ranks.world, ranks.gather
         self.mine = set(self.inputs[self.rank::self.world])
         self.resumed = len(self._records)
         if self.resumed and self.rank == 0:
@@ -246,8 +249,8 @@ class PredictionOutputs:
         here for the others, and then knows every rank's records (from the journal) and skipped inputs."""
         self.bar.close()
         if self.world > 1:
-            self.skipped = distributed.gather_lists(self.skipped)
-            self.new = sum(distributed.gather_lists([self.new]))
+            self.skipped = self._gather(self.skipped)
+            self.new = sum(self._gather([self.new]))
             by_input = {e["input"]: e for e in _read(self.journal)[1]}
             for path in self.inputs:
                 e = by_input.get(input_key(path))

@@ -13,8 +13,9 @@ import numpy as np
 
 from segdet.data.io import BadSampleError
 from segdet.errors import SegdetError
-from segdet.scenes.labels import LABEL_SUFFIXES, open_labels
-from segdet.scenes.raster import RASTER_SUFFIXES, open_scene
+from segdet.scenes.formats import LABEL_SUFFIXES, RASTER_SUFFIXES
+from segdet.scenes.labels import open_labels
+from segdet.scenes.raster import open_scene
 from segdet.scenes.windows import Layout, Window
 
 DRAWS = 100  # training draws of a window before a scene is declared (nearly) all nodata

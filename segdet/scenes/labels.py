@@ -19,13 +19,10 @@ import numpy as np
 
 from segdet.errors import SegdetError
 from segdet.scenes import need_geo
+from segdet.scenes.formats import LABEL_VECTOR_SUFFIXES
 from segdet.scenes.raster import window_of
 
 log = logging.getLogger(__name__)
-
-VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb")
-RASTER_SUFFIXES = (".tif", ".tiff")
-LABEL_SUFFIXES = RASTER_SUFFIXES + VECTOR_SUFFIXES
 
 
 def open_labels(path, scene, *, band: int = 1, class_field: str = "class", class_name: str = "object"):
@@ -35,7 +32,7 @@ def open_labels(path, scene, *, band: int = 1, class_field: str = "class", class
     path = Path(path)
     if not path.is_file():
         raise SegdetError(f"{path}: label file not found")
-    if path.suffix.lower() in VECTOR_SUFFIXES:
+    if path.suffix.lower() in LABEL_VECTOR_SUFFIXES:
         return VectorLabels(path, scene, class_field, class_name)
     return RasterLabels(path, scene, band, class_name)
 

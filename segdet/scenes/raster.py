@@ -27,13 +27,12 @@ import numpy as np
 from segdet.data.io import BadSample
 from segdet.errors import SegdetError
 from segdet.scenes import need_geo
+from segdet.scenes.formats import RASTER_SUFFIXES
 
 log = logging.getLogger(__name__)
 SCALES = ("auto", "percentile", "minmax", "none")
 PERCENTILES = (2.0, 98.0)
 STATS_SIDE = 1024
-# suffixes that may hold a georeferenced raster; a TIFF without georeferencing stays an ordinary image
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
 # GDAL's block cache defaults to a share of the machine's memory, so a long scene read would keep every block it
 # decoded; a fixed cache keeps the resident memory independent of the scene's size (the user's setting wins)
 GDAL_CACHE_MB = "128"

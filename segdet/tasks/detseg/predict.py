@@ -44,7 +44,7 @@ def infer(runtime, samples: list[dict], divisible: int) -> list[dict]:
 def predict(runtime, *, inputs: list[Path], out_dir: Path, transform, divisible: int, classes: list[str],
             batch_size: int, draw_threshold: float, scenes: SceneOptions | None = None) -> dict:
     """``runtime``: the DetSeg model placed for the run (``engine.runtime.prepare``)."""
-    out = PredictionOutputs(out_dir, inputs)
+    out = PredictionOutputs(out_dir, inputs, runtime.ranks)
     runtime.raw_model.eval()
 
     def on_scene(path, scene):  # a GeoTIFF or an image large enough to tile: detseg.scene

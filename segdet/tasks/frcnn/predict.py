@@ -58,7 +58,7 @@ def predict(runtime, *, transform, classes: list[str], inputs: list[Path], out_d
     """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout.
     Each image's detections are journaled with it (``files.prediction_outputs``); the JSON files are built from every
     complete input at the end, so a resumed predict writes what an uninterrupted one would."""
-    out = PredictionOutputs(out_dir, inputs)
+    out = PredictionOutputs(out_dir, inputs, runtime.ranks)
     model = runtime.raw_model.eval()
 
     def on_scene(path, scene):  # a GeoTIFF or an image large enough to tile: frcnn.scene

@@ -54,7 +54,7 @@ def predict(runtime, cfg, inputs, out_dir, settings: AmgSettings) -> dict:
     predicted IoU; images.json, categories.json, 16-bit id maps, overlays), written and resumed the same way. An
     input where no mask survives gets an empty entry and is counted (``empty``), and one line says which
     thresholds removed the candidates."""
-    out = PredictionOutputs(out_dir, inputs)
+    out = PredictionOutputs(out_dir, inputs, runtime.ranks)
     model = runtime.raw_model.eval()
     model = getattr(model, "segmenter", model)  # the task builds an amg_eval.GridModel under prompts=grid
     generator = Generator(model, settings)

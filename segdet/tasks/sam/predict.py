@@ -110,7 +110,7 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
             raise SegdetError(f"masks={mask_dir}: no mask images in this folder")
     save_prob = bool(cfg.get("save_probabilities", False))
     threshold = int((cfg.get("data") or {}).get("mask_threshold", 127))
-    out = PredictionOutputs(out_dir, inputs)
+    out = PredictionOutputs(out_dir, inputs, runtime.ranks)
 
     model = runtime.raw_model.eval()
     model.eval_rounds = 1  # no ground truth to draw corrective points from: each prompt is answered once

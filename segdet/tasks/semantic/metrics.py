@@ -112,7 +112,7 @@ class SemanticEvaluator(Evaluator):
 
 def instance_ap(records: list[dict]) -> dict[str, float]:
     """Class-agnostic segm AP (pycocotools) of the records' instances."""
-    from segdet.tasks.detseg.metrics import coco_eval
+    from segdet.instances.coco_eval import coco_eval
 
     images, anns, results = [], [], []
     for image_id, r in enumerate(records, 1):

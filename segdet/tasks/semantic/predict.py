@@ -96,7 +96,7 @@ def image_outputs(out: PredictionOutputs, path: Path, pixels: np.ndarray, found:
 
 @torch.no_grad()
 def predict(runtime, cfg, inputs: list[Path], out_dir: Path, classes: ClassList) -> dict:
-    out = PredictionOutputs(out_dir, inputs)
+    out = PredictionOutputs(out_dir, inputs, runtime.ranks)
     model = runtime.raw_model.eval()
     save_prob = bool(cfg.get("save_probabilities", False))
     settings = WatershedSettings.from_cfg(cfg.get("watershed")) if model.instances else None
