@@ -36,7 +36,7 @@ def claim(folder, what: str, command: str) -> None:
     while True:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the mode open() gives, under the umask
         except OSError as e:
             raise WriteFailed.of(path, e) from None
         try:
