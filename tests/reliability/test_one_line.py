@@ -48,6 +48,7 @@ main(sys.argv[1:])
 """
 
 
+@pytest.mark.slow  # a fresh interpreter each (the warm one has imported huggingface_hub with other settings)
 @pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "no_route"])
 def test_the_default_model_without_the_hub_is_one_line(offline, silent_hub, tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": silent_hub,  # an empty cache, a dead hub
