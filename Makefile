@@ -42,14 +42,14 @@ test-fast: install  ## the inner loop: every test not marked slow (under 3 minut
 	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadscope
 
 bench: install  ## segdet against the usual alternatives, side by side (table + outputs/bench/latest.json)
-	$(PY) scripts/bench.py
+	$(PY) -m benchmarks
 
 bench-quick: install  ## every bench row at tiny sizes (minutes; checks the harness, not the figures; not in `test`)
-	$(PY) scripts/bench.py --quick --threads 2 --out outputs/bench/quick.json
+	$(PY) -m benchmarks --quick --threads 2 --out outputs/bench/quick.json
 
 soak: install  ## train the smoke models for many epochs, and 8 clients on segdet annotate for a minute; fails on errors or memory growing >5% (not in `test`)
-	$(PY) scripts/soak.py
-	$(PY) scripts/soak_annotate.py
+	$(PY) -m benchmarks.soak
+	$(PY) -m benchmarks.soak_annotate
 
 qgis-plugin:  ## the QGIS plugin as dist/segdet_qgis.zip (QGIS: Plugins > Manage and Install Plugins > Install from ZIP)
 	@mkdir -p dist

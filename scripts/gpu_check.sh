@@ -10,7 +10,7 @@
 #   6. the detect -> segment row (VGG16 detector + SAM ViT-B geometry against the detector per image and
 #      transformers' SAM per box) -> bench_detseg.json;
 #   7. trains SAM, SAM-HQ (ViT-B) and SAM 2 (Hiera-T) at 1024 with random weights, decoder alone and with LoRA
-#      on the encoder: images/s and peak memory of each (scripts/bench_family.py -> bench_family.json);
+#      on the encoder: images/s and peak memory of each (python -m benchmarks.family -> bench_family.json);
 #   8. the segment-everything and scene rows (amg_predict, scene_predict) -> bench_amg_scene.json;
 #   9. with what is left (up to 2 more minutes), times SAM's encoder with the folded attention experiment
 #      (experiments/ab_vision_attention.py).
@@ -72,24 +72,24 @@ smoke frcnn 16-mixed
 # The detector rows first: the SAM rows compile the encoder and decoder (minutes at ViT-B size), and a cut must
 # not cost the rows that need no compiling.
 LEFT=$((BUDGET - (SECONDS - START)))
-stage bench_frcnn "$LEFT" python3 scripts/bench.py --device cuda --repeats 2 \
+stage bench_frcnn "$LEFT" python3 -m benchmarks --device cuda --repeats 2 \
   --only frcnn_train,frcnn_infer,frcnn_memory --out "$OUT/bench_frcnn.json"
 LEFT=$((BUDGET - (SECONDS - START)))
 stage profile_frcnn_eval $((LEFT < 60 ? LEFT : 60)) python3 scripts/profile_step.py --device cuda --task frcnn --eval \
   --steps 5
 LEFT=$((BUDGET - (SECONDS - START)))
-stage bench_detseg $((LEFT < 120 ? LEFT : 120)) python3 scripts/bench.py --device cuda --repeats 2 \
+stage bench_detseg $((LEFT < 120 ? LEFT : 120)) python3 -m benchmarks --device cuda --repeats 2 \
   --only detseg_predict --out "$OUT/bench_detseg.json"
 LEFT=$((BUDGET - (SECONDS - START)))
-stage bench_sam "$LEFT" python3 scripts/bench.py --device cuda --repeats 2 --only sam_train,sam_cache \
+stage bench_sam "$LEFT" python3 -m benchmarks --device cuda --repeats 2 --only sam_train,sam_cache \
   --out "$OUT/bench_sam.json"
 # Segment everything and whole scenes on the ViT-B geometry (the scene row needs rasterio among the wheels in .whl/;
 # without it the stage fails on one line and the next one runs).
 LEFT=$((BUDGET - (SECONDS - START)))
-stage bench_amg_scene $((LEFT < 150 ? LEFT : 150)) python3 scripts/bench.py --device cuda --repeats 1 \
+stage bench_amg_scene $((LEFT < 150 ? LEFT : 150)) python3 -m benchmarks --device cuda --repeats 1 \
   --only amg_predict,scene_predict --out "$OUT/bench_amg_scene.json"
 # The SAM family's training rows: SAM-HQ and SAM 2 beside SAM, the decoder alone and LoRA on the encoder.
-stage bench_family 150 python3 scripts/bench_family.py --device cuda --repeats 2 --out "$OUT/bench_family.json"
+stage bench_family 150 python3 -m benchmarks.family --device cuda --repeats 2 --out "$OUT/bench_family.json"
 # The lever the H100 profile points at (54 % of a step builds the dense relative-position bias): the bias folded
 # into query and key, against transformers' attention, on the frozen ViT-B encoder (eager and compiled).
 LEFT=$((BUDGET + 270 - (SECONDS - START)))

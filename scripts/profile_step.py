@@ -10,20 +10,14 @@ prints the top kernels of one step and the host time of the ops that launch them
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # this checkout's segdet, installed or not (e.g. the GPU check)
-    sys.path.insert(0, str(ROOT))
-
-from segdet.config import compose  # noqa: E402
-from segdet.engine.loader import make_loader, to_device  # noqa: E402
-from segdet.engine.runtime import autocast  # noqa: E402
+from segdet.config import compose
+from segdet.engine.loader import make_loader, to_device
+from segdet.engine.runtime import autocast
 
 
 def task_overrides(task: str, tiny: bool) -> list[str]:

@@ -1,7 +1,8 @@
-"""scripts/bench.py: the JSON and the table it writes, from a quick run of one row (its other side in a fresh
+"""``python -m benchmarks``: the JSON and the table it writes, from a quick run of one row (its other side in a fresh
 process, as every row's; `make bench-quick` runs every row so, which takes minutes: not part of the suite); its
 CUDA settings compose into valid configs (the CUDA run itself is not part of the suite); and what
-scripts/gpu_check.sh runs besides (scripts/profile_step.py, the experiments/ attention A/B) still works on the CPU."""
+scripts/gpu_check.sh runs besides (scripts/profile_step.py, benchmarks.family, the experiments/ attention A/B) still
+works on the CPU."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from benchmarks import frcnn as bench_frcnn
+from benchmarks import run as bench
+from benchmarks import sam as bench_sam
+from benchmarks.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -23,21 +29,21 @@ ROW = "frcnn_infer"  # the quickest row; a rate, so the ratio is segdet / other
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--quick", "--only", ROW, "--threads", "2",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", ROW, "--threads", "2",
                            "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout
 
 
 @pytest.mark.slow
-def test_quick_bench_writes_the_row_with_an_oriented_ratio(quick_run, bench_modules):
+def test_quick_bench_writes_the_row_with_an_oriented_ratio(quick_run):
     data, _ = quick_run
     assert set(data) == {"device", "rows"} and data["device"].startswith("cpu")
     [r] = data["rows"]
     assert set(r) == {"name", "segdet", "other", "unit", "ratio"} and r["name"] == ROW and r["unit"] == "images/s"
     assert r["segdet"] > 0 and r["other"] > 0
     assert r["ratio"] == pytest.approx(r["segdet"] / r["other"], rel=1e-3), r
-    assert list(bench_modules[0].ROWS) == ROWS and set(bench_modules[0].OTHER) == set(ROWS)
+    assert list(bench.ROWS) == ROWS and set(bench.OTHER) == set(ROWS)
 
 
 @pytest.mark.slow
@@ -49,7 +55,7 @@ def test_quick_bench_prints_a_markdown_table(quick_run):
 
 
 def test_bad_row_name_is_a_usage_error():
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--only", "sam_trian"],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "sam_trian"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2 and "sam_trian" in proc.stderr and "sam_train" in proc.stderr
 
@@ -69,9 +75,9 @@ def test_profile_step_dry_run_splits_data_from_model(task):
 
 @pytest.mark.slow
 def test_family_training_dry_run_reports_rate_and_memory(tmp_path):
-    """scripts/bench_family.py (SAM-HQ and SAM 2 training on the GPU check) on the CPU with a tiny model."""
+    """benchmarks.family (SAM-HQ and SAM 2 training on the GPU check) on the CPU with a tiny model."""
     out = tmp_path / "family.json"
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_family.py"), "--device", "cpu", "--tiny", "--models",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.family", "--device", "cpu", "--tiny", "--models",
                            "sam2", "--modes", "lora", "--repeats", "1", "--out", str(out)], capture_output=True,
                           text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -81,20 +87,10 @@ def test_family_training_dry_run_reports_rate_and_memory(tmp_path):
     assert "| sam2_tiny | lora |" in proc.stdout
 
 
-@pytest.fixture
-def bench_modules(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))
-    import bench
-    import bench_frcnn
-    import bench_sam
-    return bench, bench_sam, bench_frcnn
-
-
-def test_cuda_settings_compose_and_the_vgg16_twin_matches_segdet(bench_modules):
+def test_cuda_settings_compose_and_the_vgg16_twin_matches_segdet():
     """What --device cuda runs, checked on the CPU: the overrides are valid configs, and torchvision's twin of the
     full VGG16 detector has the same trainable parameters and the same settings."""
-    bench, bench_sam, bench_frcnn = bench_modules
-    s = bench.Settings.for_device("cuda", quick=False, repeats=None)
+    s = Settings.for_device("cuda", quick=False, repeats=None)
     assert s.precision == "bf16-mixed" and s.frcnn_batch == 8 and s.frcnn_image_px == 600
     sam_cfg = bench_sam.compose(bench_sam.segdet_overrides(s, batch_size=s.sam_batch, epochs=2) +
                                 ["model.pretrained=/nonexistent"])
@@ -119,10 +115,9 @@ def test_cuda_settings_compose_and_the_vgg16_twin_matches_segdet(bench_modules):
     assert tv.roi_heads.nms_thresh == cfg.model.roi_head.nms_thresh
 
 
-def test_tutorial_prompt_is_the_jittered_mask_box(bench_modules):
+def test_tutorial_prompt_is_the_jittered_mask_box():
     import numpy as np
 
-    _, bench_sam, _ = bench_modules
     mask = np.zeros((64, 64), bool)
     mask[10:20, 30:50] = True
     np.random.seed(0)

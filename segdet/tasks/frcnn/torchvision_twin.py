@@ -1,7 +1,7 @@
 """torchvision's FasterRCNN built as the twin of segdet's detector: same architecture, settings and weights.
 
 The oracle test (tests/frcnn/test_oracle.py) checks both give the same proposals and detections; the benchmark
-(scripts/bench_frcnn.py) races them. How the settings map (ours → torchvision):
+(benchmarks/frcnn.py) races them. How the settings map (ours → torchvision):
 
   backbone body (VGG16 conv1_1..conv5_3, stride 16)  → ``backbone`` (a module with ``out_channels``)
   model.anchor.scales × ratios on the one feature map  → ``AnchorGenerator(sizes=(scales,), aspect_ratios=(ratios,))``

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_common import Row, compose, fresh_process, median, rates_after_warmup, timed_epochs
-from bench_frcnn import segdet_overrides as frcnn_overrides
-from bench_sam import segdet_overrides as sam_overrides
+from benchmarks.common import Row, compose, fresh_process, median, rates_after_warmup, timed_epochs
+from benchmarks.frcnn import segdet_overrides as frcnn_overrides
+from benchmarks.sam import segdet_overrides as sam_overrides
 
 
 def parts(s, folder: Path) -> tuple[Path, Path, Path, list[np.ndarray]]:

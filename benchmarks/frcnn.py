@@ -8,7 +8,7 @@ it in its GeneralizedRCNNTransform, with the resize switched off (the inputs are
 oracle test. Training runs in the
 precision segdet runs in (fp32 on the CPU, bf16 autocast on CUDA), with the same optimizer settings.
 
-torchvision's sides run in processes of their own (scripts/bench_side.py), as do both sides of the memory row.
+torchvision's sides run in processes of their own (``benchmarks.side``), as do both sides of the memory row.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
 
 from segdet.tasks.frcnn.torchvision_twin import torchvision_twin
-from bench_common import (Row, compose, current_memory_mib, epoch_images_per_s, fresh_process, median,
+from benchmarks.common import (Row, compose, current_memory_mib, epoch_images_per_s, fresh_process, median,
                           peak_memory_mib, rates_after_warmup, reset_peak_memory, segdet_train_run, sync,
                           timed_epochs)
 

@@ -5,9 +5,9 @@ Trains the smoke models of both tasks for many epochs, SAM with and without the 
 it logs the end of an epoch. A run passes when its memory grows by less than ``--max-growth`` (5 %) from epoch 3 to
 the last: epochs 1-2 fill caches, allocator pools and the first figures, after that memory should stay flat.
 
-    python scripts/soak.py                         # the three runs, 40 epochs each (minutes on 2 CPU cores)
-    python scripts/soak.py --epochs 100 --only sam_cache
-    python scripts/soak.py data.num_workers=2      # extra overrides go to every run
+    python -m benchmarks.soak                      # the three runs, 40 epochs each (minutes on 2 CPU cores)
+    python -m benchmarks.soak --epochs 100 --only sam_cache
+    python -m benchmarks.soak data.num_workers=2   # extra overrides go to every run
 
 Prints one line per epoch and a summary table; exits 1 if a run fails or grows too much.
 """
@@ -21,7 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT
+
 COMMON = ["experiment=smoke", "data.num_images=16", "data.num_workers=0", "trainer.progress=false"]
 RUNS = {
     "sam": ["task=sam"],

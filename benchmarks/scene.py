@@ -6,7 +6,7 @@ its box, ``post_process_masks`` back to the tile's size, pasted into a scene-siz
 rasterio. segdet's side: ``segdet predict task=sam input=scene.tif`` with the same tile size and no overlap (the
 same tiles; ``tile.batch_size=scene_batch``), writing its COG mask and polygons. Both sides: the same tiny random
 SAM (a segdet checkpoint, and the same weights exported with ``segdet export format=hf`` for transformers), each
-in a fresh process of its own that imports only what that side needs (``python scripts/bench_scene.py SIDE
+in a fresh process of its own that imports only what that side needs (``python -m benchmarks.scene SIDE
 --settings JSON``), timed from the model's loading to the last file written (each side's libraries imported
 before the clock). Pixels of the scene per second; the peak resident memory of each process goes in the row's
 note.
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_common import Row, peak_memory_mib
+from benchmarks.common import ROOT, Row, peak_memory_mib
 
 
 def folder_of(s) -> Path:
@@ -119,7 +119,7 @@ def train_sam(s, folder: Path) -> None:
     """``folder/segmenter.pt`` and its transformers twin ``folder/sam_hf``: sam_model trained for
     ``scene_train_epochs`` on generated water scenes at the model's input size, through segdet's train and export
     commands."""
-    from bench_common import compose, quiet_segdet
+    from benchmarks.common import compose, quiet_segdet
     from segdet.commands import export as export_cmd
     from segdet.commands import train as train_cmd
     from segdet.config import compose as segdet_compose
@@ -139,14 +139,14 @@ def train_sam(s, folder: Path) -> None:
 
 
 def scene_predict(s) -> Row:
-    import bench_detseg
+    from benchmarks import detseg
 
     folder = folder_of(s)
     folder.mkdir(parents=True, exist_ok=True)
     if s.scene_train_epochs > 0:
         train_sam(s, folder / "detseg")
     else:
-        bench_detseg.parts(s, folder / "detseg")  # a random SAM checkpoint and its save_pretrained twin
+        detseg.parts(s, folder / "detseg")  # a random SAM checkpoint and its save_pretrained twin
     make_scene(s)
     ours = run_side("segdet", s)
     theirs = run_side("transformers", s)
@@ -162,12 +162,12 @@ SIDES = {"segdet": segdet_side, "transformers": transformers_side}
 
 
 def run_side(side: str, s) -> dict:
-    """One side in a fresh process that imports only what that side needs (``bench_scene.py SIDE --settings``):
-    the shared harness (bench_side.py) imports every row's libraries, torchvision's detection models and segdet's
+    """One side in a fresh process that imports only what that side needs (``python -m benchmarks.scene SIDE
+    --settings``): the shared harness (``benchmarks.side``) imports every row's libraries, torchvision's detection models and segdet's
     Faster R-CNN twin among them (about 250 MB), which neither a user's loop nor segdet predict holds, and which
     would hide how the two sides' memory differs."""
-    out = subprocess.run([sys.executable, __file__, side, "--settings", json.dumps(s.as_dict())],
-                         capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "benchmarks.scene", side, "--settings", json.dumps(s.as_dict())]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"scene_predict, {side} side, failed in its own process:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -176,12 +176,12 @@ def run_side(side: str, s) -> dict:
 if __name__ == "__main__":
     import argparse
 
-    from bench import Settings  # first: it puts a checkout's segdet on the path
+    from benchmarks.settings import Settings
     from segdet.malloc import keep_freed_memory
 
     ap = argparse.ArgumentParser(description="one side of the scene_predict row, in this process")
     ap.add_argument("side", choices=sorted(SIDES))
-    ap.add_argument("--settings", required=True, help="JSON of bench.Settings")
+    ap.add_argument("--settings", required=True, help="JSON of benchmarks.settings.Settings")
     a = ap.parse_args()
     settings = Settings.from_dict(json.loads(a.settings))
     settings.apply_threads()

@@ -2,27 +2,23 @@
 for the GPU check (``scripts/gpu_check.sh``): each model trained by segdet's train command on generated scenes,
 with the decoder alone (the encoder frozen, the usual recipe) and with LoRA on the encoder beside the decoder.
 
-    python scripts/bench_family.py --device cuda                        # SAM, SAM-HQ ViT-B and SAM 2 Hiera-T, bf16
-    python scripts/bench_family.py --device cpu --tiny --models sam2 --modes lora --repeats 1   # a dry run
+    python -m benchmarks.family --device cuda                        # SAM, SAM-HQ ViT-B and SAM 2 Hiera-T, bf16
+    python -m benchmarks.family --device cpu --tiny --models sam2 --modes lora --repeats 1   # a dry run
 
 Prints a markdown table and writes JSON rows ``{"model", "mode", "images_per_s", "peak_mib"}`` (``--out``).
 """
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench  # noqa: E402,F401  -- puts this checkout's segdet on the path
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import tempfile  # noqa: E402
-
-import torch  # noqa: E402
-
-from bench_common import (current_memory_mib, epoch_images_per_s, median, peak_memory_mib,  # noqa: E402
-                          random_pretrained, reset_peak_memory, segdet_train_run)
+from benchmarks.common import (current_memory_mib, epoch_images_per_s, median, peak_memory_mib, random_pretrained,
+                               reset_peak_memory, segdet_train_run)
 
 MODELS = {"sam": "sam_vit_base", "sam_hq": "sam_hq_vit_base", "sam2": "sam2_hiera_tiny"}
 MODES = {"decoder": ["model.train_parts=[mask_decoder]"],

@@ -11,12 +11,11 @@ clicks on the same image from the same client (httpx, one request at a time):
 Each side's first click is a warm-up (segdet: it computes the image's embedding; reported in the note); the row's
 figures are the medians (p50) of the timed clicks, the ratio the naive p50 over segdet's (higher: segdet better).
 
-    python scripts/bench.py --only annotate_click
-    python scripts/bench_annotate.py --serve-naive FOLDER IMAGE   # the naive server alone (prints its URL)
+    python -m benchmarks --only annotate_click
+    python -m benchmarks.annotate --serve-naive FOLDER IMAGE   # the naive server alone (prints its URL)
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import statistics
@@ -27,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+from benchmarks.common import ROOT, Row, compose, random_pretrained
 
 # the clicks: a user adds points one at a time on one object (and starts again), some of them negative
 POINTS = [(0.45, 0.45, 1), (0.55, 0.5, 1), (0.2, 0.2, 0), (0.5, 0.6, 1), (0.8, 0.85, 0)]
@@ -47,13 +45,9 @@ def model_folder(kind: str, folder: Path) -> Path:
     import torch
 
     if kind == "vit_b":
-        from bench_common import random_pretrained
-
         return Path(random_pretrained("sam", folder))
     if kind != "tiny":
         raise ValueError(f"annotate_model must be vit_b or tiny, not '{kind}'")
-    from bench_common import compose
-
     from segdet.tasks.sam import TASK as Sam
 
     torch.manual_seed(0)
@@ -165,8 +159,6 @@ def side(cmd: list[str], path: str, bodies: list[dict]) -> list[float]:
 
 
 def annotate_click(s):
-    from bench_common import Row
-
     folder = Path(s.scratch) / "annotate"
     folder.mkdir(parents=True, exist_ok=True)
     weights = model_folder(s.annotate_model, folder / f"sam_{s.annotate_model}")
@@ -176,7 +168,7 @@ def annotate_click(s):
                 "port=0", "prefetch=false", f"cache_dir={folder / 'cache'}", f"hydra.run.dir={folder / 'run'}",
                 f"trainer.device={s.device}", *s.segdet_overrides]
     ours = side(ours_cmd, "/api/images/1/segment", clicks(1 + s.annotate_clicks, width, height))
-    theirs = side([sys.executable, str(Path(__file__)), "--serve-naive", str(weights), str(image)], "/segment",
+    theirs = side([sys.executable, "-m", "benchmarks.annotate", "--serve-naive", str(weights), str(image)], "/segment",
                   clicks(1 + s.annotate_other_clicks, width, height))
     ms = [1000 * t for t in ours[1:]]
     naive = [1000 * t for t in theirs[1:]]
@@ -191,7 +183,6 @@ def annotate_click(s):
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--serve-naive":
-        sys.path.insert(0, str(ROOT))
         serve_naive(sys.argv[2], sys.argv[3])
     else:
         print(__doc__)

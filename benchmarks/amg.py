@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_common import Row, compose, fresh_process, median, rates_after_warmup, timed_epochs
-from bench_sam import segdet_overrides as sam_overrides
+from benchmarks.common import Row, compose, fresh_process, median, rates_after_warmup, timed_epochs
+from benchmarks.sam import segdet_overrides as sam_overrides
 
 SCALE = 100.0  # the hypernetworks' output layers, scaled (see above)
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bench_common import (Row, compose, current_memory_mib, epoch_images_per_s, fresh_process, median,
+from benchmarks.common import (Row, compose, current_memory_mib, epoch_images_per_s, fresh_process, median,
                           peak_memory_mib, rates_after_warmup, reset_peak_memory,
                           segdet_train_run, timed_epochs)
 

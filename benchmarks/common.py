@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: ``python -m benchmarks`` runs from here
+
 
 @dataclass
 class Row:
@@ -159,11 +161,10 @@ def peak_memory_mib(device: torch.device) -> float:
 
 # --- sides in their own process ------------------------------------------------------------------------------------
 def fresh_process(row: str, side: str, s) -> dict:
-    """``scripts/bench_side.py row side``: one side of a row in a new process (its JSON result), which makes
+    """``python -m benchmarks.side row side``: one side of a row in a new process (its JSON result), which makes
     segdet's process setting only on segdet's side."""
-    cmd = [sys.executable, str(Path(__file__).with_name("bench_side.py")), row, side, "--settings",
-           json.dumps(s.as_dict())]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "benchmarks.side", row, side, "--settings", json.dumps(s.as_dict())]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"{row}, {side} side, failed in its own process:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

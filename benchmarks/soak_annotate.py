@@ -1,4 +1,4 @@
-"""``segdet annotate`` under load (``make soak``, beside scripts/soak.py; not part of ``make test``).
+"""``segdet annotate`` under load (``make soak``, beside ``benchmarks.soak``; not part of ``make test``).
 
 Starts a real ``segdet annotate`` process on generated images, then ``--clients`` concurrent clients (8) click for
 ``--seconds`` (60): each works on its own images, moves to the next one every few clicks, and now and then commits
@@ -9,8 +9,8 @@ Passes when no request fails, and the memory grows by less than ``--max-growth``
 (``--warmup`` seconds, or the first visit of every image, whichever is later) to the end. Prints p50/p95/p99
 latency per request kind and the memory figures; exits 1 on a failure.
 
-    python scripts/soak_annotate.py                       # sam_tiny, 8 clients, one minute
-    python scripts/soak_annotate.py --seconds 300 segmenter=PATH    # extra key=value go to segdet annotate
+    python -m benchmarks.soak_annotate                    # sam_tiny, 8 clients, one minute
+    python -m benchmarks.soak_annotate --seconds 300 segmenter=PATH    # extra key=value go to segdet annotate
 """
 from __future__ import annotations
 
@@ -23,11 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_annotate import start as start_server, stop as stop_server  # noqa: E402
-from soak import rss_mib  # noqa: E402
+from benchmarks.annotate import start as start_server, stop as stop_server
+from benchmarks.soak import rss_mib
 
 
 def make_images(folder: Path, n: int, size: int) -> None:
