@@ -7,8 +7,8 @@ Targets, per object (an instance of the data, or a connected region of one class
 * ``center``: the distance to the object's centre over the largest such distance in it (0 at the centre, 1 at
   its farthest pixel). The centre is the object's innermost pixel (farthest from its boundary), which lies inside
   it even for a river's bend, where the centroid may not;
-* ``boundary``: 1 minus the distance to the object's boundary over the largest in it (1 on the boundary, 0 at
-  the innermost pixel).
+* ``boundary``: 1 minus the distance to the nearest pixel outside the object over the largest such distance in it
+  (0 at the innermost pixel, 1 - 1/max along the rim: a one-pixel-wide object is all 0, so it still gets a seed).
 
 Both distance maps are low at an object's heart and high at its rim, as micro-sam's inverted maps are: seeds are
 the foreground pixels where both are below their thresholds, one connected seed region per object, and the
