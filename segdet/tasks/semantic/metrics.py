@@ -112,7 +112,7 @@ class SemanticEvaluator(Evaluator):
 
 def instance_ap(records: list[dict]) -> dict[str, float]:
     """Class-agnostic segm AP (pycocotools) of the records' instances."""
-    from segdet.instances.coco_eval import coco_eval
+    from segdet.instances.coco_eval import AGNOSTIC, ap_stats, coco_eval
 
     images, anns, results = [], [], []
     for image_id, r in enumerate(records, 1):
@@ -123,11 +123,8 @@ def instance_ap(records: list[dict]) -> dict[str, float]:
                          "area": rle_area(rle), "bbox": rle_bbox(rle), "iscrowd": crowd})
         results += [{"image_id": image_id, "category_id": 1, "segmentation": rle, "score": round(score, 5)}
                     for rle, score in r["pred"]]
-    ev = coco_eval({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "object"}]}, results,
-                   "segm")
-    if ev is None:
-        return {"segm_map": 0.0, "segm_map50": 0.0, "segm_map75": 0.0}
-    return {"segm_map": float(ev.stats[0]), "segm_map50": float(ev.stats[1]), "segm_map75": float(ev.stats[2])}
+    ev = coco_eval({"images": images, "annotations": anns, "categories": AGNOSTIC}, results, "segm")
+    return dict(zip(("segm_map", "segm_map50", "segm_map75"), ap_stats(ev)))
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
