@@ -30,6 +30,7 @@ from segdet.tasks.semantic.figures import overlay, palette_image
 from segdet.tasks.semantic.instances import WatershedSettings, instance_list, watershed
 from segdet.tasks.semantic.masks import ClassList
 from segdet.tasks.semantic.model import split_outputs
+from segdet.tasks.semantic.scene import predict_scene
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +111,12 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path, classes: ClassList)
         if not scene.georeferenced:  # a large ordinary image, read whole anyway: the model resizes it as any other
             on_images([(path, scene.read((0, 0, scene.width, scene.height)))])
             return
-        # a georeferenced scene goes through the one scene loop (scenes/runner.py) with infer_tiles' windows; until
-        # that is wired for this task it is skipped and listed
-        out.skip(path, f"{path}: task=semantic does not predict georeferenced scenes in this version")
+        # a georeferenced scene goes through the one scene loop, tile by tile (semantic/scene.py)
+        predict_scene(runtime, model, out, path, scene, classes, infer_maps, tiles=scenes.tile,
+                      vectors=scenes.vector, settings=settings, draw_threshold=float(cfg.draw_threshold))
 
-    for_each_input(out, SceneOptions.from_cfg(cfg), model.size, batch_size, on_scene, on_images)
+    scenes = SceneOptions.from_cfg(cfg)
+    for_each_input(out, scenes, model.size, batch_size, on_scene, on_images)
     summary = out.finish()
     if settings is not None:
         from segdet.instances.outputs import write_results
