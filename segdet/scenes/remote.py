@@ -65,6 +65,13 @@ class Shown(PurePosixPath):
         return url_of(super().__str__())
 
 
+def ours(url: str) -> bool:
+    """True where segdet makes its own HTTP request (the probe, a stamp, a small file): an http(s) URL, unless GDAL
+    signs its requests (``VSICURL_PC_URL_SIGNING``: Planetary Computer), which only GDAL's own can be."""
+    signing = os.environ.get("VSICURL_PC_URL_SIGNING", "").upper() in ("YES", "TRUE", "ON", "1")
+    return url_of(url).startswith("http") and not signing
+
+
 def name_path(path) -> Path:
     """What an input's output files are named after: a URL's path (its last part, no query); a local path as is."""
     if not is_remote(path):
@@ -86,7 +93,7 @@ def inputs(given: str, check_stac=None) -> list[Path] | None:
     if url_of(Path(url)) != url:
         raise SegdetError(f"{shown(url)}: a URL with '//' or '/./' in its path is not taken; give the same URL "
                           "without them")
-    if url.startswith("http"):  # a missing or unreadable URL ends here, before the model is loaded
+    if ours(url):  # a missing or unreadable URL ends here, before the model is loaded
         status, headers, _ = request(url, first_byte=True)
         if status != 206 and not is_json(url, headers):
             raise SegdetError(NO_RANGES.format(shown(url)))
@@ -98,7 +105,7 @@ def stamp(path) -> list:
     """What ``resume=true`` compares for a remote input: the server's ETag, Last-Modified and size (s3://, gs://:
     the object's, through GDAL's own request)."""
     url = url_of(path)
-    if url.startswith("http"):
+    if ours(url):
         return stamp_of(request(url, first_byte=True)[1])
     import rasterio
 
@@ -113,7 +120,7 @@ def stamp(path) -> list:
 def fetch(url: str) -> bytes:
     """A small remote file whole (a STAC item): http(s) by a GET with retries, s3:// and gs:// through GDAL."""
     url = url_of(url)
-    if url.startswith("http"):
+    if ours(url):
         return request(url, first_byte=False)[2]
     import rasterio
 
@@ -199,7 +206,7 @@ def open_gdal(source: str, urls, label, bands=None, scale: str = "auto", threads
     urls = tuple(url_of(u) for u in urls if is_remote(u))
     if not checked:
         for u in urls:
-            if u.startswith("http"):
+            if ours(u):
                 probe(u)
     env = rasterio.Env(**gdal_options(urls))
     env.__enter__()
@@ -224,7 +231,7 @@ def open_gdal(source: str, urls, label, bands=None, scale: str = "auto", threads
 def open_url(path, bands=None, scale: str = "auto", threads: int = 1) -> RemoteScene:
     """The remote raster ``path`` (a URL, or a predict input holding one) ready to read by window."""
     url = url_of(path)
-    if url.startswith("http"):
+    if ours(url):
         probe(url)
     return open_gdal(vsi_path(url), [url], Shown(shown(url)), bands, scale, threads, checked=True)
 

@@ -205,7 +205,7 @@ def open_item(path, asset: str | None, bands, scale: str = "auto", threads: int 
     label = remote.Shown(remote.shown(href)) if remote.is_remote(href) else Path(path)
     hrefs = list(dict.fromkeys(b.href for b in picked))
     for h in hrefs:
-        if remote.is_remote(h) and remote.url_of(h).startswith("http"):
+        if remote.is_remote(h) and remote.ours(h):
             remote.probe(remote.url_of(h))
         elif not remote.is_remote(h) and not Path(h).is_file():
             raise SegdetError(f"{where}: asset file {h} not found")
@@ -237,7 +237,7 @@ def open_input(path, *, asset: str | None, bands, scale: str = "auto", threads: 
     """predict's remote input or STAC item as a scene: a STAC item by its suffix (or, for a URL without one, its
     JSON content type), else a remote raster; ``input.asset`` only with a STAC item."""
     stac = is_stac(path)
-    if not stac and remote.is_remote(path) and remote.url_of(path).startswith("http") and not remote.suffix_of(path):
+    if not stac and remote.is_remote(path) and remote.ours(path) and not remote.suffix_of(path):
         url = remote.url_of(path)
         stac = remote.is_json(url, remote.request(url, first_byte=True)[1])
     if stac:

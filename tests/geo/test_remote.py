@@ -120,6 +120,27 @@ def test_s3_urls_are_read_by_gdals_own_driver(cog, monkeypatch):
             remote.open_url("s3://bucket/scenes/gone.tif")
 
 
+def test_a_stac_item_in_a_bucket_and_gdal_signed_urls_go_through_gdals_own_requests(cog, stac_files, monkeypatch):
+    from segdet.scenes import stac
+
+    files = {path.replace("/items/", "/bucket/items/"): data for path, data in stac_files.items()}
+    with RangeServer(files) as server, rasterio.open(cog) as src:
+        for key, value in {"AWS_S3_ENDPOINT": f"127.0.0.1:{server.port}", "AWS_HTTPS": "NO",
+                           "AWS_VIRTUAL_HOSTING": "FALSE", "AWS_NO_SIGN_REQUEST": "YES"}.items():
+            monkeypatch.setenv(key, value)
+        with stac.open_input("s3://bucket/items/item.json", asset=None, bands=["red", "green", "blue"]) as scene:
+            assert np.array_equal(scene.read((0, 0, 64, 64), channels_first=True),
+                                  src.read(window=((0, 64), (0, 64))))
+        # where GDAL signs its requests (Planetary Computer), segdet makes none of its own: GDAL's answer the stamp
+        monkeypatch.setenv("VSICURL_PC_URL_SIGNING", "YES")
+        server.reset_counts()
+        url = server.url("/bucket/items/visual.tif")
+        assert remote.stamp(url)[0] == remote.stamp("s3://bucket/items/visual.tif")[0]
+        with remote.open_url(url) as scene:
+            assert scene.width == src.width
+        assert not any(rng == "bytes=0-0" for _, _, rng in server.requests)
+
+
 def test_gdal_settings_in_the_environment_win_over_segdets_defaults(monkeypatch):
     monkeypatch.delenv("GDAL_HTTP_MAX_RETRY", raising=False)
     monkeypatch.delenv("CPL_VSIL_CURL_ALLOWED_EXTENSIONS", raising=False)
