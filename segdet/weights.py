@@ -89,7 +89,7 @@ def hub_access(src: str) -> str:
     from huggingface_hub import constants
 
     cached = isinstance(huggingface_hub.try_to_load_from_cache(src, "config.json"), str)
-    if huggingface_hub.is_offline_mode():
+    if constants.HF_HUB_OFFLINE:  # HF_HUB_OFFLINE, read by huggingface_hub when imported
         if cached:
             return "cache"
         raise HubUnreachable(f"HF_HUB_OFFLINE is set and '{src}' is not in the local cache "
