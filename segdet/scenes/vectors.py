@@ -113,9 +113,9 @@ def box_polygons(scene, boxes) -> list:
 def write_features(out, rel_stem: str, scene, batches, settings: VectorSettings, multi: bool = False) -> int | None:
     """``vectors/<stem>.geojson|gpkg`` from batches of (polygons in the scene's CRS, classes, scores): each with
     its class, score and area (``area_field``: m², or pixels without a CRS in metres), simplified
-    (``vector.simplify``, metres) and filtered (``vector.min_area``, in the area's unit), appended batch by batch to one temp file that then replaces the output. ``multi``: every geometry a
-    MultiPolygon (instances, which may come in parts). Returns how many were written (None: ``vector.format=none``,
-    nothing is written)."""
+    (``vector.simplify``, metres) and filtered (``vector.min_area``, in the area's unit), appended batch by batch
+    to one temp file that then replaces the output. ``multi``: every geometry a MultiPolygon (instances, which may
+    come in parts). Returns how many were written (None: ``vector.format=none``, nothing is written)."""
     if settings.format == "none":
         return None
     import shapely
