@@ -162,3 +162,36 @@ def test_synthetic_scenes_are_deterministic_with_three_classes():
     assert seen == {0, 1, 2}
     with pytest.raises(SegdetError, match="generates the classes"):
         SemanticSynthetic(None, OmegaConf.merge(cfg, {"classes": ["a", "b"]}), 3, BadSamples())
+
+
+def test_raster_windows_carry_the_labels_foreground_and_nodata_as_ignored(tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    from segdet.scenes.synthetic import write_scene
+    from segdet.tasks.semantic.sources import SemanticRaster
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    water = write_scene(tmp_path / "images" / "s.tif", 192, 160, seed=2, nodata=0)
+    with rasterio.open(tmp_path / "images" / "s.tif", "r+") as src:
+        profile = {**src.profile, "count": 1, "nodata": None}
+        pixels = src.read()
+        pixels[:, -30:, :30] = 0  # nodata in the bottom-left corner
+        src.write(pixels)
+    truth = np.where(np.arange(160)[:, None] >= 130, 1, 0) * np.where(np.arange(192)[None] < 30, 1, 0)
+    truth = np.where(truth > 0, 255, water)
+    with rasterio.open(tmp_path / "labels" / "s.tif", "w", **profile) as dst:
+        dst.write(water[None].astype(np.uint8))
+    cfg = OmegaConf.create({"name": "raster", "root": str(tmp_path), "window": 64, "windows_per_epoch": 3,
+                            "val_fraction": 0.25, "class_name": "water", "ignore_index": 255})
+    source = SemanticRaster(str(tmp_path), cfg, 0, BadSamples())
+    assert source.classes.names == ("background", "water") and source.split("train") == [0, 1, 2]
+    val = source.split("val")
+    assert val and all(source.ids[i].startswith("s@") for i in val)
+    for i in val:
+        image, classes, objects = source.load(i)
+        x, y = map(int, source.ids[i].split("@")[1].split(","))
+        assert image.shape == (64, 64, 3) and objects is None
+        assert (classes == truth[y:y + 64, x:x + 64]).all()
+    assert any((source.load(i)[1] == 255).any() for i in val)
+    image, classes, _ = source.load(0, np.random.default_rng(1))
+    assert classes.shape == (64, 64) and set(np.unique(classes).tolist()) <= {0, 1, 255}
