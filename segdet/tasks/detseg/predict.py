@@ -55,6 +55,7 @@ def predict(runtime, *, inputs: list[Path], out_dir: Path, transform, divisible:
         for (path, pixels), f in zip(loaded, found):
             image_outputs(out, path, pixels, f, classes, draw_threshold)
 
-    for_each_input(out, scenes, int(transform.max_size), batch_size, on_scene, on_images)
+    side = int(transform.max_size) if scenes is not None else 0  # the tile side is asked of scenes only
+    for_each_input(out, scenes, side, batch_size, on_scene, on_images)
     summary = out.finish()
     return {**summary, "instances": write_results(out, classes)}

@@ -77,6 +77,7 @@ def predict(runtime, *, transform, classes: list[str], inputs: list[Path], out_d
             out.save_image(f"images/{out.name(path)}.png", draw(image, {k: v[shown] for k, v in det.items()}, classes))
             out.done(path, {"width": image.shape[1], "height": image.shape[0], "detections": found})
 
-    for_each_input(out, scenes, int(transform.max_size), batch_size, on_scene, on_images)
+    side = int(transform.max_size) if scenes is not None else 0  # the tile side is asked of scenes only
+    for_each_input(out, scenes, side, batch_size, on_scene, on_images)
     summary = out.finish()
     return {**summary, "detections": write_results(out, classes, "detections")}
