@@ -223,11 +223,31 @@ def grid_of(path: Path) -> Grid | None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
                 with rasterio.open(path) as ds:
+                    # its first and last blocks: a file cut short (whose header may read oddly) is corrupt
+                    from rasterio.windows import Window
+
+                    ds.read(1, window=Window(0, 0, 1, 1))
+                    ds.read(1, window=Window(ds.width - 1, ds.height - 1, 1, 1))
                     geo = ds.crs is not None or not ds.transform.is_identity
                     if geo or path.suffix.lower() == ".vrt":
                         return Grid(True, ds.width, ds.height, ds.crs, ds.transform)
-        except Exception:  # noqa: BLE001 -- not readable by GDAL: maybe a plain TIFF, left to the image reader
-            pass
+        except Exception:  # noqa: BLE001 -- not readable by GDAL: a plain TIFF is left to the image reader
+            if path.suffix.lower() in (".tif", ".tiff"):
+                return _plain(path, corrupt=True)
+            return None
+    return _plain(path)
+
+
+def _plain(path: Path, corrupt: bool = False) -> Grid | None:
+    """A plain image's grid (None: it cannot be read); a TIFF GDAL could not read must be readable by PIL."""
+    if corrupt:
+        from segdet.data.io import load_rgb
+
+        try:
+            image = load_rgb(path)
+        except BadSample:
+            return None
+        return Grid(False, image.shape[1], image.shape[0])
     try:
         w, h = image_size(path)
     except BadSample:

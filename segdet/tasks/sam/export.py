@@ -75,18 +75,18 @@ def merge_adapters(sam, family: Family) -> dict:
     return {"lora_merged": True, "lora_merged_max_abs": diff}
 
 
-def save_processor(sam, out_dir: Path) -> None:
-    processor = processor_for(sam)
+def save_processor(sam, out_dir: Path, processor=None) -> None:
+    processor = processor or processor_for(sam)
     processor.save_pretrained(out_dir)
     processor.image_processor.save_pretrained(out_dir)  # preprocessor_config.json: what transformers 4 reads
 
 
-def save_hf(sam, out_dir: Path) -> dict:
+def save_hf(sam, out_dir: Path, processor=None) -> dict:
     """``sam`` (a SamModel, or a module with its save_pretrained/from_pretrained) as a transformers folder, then
     loaded back the way a user would: a missing, unexpected or different weight is an error. Returns the check."""
     hf_logging.disable_progress_bar()
     sam.save_pretrained(out_dir)
-    save_processor(sam, out_dir)
+    save_processor(sam, out_dir, processor)
     loaded, info = type(sam).from_pretrained(out_dir, output_loading_info=True)
     wrong = {k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     wrong = {k: v for k, v in wrong.items() if v}
@@ -293,9 +293,10 @@ Image.fromarray(masks.any(0)[0].numpy().astype(np.uint8) * 255).save(sys.argv[4]
 '''
 
 
-def export(sam, fmt: str, out_dir: Path, *, multimask_output: bool, opset: int) -> Exported:
+def export(sam, fmt: str, out_dir: Path, *, multimask_output: bool, opset: int, video=None) -> Exported:
     """``segdet export`` of a SAM-family model in ``fmt`` (one of FORMATS) into ``out_dir``; LoRA adapters are
-    merged into ``sam`` first."""
+    merged into ``sam`` first. ``video(sam)``: SAM 2's video model, saved by ``hf`` instead (Sam2Model and
+    Sam2VideoModel both load it, as the hub's SAM 2.1 folders; segdet.tasks.sam.propagate)."""
     family = get_family(sam.config.model_type)
     if fmt in ("onnx", "pt2") and family.name != "sam":
         raise SegdetError(f"format={fmt}: a {family.name} checkpoint exports as hf (the {fmt} graphs are SAM's)")
@@ -311,7 +312,13 @@ def export(sam, fmt: str, out_dir: Path, *, multimask_output: bool, opset: int) 
              f"{processor}.post_process_masks, foreground where > 0, an image's prompts united",
              "iou_scores": "the model's predicted IoU of each candidate mask"}
     if fmt == "hf":
-        check = {**save_hf(sam, out_dir), **merged}
+        moving = video(sam) if video is not None else None
+        if moving is not None:
+            from segdet.tasks.sam.propagate import video_processor
+
+            check = {**save_hf(moving, out_dir, video_processor(size)), **merged, "video_model": True}
+        else:
+            check = {**save_hf(sam, out_dir), **merged}
         client = HF_CLIENT.format(model=type(sam).__name__, processor=processor, multimask=bool(multimask_output),
                                   reshaped="" if family.square else ', inputs["reshaped_input_sizes"]')
         needs = ["torch", "transformers", "pillow", "numpy"]  # transformers' models run on torch, not installed with it

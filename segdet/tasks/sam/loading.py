@@ -60,9 +60,10 @@ def load_pretrained(src: str, family: Family) -> nn.Module:
 
 def _model_type(folder: Path) -> str | None:
     try:
-        return json.loads((folder / "config.json").read_text()).get("model_type")
+        found = json.loads((folder / "config.json").read_text()).get("model_type")
     except (OSError, ValueError, AttributeError):
         return None
+    return "sam2" if found == "sam2_video" else found  # SAM 2's video folders (the hub's 2.1) hold its image model
 
 
 def folder_family(src: str) -> str:

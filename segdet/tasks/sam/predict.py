@@ -92,6 +92,9 @@ def scene_entry(scene, vector, table: dict, key, source) -> dict | None:
 def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
     """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout.
     Inputs an earlier run into ``out_dir`` completed are not predicted again (``files.prediction_outputs``)."""
+    if (cfg.get("propagate") or {}).get("enabled"):  # SAM 2 carries one date's prompts through a stack
+        from segdet.tasks.sam.propagate_stack import predict as predict_propagated
+        return predict_propagated(runtime, cfg, inputs, out_dir)
     if cfg.get("prompts") == "grid":  # segment everything, no prompts (amg.py)
         from segdet.tasks.sam.amg import AmgSettings
         from segdet.tasks.sam.amg_predict import predict as predict_grid

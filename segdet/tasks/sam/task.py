@@ -215,4 +215,9 @@ class SamTask(Task):
         return predict(runtime, self.cfg, inputs, out_dir)
 
     def export(self, *, model: SamSegmenter, fmt: str, out_dir: Path, settings):
-        return export_sam(model.sam, fmt, out_dir, multimask_output=model.multimask, opset=int(settings.opset))
+        video = None
+        if model.family.name == "sam2" and fmt == "hf":  # a folder Sam2VideoModel loads too (propagate=true)
+            from segdet.tasks.sam.propagate import exported_video_model
+            video = lambda sam: exported_video_model(sam, self.cfg.get("model"))  # noqa: E731
+        return export_sam(model.sam, fmt, out_dir, multimask_output=model.multimask, opset=int(settings.opset),
+                          video=video)
