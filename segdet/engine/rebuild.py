@@ -70,7 +70,7 @@ def rebuild_part(cfg: DictConfig, key: str, part_class) -> tuple[object, torch.n
         if ckpt["task"] != part_class.name:
             raise SegdetError(f"{key}={source}: this is a '{ckpt['task']}' checkpoint; {key}= takes a "
                               f"'{part_class.name}' one")
-        return _task_and_model(part_class, ckpt, part_config(ckpt, cfg), f"{key}={source}")
+        return _task_and_model(part_class, ckpt, part_config(ckpt, cfg, f"{key}={source}"), f"{key}={source}")
     if not path.exists() and _looks_like_a_path(source):
         raise SegdetError(f"{key}={source}: no such file or folder")
     try:

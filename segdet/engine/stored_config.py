@@ -1,16 +1,25 @@
 """The configuration eval, predict and export run with: the one stored in the checkpoint, with what the user gave
-now laid over it, so the user never repeats model=... or the settings the model was trained with."""
+now laid over it, so the user never repeats model=... or the settings the model was trained with. The stored config's
+checked groups (``segdet.settings``: prompt, tile, ...) are checked as the command line's are, and a key a group
+gained after the checkpoint was written gets the YAML's default when it is read."""
 from __future__ import annotations
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from segdet import overrides
+from segdet import overrides, settings
 
 # what always comes from this run, never from the checkpoint: where and how it runs
 RUN_KEYS = ("trainer", "seed")
 # what the command line gives the stored config only through the rules of ``stored_config``
 _OWN_RULES = ("data", "task", "hydra", "ckpt") + RUN_KEYS
+
+
+def _checked(ckpt: dict, where: str) -> DictConfig:
+    """The checkpoint's config, each checked group in it refused in one line naming ``where`` and the key."""
+    stored = OmegaConf.create(ckpt["config"])
+    settings.check_config(stored, f"{where}: its stored config")
+    return stored
 
 
 def _with_run_settings(stored: DictConfig, cfg: DictConfig) -> DictConfig:
@@ -29,7 +38,7 @@ def stored_config(ckpt: dict, cfg: DictConfig, explicit: list[str] | None = None
     trained with (e.g. sam's ``prompt.*``) are kept unless the user names them (``explicit``: the command-line
     overrides; by default Hydra's record of them).
     """
-    stored = _with_run_settings(OmegaConf.create(ckpt["config"]), cfg)
+    stored = _with_run_settings(_checked(ckpt, str(cfg.get("ckpt"))), cfg)
     given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}
     if explicit is None:
         explicit = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
@@ -51,7 +60,8 @@ def stored_config(ckpt: dict, cfg: DictConfig, explicit: list[str] | None = None
     return stored
 
 
-def part_config(ckpt: dict, cfg: DictConfig) -> DictConfig:
+def part_config(ckpt: dict, cfg: DictConfig, where: str = "the part") -> DictConfig:
     """The config a part of a joined task (detseg's detector, segmenter) runs with: its checkpoint's own, with this
-    run's ``trainer`` and ``seed``; the joined task's command line names the part, not its settings."""
-    return _with_run_settings(OmegaConf.create(ckpt["config"]), cfg)
+    run's ``trainer`` and ``seed``; the joined task's command line names the part, not its settings. ``where``:
+    how a refusal names the part (``segmenter=PATH``)."""
+    return _with_run_settings(_checked(ckpt, where), cfg)

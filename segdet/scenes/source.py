@@ -28,11 +28,11 @@ def input_path(cfg) -> str:
 
 @dataclass(frozen=True)
 class SceneOptions:
-    bands: tuple[int, ...] | None = None
-    scale: str = "auto"
-    tile: TileSettings = TileSettings()
-    vector: VectorSettings = VectorSettings()
-    asset: str | None = None  # a STAC item's asset (scenes/stac.py)
+    bands: tuple[int, ...] | None
+    scale: str
+    tile: TileSettings
+    vector: VectorSettings
+    asset: str | None  # a STAC item's asset (scenes/stac.py)
 
     @classmethod
     def from_cfg(cls, cfg) -> "SceneOptions":

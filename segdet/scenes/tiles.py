@@ -14,8 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from omegaconf import OmegaConf
-
+from segdet import settings
 from segdet.errors import SegdetError
 
 
@@ -31,36 +30,20 @@ class Tile:
 
 @dataclass(frozen=True)
 class TileSettings:
-    enabled: str = "auto"       # auto | true | false
-    size: int | None = None     # None: the model's input size
-    overlap: int | None = None  # None: size // 8
-    batch_size: int = 1
-    context: float = 0.25
-    full_image: bool = False
-    merge: str = "nms"
-    merge_threshold: float = 0.5
+    """The ``tile.*`` keys (conf/common/predict.yaml), checked by ``segdet.settings``."""
+    enabled: str                # auto | true | false
+    size: int | None            # None: the model's input size
+    overlap: int | None         # None: size // 8
+    batch_size: int
+    context: float
+    full_image: bool
+    merge: str
+    merge_threshold: float
 
     @classmethod
     def from_cfg(cls, cfg) -> "TileSettings":
-        given = OmegaConf.to_container(cfg, resolve=True) if cfg is not None and OmegaConf.is_config(cfg) \
-            else dict(cfg or {})
-        unknown = sorted(set(given) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise SegdetError(f"tile.{unknown[0]}: unknown key (the keys are {', '.join(cls.__dataclass_fields__)})")
-        s = cls(**given)
-        enabled = str(s.enabled).lower()
-        if enabled not in ("auto", "true", "false"):
-            raise SegdetError(f"tile.enabled must be auto, true or false, not '{s.enabled}'")
-        if s.size is not None and int(s.size) < 16:
-            raise SegdetError(f"tile.size must be at least 16 px, not {s.size}")
-        if s.overlap is not None and int(s.overlap) < 0:
-            raise SegdetError(f"tile.overlap must be 0 or more px, not {s.overlap}")
-        if s.merge not in ("nms", "greedy"):
-            raise SegdetError(f"tile.merge must be nms or greedy, not '{s.merge}'")
-        if int(s.batch_size) < 1:
-            raise SegdetError(f"tile.batch_size must be 1 or more, not {s.batch_size}")
-        return cls(enabled, None if s.size is None else int(s.size), None if s.overlap is None else int(s.overlap),
-                   int(s.batch_size), float(s.context), bool(s.full_image), s.merge, float(s.merge_threshold))
+        """From the ``tile`` block (None: the YAML's defaults)."""
+        return cls(**settings.read(cfg, "tile"))
 
     def side(self, model_size: int) -> int:
         return int(self.size or model_size)
@@ -78,9 +61,8 @@ class TileSettings:
         ``tile.size`` the side counts as at least ``AUTO_MIN_SIDE``: a real SAM sees 1024 px and a real detector
         about 1000, and an ordinary photo is not cut into tiles just because a test model's input is small (its
         predict then stays what an exported model gives for the whole image)."""
-        enabled = str(self.enabled).lower()
-        if enabled != "auto":
-            return enabled == "true"
+        if self.enabled != "auto":
+            return self.enabled == "true"
         side = self.side(model_size) if self.size else max(model_size, AUTO_MIN_SIDE)
         return max(width, height) > 2 * side
 

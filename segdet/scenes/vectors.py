@@ -13,9 +13,8 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from omegaconf import OmegaConf
 
-from segdet.errors import SegdetError
+from segdet import settings
 from segdet.scenes.trace import trace, trace_classes
 
 logging.getLogger("pyogrio").setLevel(logging.WARNING)  # it logs every write ("Created N records")
@@ -26,22 +25,15 @@ METRES_PER_DEGREE = 111_320.0  # vector.simplify in a geographic CRS: metres to 
 
 @dataclass(frozen=True)
 class VectorSettings:
-    format: str = "geojson"
-    simplify: float = 0.0
-    min_area: float = 0.0
+    """The ``vector.*`` keys (conf/common/predict.yaml), checked by ``segdet.settings``."""
+    format: str
+    simplify: float
+    min_area: float
 
     @classmethod
     def from_cfg(cls, cfg) -> "VectorSettings":
-        given = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg or {})
-        unknown = sorted(set(given) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise SegdetError(f"vector.{unknown[0]}: unknown key (the keys are format, simplify, min_area)")
-        s = cls(**given)
-        if s.format not in (*VECTOR_DRIVERS, "none"):
-            raise SegdetError(f"vector.format must be one of {', '.join(VECTOR_DRIVERS)}, none; not '{s.format}'")
-        if float(s.simplify) < 0 or float(s.min_area) < 0:
-            raise SegdetError("vector.simplify and vector.min_area must be 0 or more")
-        return cls(s.format, float(s.simplify), float(s.min_area))
+        """From the ``vector`` block (None: the YAML's defaults)."""
+        return cls(**settings.read(cfg, "vector"))
 
 
 def metres_per_unit(crs) -> float | None:

@@ -81,7 +81,7 @@ def test_the_embedding_is_training_s_cache_entry_and_read_back(api, data, sam_ck
     ids = [im["id"] for im in api.get("/api/images").json()]
     api.post(f"/api/images/{ids[0]}/objects", json={"segmentation": rle(rect(*SIZES[0], 8, 24, 10, 30))})
     source = CocoSource(data, OmegaConf.create({"ann_file": "annotations.json"}), 0, BadSamples("skip"))
-    ds = SamDataset(source, [0], PromptConfig(), with_keys=True)
+    ds = SamDataset(source, [0], PromptConfig.from_cfg(None), with_keys=True)
     assert api.engine.key(ids[0]) == ds.key(0, 0)
 
     api.post(f"/api/images/{ids[0]}/segment", json={"points": [[20, 15, 1]]})

@@ -104,21 +104,21 @@ def test_prompts_per_component_points_and_empty_policies():
     mask[30:60, 30:60] = True    # 900 px
     mask[0, 63] = True           # a speck below min_component_area
     rng = np.random.default_rng(0)
-    pc = PromptConfig(per_component=True, mode="box+points", num_points=2, jitter=0)
+    pc = PromptConfig.from_cfg({"per_component": True, "mode": "box+points", "num_points": 2, "jitter": 0})
     p = make_prompts(mask, pc, None, rng)
     assert p["boxes"].tolist() == [[30, 30, 60, 60], [5, 5, 20, 15]]  # largest first, speck left out
     assert (p["labels"] > 0).sum() == mask.sum()  # the speck is still foreground for the metrics
     for k, tid in enumerate(p["target_ids"]):
         for (x, y), lab in zip(p["points"][k].astype(int), p["point_labels"][k]):
             assert (p["labels"][y, x] == tid) if lab == 1 else not mask[y, x]
-    assert len(make_prompts(mask, PromptConfig(per_component=True, max_objects=1), None, rng)["boxes"]) == 1
-    one = make_prompts(mask, PromptConfig(), None, rng)
+    assert len(make_prompts(mask, PromptConfig.from_cfg({"per_component": True, "max_objects": 1}), None, rng)["boxes"]) == 1
+    one = make_prompts(mask, PromptConfig.from_cfg(None), None, rng)
     assert one["boxes"].tolist() == [[5, 0, 64, 60]] and one["target_ids"].tolist() == [0]
 
     empty = np.zeros((32, 48), bool)
-    whole = make_prompts(empty, PromptConfig(), np.random.default_rng(1), rng)
+    whole = make_prompts(empty, PromptConfig.from_cfg(None), np.random.default_rng(1), rng)
     assert whole["boxes"].tolist() == [[0, 0, 48, 32]] and whole["empty"]
-    assert len(make_prompts(empty, PromptConfig(empty_masks="skip"), None, rng)["boxes"]) == 0
+    assert len(make_prompts(empty, PromptConfig.from_cfg({"empty_masks": "skip"}), None, rng)["boxes"]) == 0
     with pytest.raises(SegdetError, match="prompt.mode"):
         PromptConfig.from_cfg({"mode": "scribble"})
 

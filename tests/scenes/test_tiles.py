@@ -89,7 +89,7 @@ def test_a_mask_assembled_from_tiles_is_one_polygon_per_object_across_strips(tmp
     with open_scene(src) as scene:
         n = write_geotiff(out, "masks/s.tif", scene, [Piece(t.index, t.centre) for t in tiles], store.load,
                           [("mask", "uint8", "first")],
-                          alongside=lambda strips: write_vectors(out, "s", scene, strips, VectorSettings(), True,
+                          alongside=lambda strips: write_vectors(out, "s", scene, strips, VectorSettings.from_cfg(None), True,
                                                                  lambda v: ("water", None)))
     assert n == 2
     code = ("import json, sys, rasterio; from shapely.geometry import shape\n"

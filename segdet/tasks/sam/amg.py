@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
+from segdet import settings
 from segdet.data.coco import encode_many
-from segdet.errors import SegdetError
 from segdet.tasks.sam.preprocess import coord_scale, logits_to_original, resized_shape
 
 # candidate masks mapped to the decision frame at once: bounds the float buffer to this many pixels (64 MiB)
@@ -47,57 +47,26 @@ CHUNK_PIXELS = 1 << 24
 
 @dataclass(frozen=True)
 class AmgSettings:
-    """The ``amg.*`` keys (conf/common/amg.yaml). Names and defaults: transformers' mask-generation pipeline
-    (``points_per_crop``, ``crops_n_layers`` there), Meta's for the rest."""
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    mask_threshold: float = 0.0
-    box_nms_thresh: float = 0.7
-    crops_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
-    min_mask_region_area: int = 0
-    decision_size: int = 1024
-
-    UNIT = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crops_nms_thresh", "crop_overlap_ratio")
+    """The ``amg.*`` keys (conf/common/amg.yaml, checked by ``segdet.settings``). Names and defaults: transformers'
+    mask-generation pipeline (``points_per_crop``, ``crops_n_layers`` there), Meta's for the rest."""
+    points_per_side: int
+    points_per_batch: int
+    pred_iou_thresh: float
+    stability_score_thresh: float
+    stability_score_offset: float
+    mask_threshold: float
+    box_nms_thresh: float
+    crops_nms_thresh: float
+    crop_n_layers: int
+    crop_overlap_ratio: float
+    crop_n_points_downscale_factor: int
+    min_mask_region_area: int
+    decision_size: int
 
     @classmethod
     def from_cfg(cls, c) -> "AmgSettings":
-        """Checked settings from the ``amg`` block (None: the defaults), or one line naming the wrong key."""
-        c = dict(c or {})
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(c) - set(known))
-        if unknown:
-            raise SegdetError(f"amg.{unknown[0]}: no such setting; the amg keys are {', '.join(known)}")
-        values = {}
-        for name, value in c.items():
-            kind = int if known[name].type == "int" else float
-            try:
-                if isinstance(value, bool) or value is None or (kind is int and float(value) != int(value)):
-                    raise ValueError
-                values[name] = kind(value)
-            except (TypeError, ValueError):
-                raise SegdetError(f"amg.{name} must be {'an integer' if kind is int else 'a number'}, "
-                                  f"not {value!r}") from None
-        s = cls(**values)
-        for name in cls.UNIT:
-            v = getattr(s, name)
-            if not 0.0 <= v <= 1.0:
-                raise SegdetError(f"amg.{name} must be in [0, 1], not {v:g}")
-        for name in ("points_per_side", "points_per_batch", "crop_n_points_downscale_factor", "decision_size"):
-            if getattr(s, name) < 1:
-                raise SegdetError(f"amg.{name} must be at least 1, not {getattr(s, name)}")
-        for name in ("crop_n_layers", "min_mask_region_area", "stability_score_offset"):
-            if getattr(s, name) < 0:
-                raise SegdetError(f"amg.{name} must be >= 0, not {getattr(s, name):g}")
-        if s.points_per_side // s.crop_n_points_downscale_factor ** s.crop_n_layers < 1:
-            raise SegdetError(f"amg.points_per_side={s.points_per_side} leaves no point in crop layer "
-                              f"{s.crop_n_layers} (amg.crop_n_points_downscale_factor={s.crop_n_points_downscale_factor})")
-        return s
+        """From the ``amg`` block (None: the YAML's defaults), or one line naming the wrong key."""
+        return cls(**settings.read(c, "amg"))
 
 
 # --- the grid and the crops (transformers' _generate_per_layer_crops, _build_point_grid) --------------------------

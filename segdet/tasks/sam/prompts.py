@@ -23,46 +23,32 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from segdet import settings
 from segdet.data.coco import CROWD
 from segdet.errors import SegdetError
 
-MODES = ("box", "points", "box+points")
-EMPTY_POLICIES = ("whole_image", "skip")
 PAD_LABEL = -10  # SamModel's label for "no point here"
 
 
 @dataclass
 class PromptConfig:
-    mode: str = "box"
-    jitter: float = 0.1              # training only; 0 turns it off
-    jitter_units: str = "fraction"   # fraction (of the box side) | pixels
-    per_component: bool = False
-    max_objects: int = 8
-    min_component_area: float = 0.001  # fraction of the image; smaller components get no prompt of their own
-    num_points: int = 1              # k positive + k negative points per prompt (points modes)
-    empty_masks: str = "whole_image"
-    iterations: int = 1              # training: answers per prompt, each after a corrective point pair (iterative.py)
-    iterative: int = 0               # eval: answers per prompt, scored after each (dice@1 ... dice@K); 0/1: off
-    mask_input: str = "auto"         # the previous answer / predict's masks=DIR as the dense mask prompt
+    """The ``prompt.*`` keys (conf/common/task/sam.yaml), checked by ``segdet.settings``."""
+    mode: str                  # box | points | box+points
+    jitter: float              # training only; 0 turns it off
+    jitter_units: str          # fraction (of the box side) | pixels
+    per_component: bool
+    max_objects: int
+    min_component_area: float  # fraction of the image; smaller components get no prompt of their own
+    num_points: int            # k positive + k negative points per prompt (points modes)
+    empty_masks: str           # whole_image | skip
+    iterations: int            # training: answers per prompt, each after a corrective point pair (iterative.py)
+    iterative: int             # eval: answers per prompt, scored after each (dice@1 ... dice@K); 0/1: off
+    mask_input: str            # auto | true | false: the previous answer / predict's masks=DIR as the mask prompt
 
     @classmethod
     def from_cfg(cls, cfg) -> "PromptConfig":
-        pc = cls(**{k: v for k, v in dict(cfg or {}).items() if k in cls.__dataclass_fields__})
-        if pc.mode not in MODES:
-            raise SegdetError(f"prompt.mode must be one of {', '.join(MODES)}, not '{pc.mode}'")
-        if pc.empty_masks not in EMPTY_POLICIES:
-            raise SegdetError(f"prompt.empty_masks must be one of {', '.join(EMPTY_POLICIES)}, not '{pc.empty_masks}'")
-        if pc.jitter_units not in ("fraction", "pixels"):
-            raise SegdetError(f"prompt.jitter_units must be 'fraction' or 'pixels', not '{pc.jitter_units}'")
-        if pc.max_objects < 1:
-            raise SegdetError("prompt.max_objects must be at least 1")
-        if int(pc.iterations) < 1 or int(pc.iterative) < 0:
-            raise SegdetError("prompt.iterations must be at least 1 and prompt.iterative at least 0")
-        pc.iterations, pc.iterative = int(pc.iterations), int(pc.iterative)
-        pc.mask_input = str(pc.mask_input).lower()
-        if pc.mask_input not in ("auto", "true", "false"):
-            raise SegdetError(f"prompt.mask_input must be auto, true or false, not '{pc.mask_input}'")
-        return pc
+        """From the ``prompt`` block (None: the YAML's defaults)."""
+        return cls(**settings.read(cfg, "prompt"))
 
     def rounds(self, train: bool) -> int:
         """How many answers each prompt gets: ``iterations`` in training, ``iterative`` in evaluation."""
