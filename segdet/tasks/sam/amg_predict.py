@@ -58,7 +58,7 @@ def predict(runtime, cfg, inputs, out_dir, settings: AmgSettings) -> dict:
     model = runtime.raw_model.eval()
     model = getattr(model, "segmenter", model)  # the task builds an amg_eval.GridModel under prompts=grid
     generator = Generator(model, settings)
-    draw_threshold = float(cfg.get("draw_threshold", 0.5))
+    draw_threshold = float(cfg.draw_threshold)
     scenes, side = SceneOptions.from_cfg(cfg), int(model.size)
     counts = {"empty": 0, "predicted": 0}
 

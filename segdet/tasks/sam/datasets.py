@@ -223,7 +223,7 @@ def build_splits(data_cfg, seed: int, make) -> dict[str, SamDataset]:
     """Seeded train/val split of ``data.root`` (``data.val_fraction``), or all of it + a separate validation set
     (``data.val_root``, ``data.val_ann_file``).
     ``make(source, indices, train, bad)`` wraps a source into a ``SamDataset``."""
-    policy = str(data_cfg.get("on_bad_sample", "skip"))
+    policy = str(data_cfg["on_bad_sample"])
     bad = BadSamples(policy)
     source = _source(data_cfg, seed, data_cfg.get("root"), bad)
     separate = _separate_val(data_cfg)
@@ -235,13 +235,13 @@ def build_splits(data_cfg, seed: int, make) -> dict[str, SamDataset]:
     if hasattr(source, "split"):  # the source holds its validation part out itself (raster scenes: a strip)
         tr, va = source.split("train"), source.split("val")
     else:
-        tr, va = split_indices(len(source), float(data_cfg.get("val_fraction", 0.1)), seed)
+        tr, va = split_indices(len(source), float(data_cfg["val_fraction"]), seed)
     return {"train": make(source, tr, True, bad), "val": make(source, va, False, BadSamples(policy))}
 
 
 def build_eval_split(data_cfg, seed: int, split: str, split_ids: dict | None, make) -> SamDataset:
     """``all``: every sample under ``data.root``; ``val``: the checkpoint's own validation samples."""
-    bad = BadSamples(str(data_cfg.get("on_bad_sample", "skip")))
+    bad = BadSamples(str(data_cfg["on_bad_sample"]))
     separate = _separate_val(data_cfg)
     if split == "val" and separate is not None:
         source = _source(separate[0], seed, separate[1], bad)

@@ -45,12 +45,10 @@ def inject(sam: nn.Module, family: Family, lora_cfg) -> list[str]:
     from peft import LoraConfig, inject_adapter_in_model  # peft takes a second to import: only when asked for
     from peft.tuners.lora import LoraLayer
 
-    lora_cfg = lora_cfg or {}
-    r, alpha = int(lora_cfg.get("r", 8)), float(lora_cfg.get("alpha", 16))
-    dropout = float(lora_cfg.get("dropout", 0.0))
+    r, alpha, dropout = int(lora_cfg.r), float(lora_cfg.alpha), float(lora_cfg.dropout)
     if r < 1 or alpha <= 0 or not 0 <= dropout < 1:
         raise SegdetError("model.lora needs r >= 1, alpha > 0 and 0 <= dropout < 1")
-    targets = lora_cfg.get("target_modules", ["vision_encoder"])
+    targets = lora_cfg.target_modules
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_regex(targets, family))
     try:
         inject_adapter_in_model(config, sam)

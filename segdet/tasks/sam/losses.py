@@ -63,27 +63,27 @@ class SamLoss:
 def dice_ce(cfg) -> SamLoss:
     """MONAI DiceCELoss with sigmoid and squared_pred, as in the original report."""
     fn = _monai("DiceCELoss", sigmoid=True, squared_pred=True, reduction="mean",
-                lambda_dice=float(cfg.get("dice_weight", 1.0)), lambda_ce=float(cfg.get("ce_weight", 1.0)))
-    return SamLoss(lambda x, y: {"dice_ce": fn(x, y)}, cfg.get("iou_weight", 0.0))
+                lambda_dice=float(cfg.dice_weight), lambda_ce=float(cfg.ce_weight))
+    return SamLoss(lambda x, y: {"dice_ce": fn(x, y)}, cfg.iou_weight)
 
 
 @LOSSES.register("dice_bce")
 def dice_bce(cfg) -> SamLoss:
     dice = _monai("DiceLoss", sigmoid=True, reduction="mean")
-    wd, wb = float(cfg.get("dice_weight", 1.0)), float(cfg.get("bce_weight", 1.0))
+    wd, wb = float(cfg.dice_weight), float(cfg.bce_weight)
     return SamLoss(lambda x, y: {"dice": wd * dice(x, y), "bce": wb * F.binary_cross_entropy_with_logits(x, y)},
-                   cfg.get("iou_weight", 0.0))
+                   cfg.iou_weight)
 
 
 @LOSSES.register("focal_dice")
 def focal_dice(cfg) -> SamLoss:
     """Focal and dice 20:1, SAM's own mask loss."""
-    alpha = cfg.get("alpha", 0.25)
-    focal = _monai("FocalLoss", gamma=float(cfg.get("gamma", 2.0)), alpha=None if alpha is None else float(alpha),
+    alpha = cfg.alpha
+    focal = _monai("FocalLoss", gamma=float(cfg.gamma), alpha=None if alpha is None else float(alpha),
                    use_softmax=False, reduction="mean")
     dice = _monai("DiceLoss", sigmoid=True, reduction="mean")
-    wf, wd = float(cfg.get("focal_weight", 20.0)), float(cfg.get("dice_weight", 1.0))
-    return SamLoss(lambda x, y: {"focal": wf * focal(x, y), "dice": wd * dice(x, y)}, cfg.get("iou_weight", 0.0))
+    wf, wd = float(cfg.focal_weight), float(cfg.dice_weight)
+    return SamLoss(lambda x, y: {"focal": wf * focal(x, y), "dice": wd * dice(x, y)}, cfg.iou_weight)
 
 
 def build_loss(cfg) -> SamLoss:

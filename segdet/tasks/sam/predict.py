@@ -111,7 +111,7 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
         masks = {p.stem: p for p in list_images(mask_dir)}
         if not masks:
             raise SegdetError(f"masks={mask_dir}: no mask images in this folder")
-    save_prob = bool(cfg.get("save_probabilities", False))
+    save_prob = bool(cfg.save_probabilities)
     threshold = int((cfg.get("data") or {}).get("mask_threshold", 127))
     out = PredictionOutputs(out_dir, inputs, runtime.ranks)
 

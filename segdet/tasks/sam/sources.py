@@ -44,13 +44,13 @@ class FolderSource:
         root = Path(str(root)).expanduser()
         if not root.is_dir():
             raise SegdetError(f"data.root={root}: no such folder")
-        img_dir, mask_dir = root / data_cfg.get("images_dir", "images"), root / data_cfg.get("masks_dir", "masks")
+        img_dir, mask_dir = root / data_cfg["images_dir"], root / data_cfg["masks_dir"]
         for d in (img_dir, mask_dir):
             if not d.is_dir():
                 raise SegdetError(f"{root}: expected the folders {img_dir.name}/ and {mask_dir.name}/ "
                                   f"(image and mask with the same file stem); {d.name}/ is missing")
-        self.threshold = int(data_cfg.get("mask_threshold", 127))
-        self.mismatch = str(data_cfg.get("size_mismatch", "error"))
+        self.threshold = int(data_cfg["mask_threshold"])
+        self.mismatch = str(data_cfg["size_mismatch"])
         if self.mismatch not in ("error", "resize", "skip"):
             raise SegdetError(f"data.size_mismatch must be error, resize or skip, not '{self.mismatch}'")
 
@@ -211,7 +211,7 @@ class RasterSource:
         from segdet.scenes.labeled import LabeledScenes
 
         self.scenes, self.seed = LabeledScenes(data_cfg), int(seed)
-        self.n_train = int(data_cfg.get("windows_per_epoch", 64))
+        self.n_train = int(data_cfg["windows_per_epoch"])
         if self.n_train < 1:
             raise SegdetError(f"data.windows_per_epoch={self.n_train}: must be at least 1")
         self.windows: list = [None] * self.n_train + list(self.scenes.val)

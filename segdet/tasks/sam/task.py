@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from segdet.config import task_config_dir
 from segdet.errors import SegdetError
 from segdet.registry import Registry
 from segdet.tasks.base import Task
@@ -65,7 +66,7 @@ class SamTask(Task):
         return build_augment(aug, self.image_size), int(aug.get("offline_copies", 0) or 0)
 
     def _cache_on(self) -> bool:
-        on = bool(self.cfg.model.get("cache_embeddings", False))
+        on = bool(self.cfg.model.cache_embeddings)
         data = str(self.cfg.get("data", {}).get("name") or "")
         if on and data in SOURCES and not getattr(SOURCES.get(data), "cacheable", True):
             if not self._cache_note:
@@ -83,7 +84,7 @@ class SamTask(Task):
                               "the offline copies (augment=sam_offline), or model.cache_embeddings=false")
 
     def _cache_dtype(self) -> torch.dtype:
-        dtype = DTYPES.get(str(self.cfg.model.get("cache_dtype", "float32")))
+        dtype = DTYPES.get(str(self.cfg.model.cache_dtype))
         if dtype is None:
             raise SegdetError(f"model.cache_dtype must be one of {', '.join(DTYPES)}")
         return dtype
@@ -129,7 +130,7 @@ class SamTask(Task):
         family = get_family(m.get("family"))
         sam = build_sam(m, self._sam_config)
         self._sam_config = sam.config.to_json_string()
-        if m.get("gradient_checkpointing", False):
+        if m.gradient_checkpointing:
             if not sam.supports_gradient_checkpointing:
                 raise SegdetError(f"model.gradient_checkpointing=true: transformers' {type(sam).__name__} does not "
                                   "support it; set it to false (and freeze the encoder or use model.peft=lora)")
@@ -139,14 +140,14 @@ class SamTask(Task):
             raise SegdetError(f"model.peft must be one of {', '.join(lora.PEFT_CHOICES)}, not '{peft}'")
         if peft == "lora":
             lora.inject(sam, family, m.get("lora"))
-        loss_cfg = self.cfg.get("loss") or {"name": "dice_ce"}
-        model = MODELS.build(str(m.get("name", "sam")), sam, build_loss(loss_cfg), family=family.name,
-                             train_parts=list(m.get("train_parts", ["mask_decoder"])),
-                             multimask_output=bool(m.get("multimask_output", False)),
-                             multimask_select=str(m.get("multimask_select", "iou")),
-                             loss_resolution=str(loss_cfg.get("resolution", "low")),
-                             compile_encoder=bool(m.get("compile_encoder", False)),
-                             compile_decoder=bool(m.get("compile_decoder", False)),
+        loss_cfg = self.cfg.loss
+        model = MODELS.build(str(m.name), sam, build_loss(loss_cfg), family=family.name,
+                             train_parts=list(m.train_parts),
+                             multimask_output=bool(m.multimask_output),
+                             multimask_select=str(m.multimask_select),
+                             loss_resolution=str(loss_cfg.resolution),
+                             compile_encoder=bool(m.compile_encoder),
+                             compile_decoder=bool(m.compile_decoder),
                              rounds=(self.prompt.rounds(True), self.prompt.rounds(False)),
                              mask_input=self._mask_input())
         return _amg_eval().GridModel(model, self.amg) if self.amg is not None else model
@@ -164,9 +165,13 @@ class SamTask(Task):
         """A transformers folder of the SAM family (``save_pretrained``: SAM, SAM-HQ or SAM 2, by its config.json)
         or a SAM hub id, as ``model.pretrained`` loads it."""
         family = get_family(folder_family(source))
-        task = cls(OmegaConf.create({"task": {"name": cls.name},
-                                     "model": {"name": "sam", "family": family.name, "pretrained": source},
-                                     "loss": {"name": "dice_ce"}}))  # no loss is computed; the model holds one
+        # the model and loss settings are the YAML's (the weights' own input size: image_size null); no loss is
+        # computed, the model holds one
+        conf = task_config_dir(cls.name)
+        model = OmegaConf.merge(OmegaConf.load(conf / "model" / "sam_vit_base.yaml"),
+                                {"family": family.name, "pretrained": source, "image_size": None})
+        task = cls(OmegaConf.create({"task": {"name": cls.name}, "model": model,
+                                     "loss": OmegaConf.load(conf / "loss" / "dice_ce.yaml")}))
         try:
             return task, task.build_model()
         except SegdetError as e:  # its advice names this task's key; here the weights came from another
