@@ -74,6 +74,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     device = start(cfg, run_dir, "predict")
     stacked = stack.StackSettings.from_cfg(cfg)  # dated frames: segdet/scenes/stack.py, docs/time.md
     dated = stacked.enabled or stack.propagating(cfg)
+    if stack.propagating(cfg) and cfg.task.name != "sam":
+        raise SegdetError(f"propagate=true needs task=sam with a SAM 2 model, not task={cfg.task.name}")
     if dated:
         frames = stack.frames(Path(input_path(cfg)).expanduser(), stacked)
         inputs = [f.path for f in frames]
