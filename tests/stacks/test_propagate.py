@@ -49,6 +49,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum()) if (a | b).any() else 1.0
 
 
+@pytest.mark.slow
 def test_a_tiny_random_sam2_propagates_as_transformers_does(tmp_path):
     from omegaconf import OmegaConf
     from transformers import Sam2VideoModel
@@ -111,3 +112,42 @@ def test_a_fine_tuned_sam2_tiny_propagates_and_exports_for_transformers(sam2_ckp
         assert set(np.unique(ids)) <= {0, 1}
         assert iou(ids == 1, theirs[f"frame_{k}"][0] > 0) >= 0.95, path.name
         assert (out / f"overlays/{path.stem}.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_georeferenced_stack_propagates_tile_by_tile_and_resumes(sam2_ckpt, tmp_path):
+    import csv
+
+    import rasterio
+
+    from segdet.commands import predict as predict_cmd
+    from segdet.files.pieces import Pieces
+    from segdet.scenes import water_stack
+    from tests.conftest import compose_cfg
+
+    water_stack.write_stack(tmp_path / "in", size=96)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({f"{water_stack.DATES[0]}.tif": {"boxes": [[4, 4, 60, 40], [50, 50, 92, 92]]}}))
+    args = ["task=sam", f"ckpt={sam2_ckpt}", f"input.path={tmp_path / 'in'}", f"output={tmp_path / 'out'}",
+            "propagate.enabled=true", f"prompts={prompts}", "tile.enabled=true", "tile.size=64",
+            "tile.overlap=8", "trainer.device=cpu", "trainer.progress=false"]
+    summary = predict_cmd.run(compose_cfg("predict", args), tmp_path / "run")
+    assert summary["propagated"] == 5 and summary["objects"] == 2
+    with rasterio.open(tmp_path / "in" / f"{water_stack.DATES[0]}.tif") as scene:
+        grid = (scene.crs, scene.transform, scene.width, scene.height)
+    for date in water_stack.DATES:
+        with rasterio.open(tmp_path / f"out/masks/{date}.tif") as m:
+            assert (m.crs, m.transform, m.width, m.height) == grid
+            assert set(np.unique(m.read(1))) <= {0, 1, 2}
+        classes = {f["properties"]["class"] for f in
+                   json.loads((tmp_path / f"out/vectors/{date}.geojson").read_text())["features"]}
+        assert classes <= {"object 1", "object 2"}
+    assert {r["class"] for r in csv.DictReader((tmp_path / "out/areas.csv").open())} == {"objects"}
+    saved = []
+    original = Pieces.save
+    Pieces.save = lambda self, i, **a: (saved.append(i), original(self, i, **a))
+    try:
+        again = predict_cmd.run(compose_cfg("predict", args + ["resume=true"]), tmp_path / "run2")
+    finally:
+        Pieces.save = original
+    assert again["new"] == 0 and not saved
