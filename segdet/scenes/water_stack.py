@@ -3,7 +3,8 @@ shrink through a drought and refill, and a flood that comes and goes, so every c
 
     python -m segdet.scenes.water_stack OUT_DIR [--size 512] [--seed 0]
 
-writes ``OUT_DIR/<date>.tif`` for each of ``DATES`` and ``OUT_DIR/truth/<date>.png`` (the water, 0/255).
+writes ``OUT_DIR/<date>.tif`` for each of ``DATES`` and ``OUT_DIR/truth/<date>.png`` (the water, 0/255), painted
+as the generated training scenes are (``tasks.sam.synthetic``), so a model trained on those sees water in them.
 """
 from __future__ import annotations
 
@@ -43,6 +44,22 @@ def water_at(size: int, k: int, seed: int = 0) -> np.ndarray:
     return wet
 
 
+def _paint(wet: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """H×W×3 uint8 in the look of the generated training scenes (``tasks.sam.synthetic``): fields in greens and
+    browns with coarse patches, dark blue-green water with ripples, sensor noise, soft shorelines."""
+    import cv2
+
+    size = wet.shape[0]
+
+    def smooth(cells):
+        return cv2.resize(rng.random((cells, cells)).astype(np.float32), (size, size),
+                          interpolation=cv2.INTER_CUBIC).clip(0, 1)[..., None]
+    land = np.array([105, 120, 75], np.float32) * (0.7 + 0.6 * smooth(5))
+    water = np.array([35, 60, 95], np.float32) * (0.85 + 0.3 * smooth(10))
+    img = np.where(wet[..., None], water, land) + rng.normal(0, 6, (size, size, 3)).astype(np.float32)
+    return cv2.GaussianBlur(img, (3, 3), 0.8).clip(0, 255).round().astype(np.uint8)
+
+
 def write_stack(folder: Path, size: int = 512, seed: int = 0) -> dict[str, np.ndarray]:
     """``folder/<date>.tif`` (RGB uint8, UTM 33N, 10 m pixels) and ``folder/truth/<date>.png``; returns the water
     of each date."""
@@ -54,11 +71,8 @@ def write_stack(folder: Path, size: int = 512, seed: int = 0) -> dict[str, np.nd
     (folder / "truth").mkdir(parents=True, exist_ok=True)
     truth = {}
     for k, date in enumerate(DATES):
-        rng = np.random.default_rng(seed * 100 + k)
         wet = water_at(size, k, seed)
-        land = np.array([140, 110, 70])[:, None, None] + rng.normal(0, 12, (3, size, size))
-        lake = np.array([30, 60, 110])[:, None, None] + rng.normal(0, 4, (3, size, size))
-        rgb = np.where(wet[None], lake, land).clip(0, 255).round().astype(np.uint8)
+        rgb = _paint(wet, np.random.default_rng([seed, k])).transpose(2, 0, 1)
         profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8", "crs": CRS,
                    "transform": from_origin(*ORIGIN, PIXEL, PIXEL), "tiled": True, "blockxsize": 128,
                    "blockysize": 128}
