@@ -293,6 +293,11 @@ Image.fromarray(masks.any(0)[0].numpy().astype(np.uint8) * 255).save(sys.argv[4]
 '''
 
 
+# What every client's pip line names beside its imports: transformers runs SAM (and post_process_masks) on torch
+# without installing it, and resizes with torchvision where installed, as predict does, else with PIL (other edges)
+CLIENT_NEEDS = ["torch", "torchvision"]
+
+
 def export(sam, fmt: str, out_dir: Path, *, multimask_output: bool, opset: int, video=None) -> Exported:
     """``segdet export`` of a SAM-family model in ``fmt`` (one of FORMATS) into ``out_dir``; LoRA adapters are
     merged into ``sam`` first. ``video(sam)``: SAM 2's video model, saved by ``hf`` instead (Sam2Model and
@@ -321,16 +326,15 @@ def export(sam, fmt: str, out_dir: Path, *, multimask_output: bool, opset: int, 
             check = {**save_hf(sam, out_dir), **merged}
         client = HF_CLIENT.format(model=type(sam).__name__, processor=processor, multimask=bool(multimask_output),
                                   reshaped="" if family.square else ', inputs["reshaped_input_sizes"]')
-        needs = ["torch", "transformers", "pillow", "numpy"]  # transformers' models run on torch, not installed with it
+        needs = [*CLIENT_NEEDS, "transformers", "pillow", "numpy"]
         outputs = {"pred_masks": masks["masks_logits"], "iou_scores": masks["iou_scores"]}
     elif fmt in ("onnx", "pt2"):
         if fmt == "onnx":
             check = {**save_onnx(sam, out_dir, multimask_output=multimask_output, opset=opset), **merged}
-            # torch: the processor's post_process_masks runs on it
-            client, needs = ONNX_CLIENT.format(), ["onnxruntime", "torch", "transformers", "pillow", "numpy"]
+            client, needs = ONNX_CLIENT.format(), ["onnxruntime", *CLIENT_NEEDS, "transformers", "pillow", "numpy"]
         else:
             check = {**save_pt2(sam, out_dir, multimask_output=multimask_output), **merged}
-            client, needs = PT2_CLIENT, ["torch", "transformers", "pillow", "numpy"]
+            client, needs = PT2_CLIENT, [*CLIENT_NEEDS, "transformers", "pillow", "numpy"]
         image = {**image, "graphs": {
             f"encoder.{fmt}": f"pixel_values float32 (batch, 3, {size}, {size}) -> image_embeddings",
             f"decoder.{fmt}": "image_embeddings (1, C, e, e), point_coords float32 (1, prompts, tokens, 2) in "
