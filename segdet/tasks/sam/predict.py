@@ -94,7 +94,7 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
     Inputs an earlier run into ``out_dir`` completed are not predicted again (``files.prediction_outputs``)."""
     if (cfg.get("propagate") or {}).get("enabled"):  # SAM 2 carries one date's prompts through a stack
         from segdet.tasks.sam.propagate_stack import predict as predict_propagated
-        return predict_propagated(runtime, cfg, inputs, out_dir)
+        return predict_propagated(runtime, cfg, inputs, out_dir, load_prompt_file, model_size(cfg))
     if cfg.get("prompts") == "grid":  # segment everything, no prompts (amg.py)
         from segdet.tasks.sam.amg import AmgSettings
         from segdet.tasks.sam.amg_predict import predict as predict_grid

@@ -132,10 +132,10 @@ def _open(paths: list[Path], options: SceneOptions, side: int, out: PredictionOu
 
 
 @torch.no_grad()
-def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
-    """Every date of the stack ``inputs`` (in date order) from the prompts on one of them (see the module)."""
+def predict(runtime, cfg, inputs: list[Path], out_dir: Path, load_prompt_file, side: int) -> dict:
+    """Every date of the stack ``inputs`` (in date order) from the prompts on one of them (see the module);
+    ``load_prompt_file``: sam predict's reader of a prompts JSON; ``side``: the model's input size."""
     from segdet.tasks.sam.figures import overlay
-    from segdet.tasks.sam.predict import load_prompt_file, model_size
 
     sam = runtime.raw_model.sam
     check_model(sam)
@@ -145,7 +145,7 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
     if not cfg.get("prompts"):
         raise SegdetError(f"propagate=true needs prompts= on the frame of {listed[start].label} (a JSON of boxes/points "
                           "by file name, or a vector file)")
-    options, side = SceneOptions.from_cfg(cfg), model_size(cfg)
+    options = SceneOptions.from_cfg(cfg)
     ranks = getattr(runtime, "ranks", None)  # one process propagates the whole stack
     out = PredictionOutputs(out_dir, inputs, *([ranks] if ranks is not None else []))
     scenes = _open(inputs, options, side, out)
