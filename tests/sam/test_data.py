@@ -167,7 +167,7 @@ def test_cache_needs_a_fixed_encoder_input():
 
 def test_unknown_data_option_names_the_choices():
     cfg = compose_cfg("train", ["task=sam", "model=sam_tiny"])
-    cfg.data = OmegaConf.create({"name": "voc", "root": "x"})
+    cfg.data = OmegaConf.merge(cfg.data, {"name": "voc", "root": "x"})  # an option sam does not have
     with pytest.raises(SegdetError, match="folder, raster, synthetic"):
         TASK(cfg).build_datasets()
 
