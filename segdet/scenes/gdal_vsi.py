@@ -5,8 +5,8 @@ library rasterio itself loaded (so its settings, credentials and caches are the 
     read("/vsis3/bucket/item.json")  # a small file's bytes, or None
     forget("/vsicurl/https://…")   # drop GDAL's cached blocks and size of that file (VSICurlPartialClearCache)
 
-Where that library cannot be found (a platform without ``/proc/self/maps``), ``headers`` and ``read`` answer None
-and ``forget`` does nothing.
+Where that library cannot be told apart (a platform without ``/proc/self/maps``; several GDALs, none of them
+rasterio's wheel's), ``headers`` and ``read`` answer None and ``forget`` does nothing.
 """
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ def _gdal():
     except OSError:
         return None
     found = sorted(p for p in paths if os.path.basename(p).startswith("libgdal") and ".so" in p)
+    # other wheels bring GDALs of their own (pyogrio.libs, fiona.libs): rasterio's is in rasterio.libs, or else
+    # the one library no other wheel brought (a system or conda GDAL)
+    own = [p for p in found if os.path.basename(os.path.dirname(p)) == "rasterio.libs"]
+    shared = [p for p in found if not os.path.dirname(p).endswith(".libs")]
+    found = own or (shared if len(shared) == 1 else [])
     if not found:
         return None
     lib = ctypes.CDLL(found[0])  # already loaded: dlopen hands back the same library
