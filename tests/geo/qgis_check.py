@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from qgis.core import (QgsApplication, QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingContext,
+from qgis.core import (QgsApplication, QgsFeature, QgsGeometry, QgsProcessingContext,
                        QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer, QgsVectorLayer)
 
 plugins, segdet, checkpoint, scene = sys.argv[1:5]
