@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from segdet.errors import WriteFailed
 from segdet.files import atomic
-from segdet.files.prediction_outputs import PIECES, PredictionOutputs, input_key, input_stamp
+from segdet.files.inputs import input_key, input_stamp
+from segdet.files.prediction_outputs import PIECES, PredictionOutputs
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from segdet.files.prediction_outputs import PredictionOutputs
 from segdet.scenes.outputs import instance_rles
 from segdet.scenes.runner import Work, run, write_raster
 from segdet.scenes.tiles import window_around
-from segdet.tasks.detseg.metrics import xywh
+from segdet.instances.outputs import xywh
 from segdet.tasks.frcnn.scene import detect_scene
 
 
