@@ -124,6 +124,7 @@ def test_a_stored_config_with_a_bad_value_is_refused_naming_the_key():
         part_config(stored(**{"prompt.lasso": 1}), now, "segmenter=s.pt")
 
 
+@pytest.mark.slow  # a fresh interpreter importing segdet
 def test_the_cli_refuses_a_checkpoint_with_a_bad_stored_setting_in_one_line(tmp_path):
     ckpt = tmp_path / "bad.pt"
     torch.save(stored(**{"prompt.max_objects": 0}), ckpt)
