@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from segdet.data.io import IMAGE_SUFFIXES, BadSample, image_size
 from segdet.errors import SegdetError
+from segdet.scenes import need_geo
 from segdet.scenes.raster import RASTER_SUFFIXES
 
 CHANGES = ("consecutive", "first")
@@ -290,6 +291,7 @@ def align(frame: Path, ref: Grid, folder: Path) -> Path:
 def frames(source: Path, settings: StackSettings) -> list[Frame]:
     """The stack ``input=`` names, dated, ordered and checked (see the module); a frame to warp keeps its own path
     until ``aligned`` writes its VRT."""
+    need_geo("stack=true (its change maps are GeoTIFFs)")
     items = dated(listed(source), settings.dates)
     grids = {path: grid_of(path) for path, _ in items}
     readable = [(p, g) for p, g in grids.items() if g is not None]
