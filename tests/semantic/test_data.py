@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from segdet.config import task_config_dir
 from segdet.data.coco import CROWD
 from segdet.data.io import BadSample, BadSampleError, BadSamples
 from segdet.errors import SegdetError
@@ -28,8 +29,12 @@ def folder(tmp_path, masks: dict, classes=None, size=(12, 10), sidecar=None):
         (mask if isinstance(mask, Image.Image) else Image.fromarray(mask)).save(tmp_path / "masks" / f"{stem}.png")
     if sidecar is not None:
         (tmp_path / "classes.json").write_text(json.dumps(sidecar))
-    return OmegaConf.create({"name": "folder", "root": str(tmp_path), "classes": classes, "ignore_index": 255,
-                             "on_bad_sample": "skip", "val_fraction": 0.0})
+    return declared("folder", root=str(tmp_path), classes=classes, val_fraction=0.0)
+
+
+def declared(option: str, **given):
+    """The data option's settings as conf/semantic/data/<option>.yaml declares them, with ``given`` laid over."""
+    return OmegaConf.merge(OmegaConf.load(task_config_dir("semantic") / "data" / f"{option}.yaml"), given)
 
 
 def palette_png(values: np.ndarray, colors: list) -> Image.Image:
@@ -137,7 +142,7 @@ def test_coco_instances_are_painted_in_their_classes(tmp_path):
                             {"id": 3, "image_id": 1, "category_id": 5, "segmentation": box(6, 4, 8, 6),
                              "iscrowd": 1}]}
     (tmp_path / "ann.json").write_text(json.dumps(coco))
-    cfg = OmegaConf.create({"name": "coco", "root": str(tmp_path), "ann_file": "ann.json", "ignore_index": 255})
+    cfg = declared("coco", root=str(tmp_path), ann_file="ann.json")
     source = SemanticCoco(str(tmp_path), cfg, 0, BadSamples())
     assert source.classes.names == ("background", "water", "road")  # categories in id order after the background
     _, classes, instances = source.load(0)
@@ -148,8 +153,7 @@ def test_coco_instances_are_painted_in_their_classes(tmp_path):
 
 
 def test_synthetic_scenes_are_deterministic_with_three_classes():
-    cfg = OmegaConf.create({"name": "synthetic", "num_images": 12, "image_size": 64, "val_fraction": 0.25,
-                            "classes": ["background", "water", "building"], "ignore_index": 255})
+    cfg = declared("synthetic", num_images=12, image_size=64, val_fraction=0.25)
     splits = build_splits(cfg, 3, lambda s, idx, train, bad: SemanticDataset(s, idx, bad=bad))
     assert len(splits["train"]) == 9 and len(splits["val"]) == 3
     a, b = SemanticSynthetic(None, cfg, 3, BadSamples()), SemanticSynthetic(None, cfg, 3, BadSamples())
@@ -181,8 +185,7 @@ def test_raster_windows_carry_the_labels_foreground_and_nodata_as_ignored(tmp_pa
     truth = np.where(truth > 0, 255, water)
     with rasterio.open(tmp_path / "labels" / "s.tif", "w", **profile) as dst:
         dst.write(water[None].astype(np.uint8))
-    cfg = OmegaConf.create({"name": "raster", "root": str(tmp_path), "window": 64, "windows_per_epoch": 3,
-                            "val_fraction": 0.25, "class_name": "water", "ignore_index": 255})
+    cfg = declared("raster", root=str(tmp_path), window=64, windows_per_epoch=3, val_fraction=0.25, class_name="water")
     source = SemanticRaster(str(tmp_path), cfg, 0, BadSamples())
     assert source.classes.names == ("background", "water") and source.split("train") == [0, 1, 2]
     val = source.split("val")

@@ -114,7 +114,8 @@ def test_predict_then_onnx_and_pt2_clients_give_predicts_class_maps(smoke_run, p
         assert result["check"]["class_pixels_differing"] == 0
         meta = json.loads((tmp_path / fmt / "export.json").read_text())
         assert meta["task"] == "semantic" and meta["classes"] == list(CLASSES)
-        jobs.append((tmp_path / fmt, [x for s in SIZES for x in (str(photos / f"{s}.png"), str(tmp_path / f"{fmt}_{s}.png"))]))
+        pairs = [(str(photos / f"{s}.png"), str(tmp_path / f"{fmt}_{s}.png")) for s in SIZES]
+        jobs.append((tmp_path / fmt, [x for pair in pairs for x in pair]))
     run_clients(jobs, tmp_path)
     for fmt in ("onnx", "pt2"):
         for stem in SIZES:
@@ -142,7 +143,8 @@ def test_instance_head_eval_predict_and_export(instance_ckpt, photos, tmp_path):
         assert all(f["segmentation"]["size"] == [h, w] and 1 <= f["category_id"] <= 3 for f in mine)
     export_cmd.run(compose_cfg("export", ["task=semantic", f"ckpt={instance_ckpt}", "format=onnx",
                                           f"output={tmp_path / 'onnx'}"]), tmp_path / "x")
-    assert "foreground, center, boundary" in json.loads((tmp_path / "onnx" / "export.json").read_text())["outputs"]["logits"]
+    meta = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert "foreground, center, boundary" in meta["outputs"]["logits"]
 
 
 @pytest.mark.slow

@@ -73,7 +73,8 @@ class SemanticLoss:
         fg_pred, fg_true = torch.sigmoid(maps[:, :1]) * w, (target[:, :1] > 0.5).float() * w
         inter, total = (fg_pred * fg_true).sum(), (fg_pred + fg_true).sum()
         dice = 1 - (2 * inter + 1e-5) / (total + 1e-5)
-        bce = (F.binary_cross_entropy_with_logits(maps[:, :1], fg_true, reduction="none") * w).sum() / w.sum().clamp(min=1)
+        bce = F.binary_cross_entropy_with_logits(maps[:, :1], fg_true, reduction="none")
+        bce = (bce * w).sum() / w.sum().clamp(min=1)
         inside = fg_true.expand(-1, 2, -1, -1)
         err = ((torch.sigmoid(maps[:, 1:]) - target[:, 1:]) ** 2 * inside).sum() / inside.sum().clamp(min=1)
         return {"inst_fg": self.instance_weight * (dice + bce), "inst_dist": self.instance_weight * err}
