@@ -33,7 +33,7 @@ def test_the_child_takes_the_commands_directory_and_environment(tmp_path):
     proc = warm.segdet(["train", "task=sam", "+probe=${oc.env:SEGDET_WARM_PROBE}", "--cfg", "job", "--resolve"],
                        tmp_path, env, 300)
     assert proc.returncode == 0 and "probe: from-the-command" in proc.stdout, proc.stderr
-    proc = warm.segdet(["train", "task=sam", "data=folder", "data.root=missing", "hydra.run.dir=run"], tmp_path, env,
+    proc = warm.segdet(["train", "task=sam", "model=sam_tiny", "data=folder", "data.root=missing", "hydra.run.dir=run"], tmp_path, env,
                        300)
     assert proc.returncode == 2 and "data.root=missing: no such folder" in proc.stderr, proc.stderr
     assert (tmp_path / "run").is_dir() and not (ROOT / "run").exists()  # relative to the command's directory

@@ -13,6 +13,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from segdet.config import task_config_dir
 from segdet.engine.rebuild import rebuild_part
 from segdet.engine.runtime import Runtime, prepare
 from segdet.tasks.sam.cache import EmbeddingStore
@@ -61,8 +62,9 @@ def load(cfg, source: str | None, device: torch.device, cache_embeddings: bool, 
     else:
         log.warning("annotate: no segmenter= given: clicks use a small random SAM (model=sam_tiny) until a "
                     "training run gives a better one; pass segmenter=PATH|HF_DIR|HUB_ID for a real model")
+        loss = OmegaConf.load(task_config_dir("sam") / "loss" / "dice_ce.yaml")  # the YAML's; no loss is computed
         model = SamTask(OmegaConf.create({"task": {"name": "sam"}, "model": OmegaConf.to_container(cfg.model),
-                                          "loss": {"name": "dice_ce"}})).build_model()  # no loss is computed
+                                          "loss": loss})).build_model()
         name = RANDOM_NAME
     for p in model.parameters():  # served, never trained here: the embeddings do not depend on a trained part
         p.requires_grad_(False)

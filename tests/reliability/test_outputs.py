@@ -75,11 +75,11 @@ def identity_runtime():
 def test_sam_predict_of_nothing_readable_is_an_error(tmp_path):
     from segdet.tasks.sam.predict import predict
     (tmp_path / "zero.png").write_bytes(b"")
-    cfg = OmegaConf.create({"prompt": {}, "prompts": None, "masks": None})
+    cfg = OmegaConf.create({"prompt": {}, "prompts": None, "masks": None, "save_probabilities": False})
     with pytest.raises(SegdetError, match=r"zero.png: empty file \(0 bytes\)$"):
         predict(identity_runtime(), cfg, [tmp_path / "zero.png"], tmp_path / "out")
     with pytest.raises(SegdetError, match=r"masks=.*nope: folder not found"):
-        cfg = OmegaConf.create({"prompt": {}, "masks": str(tmp_path / "nope")})
+        cfg = OmegaConf.create({"prompt": {}, "masks": str(tmp_path / "nope"), "save_probabilities": False})
         predict(identity_runtime(), cfg, [tmp_path / "zero.png"], tmp_path / "out")
 
 
