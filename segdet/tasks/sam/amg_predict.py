@@ -45,8 +45,9 @@ def nothing_kept(removed: dict, settings: AmgSettings, empty: int, inputs: int) 
     return (f"prompts=grid kept no mask in {empty} of {inputs} input(s): of {removed['candidates']:,} candidate "
             f"masks, amg.pred_iou_thresh={settings.pred_iou_thresh:g} removed {removed['pred_iou_thresh']:,} and "
             f"amg.stability_score_thresh={settings.stability_score_thresh:g} removed "
-            f"{removed['stability_score_thresh']:,}; lower them (e.g. amg.pred_iou_thresh=0.5 "
-            f"amg.stability_score_thresh=0.8) to keep more")
+            f"{removed['stability_score_thresh']:,}; lower them (e.g. amg.pred_iou_thresh="
+            f"{settings.pred_iou_thresh / 2:g} amg.stability_score_thresh={settings.stability_score_thresh / 2:g}) "
+            f"to keep more")
 
 
 def predict(runtime, cfg, inputs, out_dir, settings: AmgSettings) -> dict:
