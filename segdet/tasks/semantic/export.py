@@ -116,4 +116,4 @@ def export(model, fmt: str, out_dir: Path, classes: list[str], *, opset: int) ->
         outputs={"logits": f"float32 (batch, {len(channels)}, {s}, {s}), channels: {', '.join(channels)}; map back "
                            f"with {name}.post_process_masks, the class is the argmax of the first {k}"},
         client=client, client_args="IMAGE CLASSES.png [IMAGE CLASSES.png ...]",
-        client_needs=["torch", "transformers", "pillow", "numpy", *needs], classes=list(classes), check=check)
+        client_needs=["torch", "torchvision", "transformers", "pillow", "numpy", *needs], classes=list(classes), check=check)
