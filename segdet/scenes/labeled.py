@@ -141,3 +141,41 @@ class LabeledScenes:
 
     def objects(self, k: int, window: Window) -> tuple[np.ndarray, list[str]]:
         return self.scene(k)[1].objects(window)
+
+
+class SceneWindows:
+    """The items of a ``data=raster`` source, whichever task reads them: items ``0 .. data.windows_per_epoch-1``
+    are training windows, each drawn from its item's seed (``where(i, rng)``: a new place every epoch, the same on a
+    resumed run); after them come the fixed validation windows of the held-out strips and, once ``split("all")``
+    asked for them, the windows tiling every scene."""
+
+    seeded = True  # where(i, rng): the item's generator places a training window
+
+    def __init__(self, data_cfg, seed: int):
+        self.scenes, self.seed = LabeledScenes(data_cfg), int(seed)
+        self.n_train = int(data_cfg["windows_per_epoch"])
+        if self.n_train < 1:
+            raise SegdetError(f"data.windows_per_epoch={self.n_train}: must be at least 1")
+        self.windows: list = [None] * self.n_train + list(self.scenes.val)
+        self.ids = [f"train_{i:05d}" for i in range(self.n_train)] + [self.scenes.name(*w) for w in self.scenes.val]
+
+    def split(self, name: str) -> list[int]:
+        """The items of ``train``, ``val`` (the held-out strips' grid) or ``all`` (a grid over every scene)."""
+        if name == "train":
+            return list(range(self.n_train))
+        if name == "val":
+            return list(range(self.n_train, self.n_train + len(self.scenes.val)))
+        start = len(self.windows)
+        grid = self.scenes.full_grid()
+        self.windows += grid
+        self.ids += [self.scenes.name(*w) for w in grid]
+        return list(range(start, len(self.windows)))
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def where(self, i: int, rng=None) -> tuple:
+        """(scene, window) of item ``i``."""
+        if self.windows[i] is not None:
+            return self.windows[i]
+        return self.scenes.draw(rng if rng is not None else np.random.default_rng([self.seed, i]))

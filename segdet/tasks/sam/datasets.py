@@ -14,12 +14,11 @@ from functools import partial
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from segdet.data.io import BadSample, BadSampleError, BadSamples
 from segdet.data.items import unpack
-from segdet.data.split import checkpoint_val_indices, split_indices
+from segdet.data import split
 from segdet.tasks.sam.augment import apply_augment
 from segdet.tasks.sam.mask_memo import MaskMemo
 from segdet.tasks.sam.prompts import PAD_LABEL, PromptConfig, make_prompts
@@ -209,46 +208,12 @@ def _source(data_cfg, seed: int, root, bad: BadSamples):
     return SOURCES.build(str(data_cfg.name), root, data_cfg, seed, bad)
 
 
-def _separate_val(data_cfg):
-    """(data settings, root) of a separate validation set, if one is given: ``data.val_root`` (a folder of the same
-    layout) or ``data.val_ann_file`` (coco: another annotation file over the same images folder)."""
-    if data_cfg.get("val_root"):
-        return data_cfg, data_cfg.val_root
-    if data_cfg.get("val_ann_file"):
-        return OmegaConf.merge(data_cfg, {"ann_file": data_cfg.val_ann_file}), data_cfg.get("root")
-    return None
-
-
 def build_splits(data_cfg, seed: int, make) -> dict[str, SamDataset]:
-    """Seeded train/val split of ``data.root`` (``data.val_fraction``), or all of it + a separate validation set
-    (``data.val_root``, ``data.val_ann_file``).
-    ``make(source, indices, train, bad)`` wraps a source into a ``SamDataset``."""
-    policy = str(data_cfg["on_bad_sample"])
-    bad = BadSamples(policy)
-    source = _source(data_cfg, seed, data_cfg.get("root"), bad)
-    separate = _separate_val(data_cfg)
-    if separate is not None:
-        val_bad = BadSamples(policy)
-        val_source = _source(separate[0], seed, separate[1], val_bad)
-        return {"train": make(source, range(len(source)), True, bad),
-                "val": make(val_source, range(len(val_source)), False, val_bad)}
-    if hasattr(source, "split"):  # the source holds its validation part out itself (raster scenes: a strip)
-        tr, va = source.split("train"), source.split("val")
-    else:
-        tr, va = split_indices(len(source), float(data_cfg["val_fraction"]), seed)
-    return {"train": make(source, tr, True, bad), "val": make(source, va, False, BadSamples(policy))}
+    """``data.split.build_splits`` over sam's sources: ``make(source, indices, train, bad)`` makes a
+    ``SamDataset``."""
+    return split.build_splits(data_cfg, seed, make, _source)
 
 
-def build_eval_split(data_cfg, seed: int, split: str, split_ids: dict | None, make) -> SamDataset:
+def build_eval_split(data_cfg, seed: int, split_name: str, split_ids: dict | None, make) -> SamDataset:
     """``all``: every sample under ``data.root``; ``val``: the checkpoint's own validation samples."""
-    bad = BadSamples(str(data_cfg["on_bad_sample"]))
-    separate = _separate_val(data_cfg)
-    if split == "val" and separate is not None:
-        source = _source(separate[0], seed, separate[1], bad)
-        return make(source, range(len(source)), False, bad)
-    source = _source(data_cfg, seed, data_cfg.get("root"), bad)
-    if hasattr(source, "split"):
-        return make(source, source.split(split), False, bad)
-    if split == "all":
-        return make(source, range(len(source)), False, bad)
-    return make(source, checkpoint_val_indices(source.ids, split_ids), False, bad)
+    return split.build_eval_split(data_cfg, seed, split_name, split_ids, make, _source)

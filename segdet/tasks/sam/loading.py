@@ -85,3 +85,24 @@ def build_sam(model_cfg, config_json: str | None = None) -> nn.Module:
     if model_cfg.get("config") is None:
         raise SegdetError("the model config needs model.pretrained (hub id or folder) or model.config (sizes)")
     return family.random(model_cfg.config)
+
+
+def build_adapted(m, sam_config: str | None):
+    """The SAM ``model`` names (``build_sam``), with gradient checkpointing and LoRA adapters as it asks:
+    (transformers' model, its family, the peft choice). The sam task and the dense decoders on SAM's encoder share
+    it."""
+    from segdet.tasks.sam import lora
+
+    family = get_family(m.get("family"))
+    sam = build_sam(m, sam_config)
+    if m.gradient_checkpointing:
+        if not sam.supports_gradient_checkpointing:
+            raise SegdetError(f"model.gradient_checkpointing=true: transformers' {type(sam).__name__} does not "
+                              "support it; set it to false (and freeze the encoder or use model.peft=lora)")
+        sam.gradient_checkpointing_enable()
+    peft = str(m.get("peft") or "none")
+    if peft not in lora.PEFT_CHOICES:
+        raise SegdetError(f"model.peft must be one of {', '.join(lora.PEFT_CHOICES)}, not '{peft}'")
+    if peft == "lora":
+        lora.inject(sam, family, m.get("lora"))
+    return sam, family, peft

@@ -15,6 +15,7 @@ from segdet.data.coco import CocoFile, instance_map, instances_of, resolve_ann_f
 from segdet.data.io import BadSample, BadSamples, image_size, list_images, load_mask, load_rgb
 from segdet.errors import SegdetError
 from segdet.registry import Registry
+from segdet.scenes.labeled import SceneWindows
 from segdet.tasks.sam.synthetic import scene, scene_mask
 
 log = logging.getLogger(__name__)
@@ -198,52 +199,22 @@ class SyntheticSource:
 
 
 @SOURCES.register("raster")
-class RasterSource:
-    """Windows of labeled scenes (``segdet.scenes.labeled``): items ``0 .. data.windows_per_epoch-1`` are training
-    windows, each drawn from its item's seed (``load(i, rng)``: a new place every epoch, the same on a resumed
-    run); after them come the fixed validation windows of the held-out strips and, once ``split("all")`` asked
-    for them, the windows tiling every scene. The mask is the labels' foreground (every class)."""
+class RasterSource(SceneWindows):
+    """Windows of labeled scenes (``segdet.scenes.labeled.SceneWindows``: training windows drawn anew each epoch,
+    then the held-out strips' and, for ``all``, every scene's). The mask is the labels' foreground (every class)."""
 
-    seeded = True      # load(i, rng): the item's generator places a training window
     cacheable = False  # a training item is a new window each epoch: nothing for the embedding cache to keep
 
     def __init__(self, root, data_cfg, seed: int, bad: BadSamples):
-        from segdet.scenes.labeled import LabeledScenes
-
-        self.scenes, self.seed = LabeledScenes(data_cfg), int(seed)
-        self.n_train = int(data_cfg["windows_per_epoch"])
-        if self.n_train < 1:
-            raise SegdetError(f"data.windows_per_epoch={self.n_train}: must be at least 1")
-        self.windows: list = [None] * self.n_train + list(self.scenes.val)
-        self.ids = [f"train_{i:05d}" for i in range(self.n_train)] + [self.scenes.name(*w) for w in self.scenes.val]
+        super().__init__(data_cfg, seed)
         self.classes = None  # one foreground: no per-class metrics
 
-    def split(self, name: str) -> list[int]:
-        """The items of ``train``, ``val`` (the held-out strips' grid) or ``all`` (a grid over every scene)."""
-        if name == "train":
-            return list(range(self.n_train))
-        if name == "val":
-            return list(range(self.n_train, self.n_train + len(self.scenes.val)))
-        start = len(self.windows)
-        grid = self.scenes.full_grid()
-        self.windows += grid
-        self.ids += [self.scenes.name(*w) for w in grid]
-        return list(range(start, len(self.windows)))
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def _where(self, i: int, rng) -> tuple:
-        if self.windows[i] is not None:
-            return self.windows[i]
-        return self.scenes.draw(rng if rng is not None else np.random.default_rng([self.seed, i]))
-
     def load(self, i: int, rng=None) -> tuple[np.ndarray, np.ndarray]:
-        k, window = self._where(i, rng)
+        k, window = self.where(i, rng)
         return self.scenes.image(k, window), self.scenes.mask(k, window)
 
     def load_mask(self, i: int) -> np.ndarray:
-        return self.scenes.mask(*self._where(i, None))
+        return self.scenes.mask(*self.where(i, None))
 
     def key(self, i: int) -> str:
         raise SegdetError("data=raster: windows are not kept in the embedding cache")

@@ -11,7 +11,7 @@ from segdet.config import task_config_dir
 from segdet.errors import SegdetError
 from segdet.registry import Registry
 from segdet.tasks.base import Task
-from segdet.tasks.sam import figures, lora
+from segdet.tasks.sam import figures
 from segdet.tasks.sam.amg import AmgSettings
 from segdet.tasks.sam.augment import build_augment
 from segdet.tasks.sam.cache import DTYPES, EmbeddingStore
@@ -21,7 +21,7 @@ from segdet.tasks.sam.export import export as export_sam
 from segdet.tasks.sam.family import get_family
 from segdet.tasks.sam.losses import build_loss
 from segdet.tasks.sam.metrics import SamEvaluator
-from segdet.tasks.sam.loading import build_sam, check_source, folder_family, offline_fix
+from segdet.tasks.sam.loading import build_adapted, check_source, folder_family, offline_fix
 from segdet.tasks.sam.model import SamSegmenter
 from segdet.tasks.sam.predict import predict
 from segdet.tasks.sam.prompts import PromptConfig
@@ -127,19 +127,8 @@ class SamTask(Task):
     # --- model ----------------------------------------------------------------------------------------------
     def build_model(self) -> SamSegmenter:
         m = self.cfg.model
-        family = get_family(m.get("family"))
-        sam = build_sam(m, self._sam_config)
+        sam, family, peft = build_adapted(m, self._sam_config)
         self._sam_config = sam.config.to_json_string()
-        if m.gradient_checkpointing:
-            if not sam.supports_gradient_checkpointing:
-                raise SegdetError(f"model.gradient_checkpointing=true: transformers' {type(sam).__name__} does not "
-                                  "support it; set it to false (and freeze the encoder or use model.peft=lora)")
-            sam.gradient_checkpointing_enable()
-        peft = str(m.get("peft") or "none")
-        if peft not in lora.PEFT_CHOICES:
-            raise SegdetError(f"model.peft must be one of {', '.join(lora.PEFT_CHOICES)}, not '{peft}'")
-        if peft == "lora":
-            lora.inject(sam, family, m.get("lora"))
         loss_cfg = self.cfg.loss
         model = MODELS.build(str(m.name), sam, build_loss(loss_cfg), family=family.name,
                              train_parts=list(m.train_parts),

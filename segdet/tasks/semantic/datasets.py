@@ -13,12 +13,11 @@ from functools import partial
 import albumentations as A
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from segdet.data.io import BadSample, BadSampleError, BadSamples
 from segdet.data.items import unpack
-from segdet.data.split import checkpoint_val_indices, split_indices
+from segdet.data import split
 from segdet.errors import SegdetError
 from segdet.tasks.semantic.instances import distance_targets, object_ids
 from segdet.tasks.semantic.sources import build_source
@@ -113,46 +112,18 @@ def collate(samples: list[dict]) -> dict:
 
 
 # --- splits -----------------------------------------------------------------------------------------------------
-def _separate_val(data_cfg):
-    if data_cfg.get("val_root"):
-        return data_cfg, data_cfg.val_root
-    if data_cfg.get("val_ann_file"):
-        return OmegaConf.merge(data_cfg, {"ann_file": data_cfg.val_ann_file}), data_cfg.get("root")
-    return None
+def _same_classes(source, val) -> None:
+    if val.classes.names != source.classes.names:
+        raise SegdetError(f"the validation data's classes {list(val.classes.names)} differ from the training "
+                          f"data's {list(source.classes.names)}")
 
 
 def build_splits(data_cfg, seed: int, make) -> dict:
-    """A seeded split of ``data.root`` (``data.val_fraction``), or all of it and a separate validation set
-    (``data.val_root``, ``data.val_ann_file``), or the source's own (raster scenes). ``make(source, indices, train,
-    bad)`` wraps a source."""
-    policy = str(data_cfg.get("on_bad_sample", "skip"))
-    bad = BadSamples(policy)
-    source = build_source(data_cfg, seed, data_cfg.get("root"), bad)
-    separate = _separate_val(data_cfg)
-    if separate is not None:
-        val_bad = BadSamples(policy)
-        val = build_source(separate[0], seed, separate[1], val_bad)
-        if val.classes.names != source.classes.names:
-            raise SegdetError(f"the validation data's classes {list(val.classes.names)} differ from the training "
-                              f"data's {list(source.classes.names)}")
-        return {"train": make(source, range(len(source)), True, bad), "val": make(val, range(len(val)), False, val_bad)}
-    if hasattr(source, "split"):
-        train, val = source.split("train"), source.split("val")
-    else:
-        train, val = split_indices(len(source), float(data_cfg.get("val_fraction", 0.1)), seed)
-    return {"train": make(source, train, True, bad), "val": make(source, val, False, BadSamples(policy))}
+    """``data.split.build_splits`` over the semantic sources; a separate validation set must name the training
+    data's classes. ``make(source, indices, train, bad)`` wraps a source."""
+    return split.build_splits(data_cfg, seed, make, build_source, check_val=_same_classes)
 
 
-def build_eval_split(data_cfg, seed: int, split: str, split_ids: dict | None, make):
+def build_eval_split(data_cfg, seed: int, split_name: str, split_ids: dict | None, make):
     """``all``: every sample under ``data.root``; ``val``: the checkpoint's own validation samples."""
-    bad = BadSamples(str(data_cfg.get("on_bad_sample", "skip")))
-    separate = _separate_val(data_cfg)
-    if split == "val" and separate is not None:
-        source = build_source(separate[0], seed, separate[1], bad)
-        return make(source, range(len(source)), False, bad)
-    source = build_source(data_cfg, seed, data_cfg.get("root"), bad)
-    if hasattr(source, "split"):
-        return make(source, source.split(split), False, bad)
-    if split == "all":
-        return make(source, range(len(source)), False, bad)
-    return make(source, checkpoint_val_indices(source.ids, split_ids), False, bad)
+    return split.build_eval_split(data_cfg, seed, split_name, split_ids, make, build_source)

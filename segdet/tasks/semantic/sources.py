@@ -18,6 +18,7 @@ from segdet.data.coco import CROWD, CocoFile, instance_map, instances_of, resolv
 from segdet.data.io import BadSample, BadSamples, image_size, load_rgb
 from segdet.errors import SegdetError
 from segdet.registry import Registry
+from segdet.scenes.labeled import SceneWindows
 from segdet.tasks.sam.sources import FolderSource
 from segdet.tasks.semantic.masks import ClassList, check_ignore, class_list, read_class_mask
 from segdet.tasks.semantic.synthetic import CLASSES, semantic_scene
@@ -122,47 +123,20 @@ class SemanticSynthetic:
 
 
 @SOURCES.register("raster")
-class SemanticRaster:
-    """Windows of labelled scenes (``segdet.scenes.labeled``), as the sam task draws them: training windows drawn
-    anew each epoch from each item's seed, fixed validation windows tiling the held-out strips. Class 1 is the
-    labels' foreground (``data.classes``: ``[background, <class_name>]`` by default), 0 the rest."""
-
-    seeded = True
+class SemanticRaster(SceneWindows):
+    """Windows of labelled scenes (``segdet.scenes.labeled.SceneWindows``), as the sam task draws them. Class 1 is
+    the labels' foreground (``data.classes``: ``[background, <class_name>]`` by default), 0 the rest."""
 
     def __init__(self, root, data_cfg, seed: int, bad: BadSamples):
-        from segdet.scenes.labeled import LabeledScenes
-
-        self.scenes, self.seed = LabeledScenes(data_cfg), int(seed)
-        self.classes = class_list(data_cfg, None, ("background", str(data_cfg.get("class_name", "object"))))
+        super().__init__(data_cfg, seed)
+        self.classes = class_list(data_cfg, None, ("background", str(data_cfg.class_name)))
         if len(self.classes.names) != 2:
             raise SegdetError(f"data=raster reads one foreground class: data.classes names two (background and "
                               f"the object), not {list(self.classes.names)}")
-        self.ignore = check_ignore(data_cfg.get("ignore_index", 255), self.classes)
-        self.n_train = int(data_cfg.get("windows_per_epoch", 64))
-        if self.n_train < 1:
-            raise SegdetError(f"data.windows_per_epoch={self.n_train}: must be at least 1")
-        self.windows: list = [None] * self.n_train + list(self.scenes.val)
-        self.ids = [f"train_{i:05d}" for i in range(self.n_train)] + [self.scenes.name(*w) for w in self.scenes.val]
-
-    def split(self, name: str) -> list[int]:
-        if name == "train":
-            return list(range(self.n_train))
-        if name == "val":
-            return list(range(self.n_train, self.n_train + len(self.scenes.val)))
-        start = len(self.windows)
-        grid = self.scenes.full_grid()
-        self.windows += grid
-        self.ids += [self.scenes.name(*w) for w in grid]
-        return list(range(start, len(self.windows)))
-
-    def __len__(self) -> int:
-        return len(self.windows)
+        self.ignore = check_ignore(data_cfg.ignore_index, self.classes)
 
     def load(self, i: int, rng=None) -> tuple[np.ndarray, np.ndarray, None]:
-        where = self.windows[i]
-        if where is None:
-            where = self.scenes.draw(rng if rng is not None else np.random.default_rng([self.seed, i]))
-        k, window = where
+        k, window = self.where(i, rng)
         image = self.scenes.image(k, window)
         valid = self.scenes.scene(k)[0].valid(window)
         classes = self.scenes.mask(k, window).astype(np.int32)

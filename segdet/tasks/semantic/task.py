@@ -94,20 +94,11 @@ class SemanticTask(Task):
 
     def _sam_net(self, m, out: int):
         from segdet.tasks.sam import lora
-        from segdet.tasks.sam.family import get_family
-        from segdet.tasks.sam.loading import build_sam
+        from segdet.tasks.sam.loading import build_adapted
         from segdet.tasks.semantic.networks import SamUnetr
 
-        family = get_family(m.get("family"))
-        sam = build_sam(m, self._sam_config)
+        sam, family, peft = build_adapted(m, self._sam_config)
         self._sam_config = sam.config.to_json_string()
-        if m.get("gradient_checkpointing", False):
-            sam.gradient_checkpointing_enable()
-        peft = str(m.get("peft") or "none")
-        if peft not in lora.PEFT_CHOICES:
-            raise SegdetError(f"model.peft must be one of {', '.join(lora.PEFT_CHOICES)}, not '{peft}'")
-        if peft == "lora":
-            lora.inject(sam, family, m.get("lora"))
         decoder = m.get("decoder") or {}
         net = SamUnetr(sam, family, out, int(decoder.get("feature_size", 16)), str(decoder.get("norm", "instance")))
         if peft == "lora" and not lora.is_adapted(net):
