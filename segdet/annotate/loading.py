@@ -63,8 +63,10 @@ def load(cfg, source: str | None, device: torch.device, cache_embeddings: bool, 
         log.warning("annotate: no segmenter= given: clicks use a small random SAM (model=sam_tiny) until a "
                     "training run gives a better one; pass segmenter=PATH|HF_DIR|HUB_ID for a real model")
         loss = OmegaConf.load(task_config_dir("sam") / "loss" / "dice_ce.yaml")  # the YAML's; no loss is computed
-        model = SamTask(OmegaConf.create({"task": {"name": "sam"}, "model": OmegaConf.to_container(cfg.model),
-                                          "loss": loss})).build_model()
+        with torch.random.fork_rng(devices=[]):  # the same random model on every start (cfg.seed): a click
+            torch.manual_seed(int(cfg.seed))     # answers as it did before
+            model = SamTask(OmegaConf.create({"task": {"name": "sam"}, "model": OmegaConf.to_container(cfg.model),
+                                              "loss": loss})).build_model()
         name = RANDOM_NAME
     for p in model.parameters():  # served, never trained here: the embeddings do not depend on a trained part
         p.requires_grad_(False)

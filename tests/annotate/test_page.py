@@ -196,8 +196,7 @@ def test_edit_a_kept_object_and_a_stale_edit_shows_one_line_and_loses_nothing(pa
         assert body["boxes"] == [[14, 12, 40, 30]]  # the object's own box, continuous pixels
         assert body["points"] == [pytest.approx([30, 20, 1], abs=0.5)]
         new = unrle(out["masks"][0])
-        if not new.any():
-            pytest.skip("the random model answered an empty mask here")
+        assert new.any()  # the seeded random model answers this click with a mask (the same on every start)
         with page.expect_response(lambda r: r.request.method == "PUT") as put:
             page.keyboard.press("Enter")
         assert put.value.status == 200 and put.value.request.post_data_json["version"] == 1
