@@ -151,9 +151,9 @@ def _json_error(doc, error: dict) -> str:
     return "invalid JSON" + (f" at byte {at}" if at is not None else "") + (f": {why}" if why else "")
 
 
-def create_app(store, engine, trainer, *, token: str | None, max_body: int) -> FastAPI:
+def create_app(store, engine, trainer, *, token: str | None, max_body: int, stacks=None) -> FastAPI:
     """The app over ``store``, ``engine`` and ``trainer`` (None: training is off); ``token``: required on ``/api``
-    (None: none); ``max_body``: the largest request body in bytes."""
+    (None: none); ``max_body``: the largest request body in bytes; ``stacks``: ``stacks.Stacks`` (stack=true)."""
     app = FastAPI(title="segdet annotate", description=__doc__.split("\n\n")[0])
 
     for kind, code in STATUS:
@@ -200,7 +200,7 @@ def create_app(store, engine, trainer, *, token: str | None, max_body: int) -> F
     # --- images ------------------------------------------------------------------------------------------------
     @app.get("/api/images", summary="every image: id, file name, size, objects (count), done")
     def images():
-        return store.images()
+        return stacks.images() if stacks is not None else store.images()
 
     @app.get("/api/categories", summary="the category names objects take")
     def categories():
@@ -263,5 +263,8 @@ def create_app(store, engine, trainer, *, token: str | None, max_body: int) -> F
                     "error": None, "run_dir": None, "model": engine.loaded.name}
         return trainer.status()
 
+    from segdet.annotate.stacks import add_routes
+
+    add_routes(app, stacks, engine)
     app.add_middleware(Guard, token=token, max_body=max_body)
     return app

@@ -221,7 +221,8 @@ class AnnotationStore:
     def _public(a: dict, names: dict) -> dict:
         return {"id": a["id"], "image_id": a["image_id"], "category": names.get(a["category_id"]),
                 "segmentation": a["segmentation"], "bbox": a.get("bbox"), "area": a.get("area"),
-                "version": a.get("version", 1)}
+                "version": a.get("version", 1),
+                **({"propagated_from": a["propagated_from"]} if "propagated_from" in a else {})}  # stack=true
 
     # --- changes ---------------------------------------------------------------------------------------------
     def _category_id(self, coco: dict, name: str) -> int:

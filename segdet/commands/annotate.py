@@ -74,12 +74,14 @@ def build(cfg: DictConfig, run_dir: Path, device):
     from segdet.annotate.engine import ClickEngine
     from segdet.annotate.loading import load, load_detector
     from segdet.annotate.settings import ServerSettings
+    from segdet.annotate.stacks import Stacks, enabled as stacks_enabled
     from segdet.annotate.store import AnnotationStore
     from segdet.annotate.training import Trainer
     from segdet.tasks.sam.amg import AmgSettings
 
     s = ServerSettings.from_cfg(cfg)
     store = AnnotationStore(cfg.data.root, cfg.ann_file, s.classes, s.import_min_area)
+    stacks = Stacks(store) if stacks_enabled(cfg) else None  # before any model loads: a bad stack stops at once
     loaded = load(cfg, cfg.segmenter, device, s.cache_embeddings, s.cache_dir)
     if cfg.detector:
         loaded.detector = load_detector(cfg, str(cfg.detector), loaded.runtime, s.score_threshold)
@@ -96,7 +98,7 @@ def build(cfg: DictConfig, run_dir: Path, device):
         trainer = Trainer(store.root, store.path, Path(run_dir) / "train", s.train_overrides,
                           lambda: current["source"], trained)
     _, token = access(cfg)
-    app = create_app(store, engine, trainer, token=token, max_body=s.max_body)
+    app = create_app(store, engine, trainer, token=token, max_body=s.max_body, stacks=stacks)
     return app, engine, trainer
 
 
