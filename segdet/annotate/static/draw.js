@@ -12,6 +12,7 @@ let colorIndex = 0;
 
 export function keptObject(o) {
   return { id: o.id, category: o.category, segmentation: o.segmentation, version: o.version || 1,
+           propagated: o.propagated_from ?? null,
            mask: rleDecode(o.segmentation), color: PALETTE[colorIndex++ % PALETTE.length], layer: null };
 }
 

@@ -5,7 +5,8 @@ import { api } from "./api.js";
 import { clearError, setStatus } from "./dom.js";
 import { draw, fitCanvas, keptObject } from "./draw.js";
 import { renderImageList, renderPanel } from "./lists.js";
-import { S, canvas, ctx, imagePath, resetPrompts } from "./state.js";
+import { currentFrame, showStack } from "./stack.js";
+import { S, canvas, ctx, imageId, imagePath, resetPrompts, setCount } from "./state.js";
 
 export async function goTo(index) {
   if (!S.images.length) return;
@@ -13,12 +14,13 @@ export async function goTo(index) {
   clearError();
   S.index = index;
   const image = S.images[index];
-  history.replaceState(null, "", `${location.pathname}${location.search}#image=${encodeURIComponent(image.id)}`);
+  history.replaceState(null, "", `${location.pathname}${location.search}#image=${encodeURIComponent(imageId())}`);
   resetPrompts();
   S.objects = []; S.selected = null; S.proposals = []; S.history = [];
   S.img = null;                             // no prompts on the old picture while the new one loads
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   canvas.removeAttribute("data-image-id");
+  canvas.removeAttribute("data-date");
   renderImageList();
   renderPanel();
   const resp = await api("GET", imagePath("image"), undefined, true);
@@ -33,11 +35,12 @@ export async function goTo(index) {
   S.img = img; S.W = img.naturalWidth; S.H = img.naturalHeight;
   canvas.width = S.W; canvas.height = S.H;
   S.objects = (Array.isArray(objects) ? objects : objects.objects || []).map(keptObject);
-  image.objects = S.objects.length;
+  setCount(image, S.objects.length);
   fitCanvas();
   draw();
-  canvas.dataset.imageId = image.id;
+  canvas.dataset.imageId = imageId();
+  showStack(image);
   renderImageList();
   renderPanel();
-  setStatus(`${image.file_name} · ${S.W}×${S.H}`);
+  setStatus(`${(currentFrame(image) || image).file_name} · ${S.W}×${S.H}`);
 }

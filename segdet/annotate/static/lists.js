@@ -11,14 +11,15 @@ export function renderImageList() {
   let done = 0;
   S.images.forEach((image, i) => {
     const n = objectCount(image);
-    if (n > 0) done++;
+    const finished = image.frames ? image.frames.every((f) => Number(f.objects) > 0) : n > 0;
+    if (finished) done++;
     const li = document.createElement("li");
     li.dataset.testid = "image-item";
     li.dataset.imageId = image.id;
-    li.className = (n > 0 ? "done" : "") + (i === S.index ? " current" : "");
+    li.className = (finished ? "done" : "") + (i === S.index ? " current" : "");
     const name = document.createElement("span");
     name.className = "name";
-    name.textContent = image.file_name.split("/").pop();
+    name.textContent = image.stack ? `${image.stack} · ${image.frames.length} dates` : image.file_name.split("/").pop();
     const count = document.createElement("span");
     count.className = "count";
     count.textContent = n ? String(n) : "";
@@ -59,7 +60,8 @@ export function renderPanel() {
     li.dataset.testid = "object";
     li.dataset.objectId = o.id;
     li.className = o.id === S.selected ? "selected" : "";
-    li.append(swatch(o.color), `${o.category} #${o.id}`);
+    li.append(swatch(o.color), `${o.category} #${o.id}` + (o.propagated != null ? " · propagated" : ""));
+    if (o.propagated != null) li.dataset.propagated = String(o.propagated);
     objects.appendChild(li);
   }
   const proposals = $("proposals");

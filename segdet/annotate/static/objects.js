@@ -6,7 +6,7 @@ import { $, guarded, setStatus } from "./dom.js";
 import { draw, keptObject, setObject } from "./draw.js";
 import { renderCandidates, renderImageList, renderPanel } from "./lists.js";
 import { snapshot } from "./prompts.js";
-import { S, currentMask, imagePath, objectCount, resetPrompts } from "./state.js";
+import { S, currentMask, imagePath, objectCount, resetPrompts, setCount } from "./state.js";
 
 export function serial(fn) {
   return (...args) => { S.queue = S.queue.then(() => guarded(fn)(...args)); return S.queue; };
@@ -45,7 +45,8 @@ export async function removeObject(o) {
 // The answer may come after the user moved to another image: only that image's count changes then.
 export function objectsChanged(index, change) {
   const image = S.images[index];
-  image.objects = S.index === index ? S.objects.length : Math.max(0, objectCount(image) + change);
+  if (S.index === index) setCount(image, S.objects.length);
+  else if (!image.frames) image.objects = Math.max(0, objectCount(image) + change);  // a stack recounts when shown
   renderImageList();
   if (S.index === index) { renderPanel(); draw(); }
 }

@@ -19,11 +19,22 @@ export const S = {
 export const canvas = $("canvas");
 export const ctx = canvas.getContext("2d");
 
-export const imageId = () => S.images[S.index].id;
+export const imageId = () => {                    // a stack's current frame (stack.js), else the image
+  const im = S.images[S.index];
+  return im.frames ? im.frames[im.frame || 0].id : im.id;
+};
 export const imagePath = (suffix) => `images/${encodeURIComponent(String(imageId()))}/${suffix}`;
 
 export function objectCount(image) {
   return Array.isArray(image.objects) ? image.objects.length : Number(image.objects || 0);
+}
+
+// The image's object count; on a stack, its current frame's, the item's being their total.
+export function setCount(image, n) {
+  if (!image.frames) { image.objects = n; return; }
+  const frame = image.frames[image.frame || 0];
+  frame.objects = n; frame.done = n > 0;
+  image.objects = image.frames.reduce((sum, f) => sum + Number(f.objects || 0), 0);
 }
 
 export function currentMask() {
