@@ -91,8 +91,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     def prepare_folder():  # under torchrun rank 0 claims and opens the folder, and the ranks then share it
         claim(out_dir, "output=", "predict")
-        open_output(out_dir, settings=given, resume=bool(cfg.get("resume", False)), overwrite=bool(cfg.overwrite),
-                    progress=bool(cfg.trainer.get("progress", True)))
+        open_output(out_dir, settings=given, resume=bool(cfg.resume), overwrite=bool(cfg.overwrite),
+                    progress=bool(cfg.trainer.progress))
     distributed.on_main(prepare_folder)
     if dated:  # frames off the first's grid warped (stack.align=true)
         distributed.on_main(lambda: stack.aligned(frames, out_dir))

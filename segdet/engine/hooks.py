@@ -215,7 +215,7 @@ def default_hooks(trainer_cfg, *, val_loader, make_evaluator: Callable, samples:
         StepLog(c.log_every_n_steps, c.progress),
         Validation(val_loader, make_evaluator, c.val_every_n_epochs, samples, c.samples_every_n_epochs),
         EpochLog(),
-        Checkpointer(str(c.monitor), str(c.get("monitor_mode", "max")), c.checkpoint_every_n_steps),
+        Checkpointer(str(c.monitor), str(c.monitor_mode), c.checkpoint_every_n_steps),
         SignalHandler(),
     ]
 

@@ -38,7 +38,7 @@ def _fused(optimizer: type, params, cfg: DictConfig) -> dict:
     """``optim.fused=auto``: one kernel for the whole update where torch has one for the parameters' device and
     dtype (CPU and CUDA). Otherwise torch updates tensor by tensor, which for a decoder of a hundred small tensors
     is a sizeable part of a small model's step. ``true`` insists, and names what has no fused update."""
-    choice = cfg.get("fused", "auto")
+    choice = cfg.fused
     if not choice:
         return {}
     kinds = {(str(p.device), p.dtype) for p in params}

@@ -95,7 +95,7 @@ def prepare(model: nn.Module, trainer_cfg, device: torch.device, *, train: bool 
     GradScaler that 16-mixed needs."""
     precision = check_precision(trainer_cfg.precision, device)
     model.to(device)
-    channels_last = wants_channels_last(trainer_cfg.get("channels_last", "auto"), model)
+    channels_last = wants_channels_last(trainer_cfg.channels_last, model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     wrapped = model
@@ -106,7 +106,7 @@ def prepare(model: nn.Module, trainer_cfg, device: torch.device, *, train: bool 
             wrapped = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=bool(getattr(model, "find_unused_parameters", False)))
-        if trainer_cfg.get("compile", False):
+        if trainer_cfg.compile:
             wrapped = torch.compile(wrapped)
     else:
         model.eval()

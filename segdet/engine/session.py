@@ -38,7 +38,7 @@ def start(cfg: DictConfig, run_dir: Path, command: str) -> torch.device:
     OmegaConf.resolve(cfg)
     if distributed.is_main():
         atomic.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-    seed_everything(int(cfg.seed) + distributed.rank(), bool(cfg.trainer.get("deterministic", False)))
+    seed_everything(int(cfg.seed) + distributed.rank(), bool(cfg.trainer.deterministic))
     if cfg.trainer.get("num_threads"):  # per job: a process of a parallel launcher may run several jobs
         torch.set_num_threads(int(cfg.trainer.num_threads))
     return device

@@ -132,7 +132,7 @@ class MlflowRun:
         from omegaconf import OmegaConf
 
         c = _Client(cfg.mlflow)
-        self.client, self.uri, self.log_checkpoint = c.client, c.uri, bool(cfg.mlflow.get("log_checkpoint", False))
+        self.client, self.uri, self.log_checkpoint = c.client, c.uri, bool(cfg.mlflow.log_checkpoint)
         self.off = False  # the store failed mid-run: warned once, nothing more is sent
         tags = {"segdet.run_dir": str(Path(run_dir).resolve()), "segdet.task": str(cfg.task.name)}
         if cfg.mlflow.get("parent_run_id"):
@@ -207,11 +207,9 @@ def sweep_run_id(sweep_dir: Path) -> str | None:
 def make_tracker(cfg, run_dir: Path):
     """The tracker ``logger=`` names, for RunLogger; None for ``tensorboard`` (RunLogger writes tb/ itself) and
     on ranks other than 0."""
-    from omegaconf import OmegaConf
-
     from segdet.engine import distributed
 
-    name = OmegaConf.select(cfg, "logger.name", default="tensorboard")
+    name = cfg.logger.name
     if name not in ("tensorboard", "mlflow"):
         raise SegdetError(f"logger must be tensorboard or mlflow, not '{name}'")
     if name == "tensorboard" or not distributed.is_main():

@@ -87,18 +87,18 @@ class TwoFCHead(nn.Module):
 @BACKBONES.register("vgg16")
 def vgg16(cfg: DictConfig) -> Backbone:
     b = cfg.backbone
-    width = float(b.get("width", 1.0))
+    width = float(b.width)
     layers = [v if v == "M" else max(1, round(v * width)) for v in tv_vgg.cfgs["D"][:-1]]  # no pool5: stride 16
-    bn = bool(b.get("batch_norm", False))
+    bn = bool(b.batch_norm)
     body = tv_vgg.make_layers(layers, batch_norm=bn)
     for m in body.modules():  # torchvision's VGG init (make_layers alone keeps PyTorch's default, too weak for 13 layers)
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(m.bias)
     channels = layers[-1]
-    head = TwoFCHead(channels * cfg.roi_size ** 2, cfg.roi_head.representation, cfg.roi_head.get("dropout", 0.0))
+    head = TwoFCHead(channels * cfg.roi_size ** 2, cfg.roi_head.representation, cfg.roi_head.dropout)
     weights_enum = models.VGG16_BN_Weights.IMAGENET1K_V1 if bn else models.VGG16_Weights.IMAGENET1K_V1
-    state = None if not b.get("load", True) else load_weights(b.weights, weights_enum, "VGG16-BN" if bn else "VGG16")
+    state = load_weights(b.weights, weights_enum, "VGG16-BN" if bn else "VGG16")
     if state is not None:
         if width != 1.0:
             raise SegdetError(f"model.backbone.width={width}: pretrained VGG16 weights need width=1.0 (or weights=none)")
@@ -112,7 +112,7 @@ def vgg16(cfg: DictConfig) -> Backbone:
               "fc7.weight": "classifier.3.weight", "fc7.bias": "classifier.3.bias"}
         if all(v in state and state[v].shape == head.state_dict()[k].shape for k, v in fc.items()):
             head.load_state_dict({k: state[v] for k, v in fc.items()}, strict=False)
-    freeze_convs(body, int(b.get("freeze_layers", 0)))
+    freeze_convs(body, int(b.freeze_layers))
     return Backbone(body, channels, 16, head, cfg.roi_head.representation)
 
 
@@ -121,13 +121,13 @@ def resnet50_c4(cfg: DictConfig) -> Backbone:
     """``freeze_layers`` counts stages here: 1 = stem, 2 = stem + conv2_x (Detectron's default)."""
     b = cfg.backbone
     net = models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)  # batch statistics of 1-2 images are noise
-    state = None if not b.get("load", True) else load_weights(b.weights, models.ResNet50_Weights.IMAGENET1K_V1, "ResNet-50")
+    state = load_weights(b.weights, models.ResNet50_Weights.IMAGENET1K_V1, "ResNet-50")
     if state is not None:
         missing, _ = net.load_state_dict(state, strict=False)
         if any(not k.startswith("fc.") for k in missing):
             raise SegdetError(f"model.backbone.weights={b.weights}: not ResNet-50 weights (missing {missing[0]})")
     stages = [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool), net.layer1, net.layer2, net.layer3]
-    for stage in stages[: int(b.get("freeze_layers", 0))]:
+    for stage in stages[: int(b.freeze_layers)]:
         stage.requires_grad_(False)
     head = nn.Sequential(net.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten())
     return Backbone(nn.Sequential(*stages), 1024, 16, head, 2048)

@@ -181,10 +181,10 @@ def _xyxy(ann: dict, image) -> list[float]:
 @DATASETS.register("synthetic")
 def synthetic(cfg: DictConfig, bad: BadSamples, seed: int, split: str) -> tuple[list[Record], list[str]]:
     """Shapes of ``data.num_classes`` kinds on textured backgrounds; ``data.empty_fraction`` of images empty."""
-    k = int(cfg.get("num_classes", 3))
+    k = int(cfg.num_classes)
     if not 1 <= k <= len(SHAPES):
         raise SegdetError(f"data.num_classes={k}: the synthetic set has 1 to {len(SHAPES)} shape classes")
-    size, n, empty = int(cfg.image_size), int(cfg.num_images), float(cfg.get("empty_fraction", 0.15))
+    size, n, empty = int(cfg.image_size), int(cfg.num_images), float(cfg.empty_fraction)
     records = []
     for i in range(n):
         boxes, labels, _ = synthetic_layout(seed, i, size, k, empty)
@@ -205,7 +205,7 @@ def raster(cfg: DictConfig, bad: BadSamples, seed: int, split: str) -> tuple[lis
 
     scenes = LabeledScenes(cfg)
     if split == "train":
-        n = int(cfg.get("windows_per_epoch", 64))
+        n = int(cfg.windows_per_epoch)
         if n < 1:
             raise SegdetError(f"data.windows_per_epoch={n}: must be at least 1")
         return [Record(f"train_{i:05d}", None, scenes.size, scenes.size, np.zeros((0, 4), np.float32), [],

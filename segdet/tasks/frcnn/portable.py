@@ -90,7 +90,7 @@ def portable(model: nn.Module, model_cfg: DictConfig, kind: type = PortableDetec
     """segdet's FasterRCNN (eval mode, CPU) as a PortableDetector (or ``kind``) with its weights and settings."""
     twin = torchvision_twin(model, model_cfg).eval()
     layout = bool(getattr(model, "prefers_channels_last", False))
-    detector = kind(twin, model_cfg.min_size, model_cfg.max_size, int(model_cfg.get("size_divisible", 32)),
+    detector = kind(twin, model_cfg.min_size, model_cfg.max_size, int(model_cfg.size_divisible),
                                 layout).eval()
     return detector.to(memory_format=torch.channels_last) if layout else detector
 

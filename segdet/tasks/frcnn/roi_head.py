@@ -73,7 +73,7 @@ class RoIHead(nn.Module):
             padded[i, : len(x)] = x
             is_real[i, : len(x)] = True
         cfg = self.cfg
-        matches = match(batched_iou(gt, padded), valid, cfg.fg_iou, cfg.bg_iou, cfg.get("bg_iou_low", 0.0))
+        matches = match(batched_iou(gt, padded), valid, cfg.fg_iou, cfg.bg_iou, cfg.bg_iou_low)
         matches = torch.where(is_real, matches, torch.full_like(matches, IGNORE))
         pos, neg = sample(matches, cfg.batch_size_per_image, cfg.positive_fraction)
         b_idx, p_idx = (pos | neg).nonzero(as_tuple=True)

@@ -88,7 +88,7 @@ class RPN(nn.Module):
     def loss(self, logits, deltas, anchors, image_sizes, targets) -> dict[str, Tensor]:
         gt, _, valid = pad_targets(targets, logits.device)
         matches = match(batched_iou(gt, anchors), valid, self.cfg.fg_iou, self.cfg.bg_iou, allow_low_quality=True)
-        if self.cfg.get("straddle", -1) >= 0:  # the paper ignores anchors that cross the image border in training
+        if self.cfg.straddle >= 0:  # the paper ignores anchors that cross the image border in training
             t = self.cfg.straddle
             h = image_sizes[:, 0:1].float()
             w = image_sizes[:, 1:2].float()

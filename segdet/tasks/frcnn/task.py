@@ -40,7 +40,7 @@ class FrcnnTask(Task):
     def transform(self, train: bool) -> DetectionTransform:
         m = self.cfg.model
         t = DetectionTransform(m.min_size, m.max_size, self.cfg.get("augment"), train=train)
-        t.size_divisible = int(m.get("size_divisible", 32))
+        t.size_divisible = int(m.size_divisible)
         return t
 
     def _records(self, split: str, bad: BadSamples):
@@ -69,19 +69,19 @@ class FrcnnTask(Task):
         return bool(d.get("val_image_set") or d.get("val_ann_file") or self._splits_itself())
 
     def build_datasets(self) -> dict:
-        bad = BadSamples(self.cfg.data.get("on_bad_sample", "skip"))
+        bad = BadSamples(self.cfg.data.on_bad_sample)
         records = self._records("train" if self._splits_itself() else "all", bad)
         if self._separate_val():  # a separate validation set
             val_bad = BadSamples(bad.policy)
             val = self._dataset(self._records("val", val_bad), False, val_bad)
             return {"train": self._dataset(records, True, bad), "val": val}
-        train_idx, val_idx = split_indices(len(records), float(self.cfg.data.get("val_fraction", 0.1)),
+        train_idx, val_idx = split_indices(len(records), float(self.cfg.data.val_fraction),
                                            int(self.cfg.seed))
         return {"train": self._dataset([records[i] for i in train_idx], True, bad),
                 "val": self._dataset([records[i] for i in val_idx], False, bad)}
 
     def build_eval_dataset(self, split: str, split_ids) -> DetectionDataset:
-        bad = BadSamples(self.cfg.data.get("on_bad_sample", "skip"))
+        bad = BadSamples(self.cfg.data.on_bad_sample)
         if split == "val" and self._separate_val():
             return self._dataset(self._records("val", bad), False, bad)
         records = self._records("all", bad)
@@ -90,7 +90,7 @@ class FrcnnTask(Task):
         return self._dataset(records, False, bad)
 
     def collate(self, samples: list[dict]) -> dict:
-        return collate(samples, int(self.cfg.model.get("size_divisible", 32)))
+        return collate(samples, int(self.cfg.model.size_divisible))
 
     # --- model -------------------------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -100,7 +100,7 @@ class FrcnnTask(Task):
         if self.from_checkpoint:  # the checkpoint's weights replace ImageNet's: do not fetch them
             model_cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
             with open_dict(model_cfg):
-                model_cfg.backbone.load = False
+                model_cfg.backbone.weights = "none"
         return FasterRCNN(model_cfg, self.cfg.loss, len(self.classes))
 
     def state(self) -> dict:
@@ -113,7 +113,7 @@ class FrcnnTask(Task):
 
     # --- evaluation, figures, prediction ----------------------------------------------------------------------------
     def make_evaluator(self) -> DetectionEvaluator:
-        return DetectionEvaluator(self.classes, str(self.cfg.task.get("map_rule", "voc07")))
+        return DetectionEvaluator(self.classes, str(self.cfg.task.map_rule))
 
     def log_samples(self, *, model, batch, outputs, tb, plots_dir: Path, step: int) -> None:
         figures.predictions_vs_truth(batch, outputs, self.classes, Path(plots_dir) / "predictions.png", tb, step)
@@ -130,7 +130,7 @@ class FrcnnTask(Task):
         threshold = self.cfg.get("score_threshold")
         return write_predictions(runtime, transform=self.transform(False), classes=self.classes, inputs=inputs,
                                  out_dir=out_dir, score_threshold=None if threshold is None else float(threshold),
-                                 batch_size=int(self.cfg.data.get("batch_size", 1) or 1),
+                                 batch_size=int(self.cfg.data.batch_size),
                                  draw_threshold=float(self.cfg.get("draw_threshold") or 0.0),
                                  scenes=SceneOptions.from_cfg(self.cfg))
 

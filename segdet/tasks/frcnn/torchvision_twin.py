@@ -104,7 +104,7 @@ def torchvision_twin(ours: nn.Module, m) -> TorchvisionFasterRCNN:
         box_positive_fraction=h.positive_fraction, bbox_reg_weights=tuple(h.box_weights),
     )
     tv.transform = PreparedInputs(min_size=1, max_size=100_000, image_mean=list(IMAGENET_MEAN),
-                                  image_std=list(IMAGENET_STD), size_divisible=int(m.get("size_divisible", 32)))
+                                  image_std=list(IMAGENET_STD), size_divisible=int(m.size_divisible))
     mapping = {"rpn.head.conv.0.0": ours.rpn.head.conv, "rpn.head.cls_logits": ours.rpn.head.cls_logits,
                "rpn.head.bbox_pred": ours.rpn.head.bbox_pred,
                "roi_heads.box_predictor.cls_score": ours.roi_head.cls_score,

@@ -21,7 +21,7 @@ from .resize import resized_size
 
 def build_augment(cfg: DictConfig | None) -> A.Compose | None:
     """``augment=frcnn_default``: horizontal flip (p = augment.hflip); ``augment=none``: nothing."""
-    if cfg is None or cfg.get("name", "none") == "none" or not cfg.get("hflip", 0):
+    if cfg is None or cfg.name == "none" or not cfg.hflip:
         return None
     return A.Compose([A.HorizontalFlip(p=float(cfg.hflip))],
                      bbox_params=A.BboxParams(format="pascal_voc", label_fields=["index"], clip=True))
