@@ -125,6 +125,9 @@ def _command_line(command: str, args: list[str]) -> list[str]:
         args = overrides.renamed(args, "input", "input.path")
         for key in ("stack", "propagate"):  # stack=true: a group whose switch is its enabled key
             args = overrides.renamed(args, key, f"{key}.enabled")
+        area = overrides.find(args, "aoi")  # aoi is a group (path, bounds, crs): aoi=FILE or aoi=[minx,miny,...]
+        if area is not None and not area.is_delete():
+            args = overrides.renamed(args, "aoi", "aoi.bounds" if isinstance(area.value(), list) else "aoi.path")
     missing = missing_extra(args)
     if missing:
         fail(missing)

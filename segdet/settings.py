@@ -1,5 +1,5 @@
-"""The checked settings groups (``tile``, ``vector``, ``amg``, ``prompt``): each key's type and allowed values,
-declared once, and ``read``, the one place a group's block is checked.
+"""The checked settings groups (``tile``, ``vector``, ``aoi``, ``amg``, ``prompt``): each key's type and allowed
+values, declared once, and ``read``, the one place a group's block is checked.
 
 The defaults are NOT here: they live in the YAML under conf/ (users see them, with their comments, through
 ``--cfg job``). ``read`` fills a key the block lacks from the YAML that declares the group, so a checkpoint whose
@@ -60,6 +60,11 @@ GROUPS = {
         "format": Key(str, ("geojson", "gpkg", "none")),
         "simplify": Key(float, low=0.0),
         "min_area": Key(float, low=0.0),
+    }),
+    "aoi": Group("common/predict.yaml", "aoi", {
+        "path": Key(str, null=True),
+        "bounds": Key(list, null=True),
+        "crs": Key(str, null=True),
     }),
     "amg": Group("common/amg.yaml", "amg", {
         "points_per_side": Key(int, low=1),

@@ -18,7 +18,7 @@ from segdet.scenes.formats import RASTER_SUFFIXES
 from segdet.scenes import stack
 from segdet.scenes.source import SceneOptions, input_path
 from segdet.files.prediction_outputs import input_key, open_output
-from segdet.scenes import remote, stac
+from segdet.scenes import aoi, remote, stac
 from segdet.engine import distributed
 from segdet.engine.rebuild import check_source, rebuild, source_keys, source_of
 from segdet.engine.runtime import prepare
@@ -85,6 +85,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if out_dir.exists() and not out_dir.is_dir():
         raise SegdetError(f"{out_dir}: output= is a file, not a folder")
     check_source(cfg)
+    # a bad area of interest ends here, before the model and the output folder
+    aoi.check_inputs(SceneOptions.from_cfg(cfg), inputs, stack.propagating(cfg))
     task_class = get_task_class(cfg.task.name)
     _, _, task, model = rebuild(cfg, task_class)
     given = settings(cfg, task_class)

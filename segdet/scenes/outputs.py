@@ -91,9 +91,12 @@ def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[t
                "blockxsize": 512, "blockysize": 512, "nodata": nodata}
     loader = _Loader(load, pieces)
     result = None
+    # a scene seen through an area of interest (scenes/aoi.py): its pixels outside the area are masked, by GDAL's
+    # mask where the band's values have no nodata value to say it
+    area = getattr(scene, "inside", None) if nodata is None else None
 
     def strips(work):
-        with rasterio.open(work, "w", **profile) as dst:
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK="YES"), rasterio.open(work, "w", **profile) as dst:
             for y0 in range(0, scene.height, STRIP):
                 y1 = min(y0 + STRIP, scene.height)
                 loader.past(y0)
@@ -102,6 +105,9 @@ def write_geotiff(out, rel: str, scene, pieces: list[Piece], load, bands: list[t
                     dst.write(strip, b, window=Window(0, y0, scene.width, y1 - y0))
                     if b == 1:
                         first = strip
+                if area is not None:
+                    rows = Window(0, y0, scene.width, y1 - y0)
+                    dst.write_mask(np.where(area((0, y0, scene.width, y1 - y0)), 255, 0).astype(np.uint8), window=rows)
                 yield y0, first
             for b, (key, _, _) in enumerate(bands, 1):
                 dst.set_band_description(b, key)

@@ -231,11 +231,14 @@ class Scene(_Base):
             out[y0 - y: y1 - y, x0 - x: x1 - x] = ok
         return out
 
-    def read_overview(self, width: int, height: int) -> np.ndarray:
-        """The whole scene at width×height (one decimated read: GDAL's overviews where the file has them)."""
+    def read_overview(self, width: int, height: int, window=None) -> np.ndarray:
+        """The whole scene (or ``window``, x, y, w, h) at width×height (one decimated read: GDAL's overviews where
+        the file has them)."""
         from rasterio.enums import Resampling
+        from rasterio.windows import Window
 
         data = self._ds.read(list(self.bands), out_shape=(len(self.bands), height, width),
+                             window=None if window is None else Window(*window_of(window)),
                              resampling=Resampling.bilinear)
         return self._to_uint8(data)
 

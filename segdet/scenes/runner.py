@@ -27,6 +27,7 @@ import numpy as np
 
 from segdet.data.io import BadSample, load_rgb
 from segdet.files.pieces import Pieces
+from segdet.scenes.aoi import crop
 from segdet.scenes.outputs import Piece, assemble_array, write_geotiff
 from segdet.scenes.raster import CorruptWindow
 
@@ -116,7 +117,10 @@ def run(out, path: Path, scene, work: list[Work], infer: Callable, *, batch_size
         channels_first: bool = False, lost: str = "that part of the scene gets no prediction") -> Done:
     """Every window of ``work`` through ``infer``, ``batch_size`` at a time, journaled batch by batch (``part``
     names the journal: a task with two stages keeps two). ``infer`` takes [(work, pixels, valid)] and returns a
-    dict of arrays for each, in order."""
+    dict of arrays for each, in order. A scene seen through an area of interest (``aoi.AoiScene``) keeps only the
+    windows whose pixels to decide hold a part of the area: the others are never read."""
+    if getattr(scene, "aoi", None) is not None:
+        work = [w for w in work if scene.touches(w.writes)]
     batches = [range(b, min(b + batch_size, len(work))) for b in range(0, len(work), batch_size)]
     plan = {"work": [[*w.window, *w.writes, w.prompt, w.overview] for w in work], "batch_size": batch_size}
     store = Pieces(out, path, plan, len(batches), part)
@@ -163,17 +167,22 @@ def for_each_input(out, scenes, model_size: int, batch_size: int, on_scene: Call
     """Every input still to predict, in order: a scene (``scenes.open``: a GeoTIFF, or an image large enough to
     tile) goes to ``on_scene(path, scene)``, opened and closed around it; ordinary images go to
     ``on_images([(path, pixels)])`` ``batch_size`` at a time, by input position (a resumed run batches as an
-    uninterrupted one). An input that cannot be read is skipped (listed in skipped.txt)."""
+    uninterrupted one). An input that cannot be read is skipped (listed in skipped.txt). With an area of interest
+    (``scenes.aoi``: ``aoi.Aoi``) a scene is seen through it (``aoi.crop``), and an input the area misses, or an
+    ordinary image, is skipped."""
+    area = getattr(scenes, "aoi", None)
     for chunk in out.batches(batch_size):
         loaded = []
         for path in chunk:
             try:
                 scene = scenes.open(path, model_size) if scenes is not None else None
+                if scene is None and area is not None:
+                    raise BadSample(path, f"not a georeferenced scene, so {area.given} cannot be placed on it")
                 if scene is None:
                     loaded.append((path, load_rgb(path)))
                     continue
                 with scene:
-                    on_scene(path, scene)
+                    on_scene(path, crop(scene, area))
             except BadSample as e:
                 out.skip(path, str(e))
         if loaded:

@@ -1,4 +1,5 @@
-"""Which inputs predict reads as scenes, and the settings that go with them (``input.*``, ``tile.*``, ``vector.*``).
+"""Which inputs predict reads as scenes, and the settings that go with them (``input.*``, ``tile.*``, ``vector.*``,
+``aoi.*``).
 
 A georeferenced raster (``raster.is_scene``) is always a scene: read by window, its outputs in its own grid. An
 ordinary image larger than the tiling threshold is read whole and predicted by tiles (``raster.ArrayScene``);
@@ -12,6 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from segdet.data.io import image_size, load_rgb
+from segdet.scenes.aoi import Aoi
 from segdet.scenes.vectors import VectorSettings
 from segdet.scenes.raster import ArrayScene, is_scene, open_scene
 from segdet.scenes import remote, stac
@@ -33,6 +35,7 @@ class SceneOptions:
     tile: TileSettings
     vector: VectorSettings
     asset: str | None  # a STAC item's asset (scenes/stac.py)
+    aoi: Aoi | None = None  # the area of interest (``aoi.*``, scenes/aoi.py): each scene seen through it
 
     @classmethod
     def from_cfg(cls, cfg) -> "SceneOptions":
@@ -50,7 +53,8 @@ class SceneOptions:
         if OmegaConf.is_config(bands):
             bands = tuple(OmegaConf.to_container(bands))
         return cls(bands, str(scale or "auto"), TileSettings.from_cfg(cfg.get("tile")),
-                   VectorSettings.from_cfg(cfg.get("vector")), None if asset is None else str(asset))
+                   VectorSettings.from_cfg(cfg.get("vector")), None if asset is None else str(asset),
+                   Aoi.from_cfg(cfg))
 
     def open(self, path: Path, model_size: int):
         """A scene for ``path`` when it is read by window or tiled, else None (an ordinary image, predicted whole).

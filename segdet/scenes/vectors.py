@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segdet import settings
+from segdet.scenes.aoi import clip
 from segdet.scenes.trace import trace, trace_classes
 
 logging.getLogger("pyogrio").setLevel(logging.WARNING)  # it logs every write ("Created N records")
@@ -132,6 +133,7 @@ def write_features(out, rel_stem: str, scene, batches, settings: VectorSettings,
         first = True
         try:
             for geoms, classes, scores in batches:
+                geoms, classes, scores = clip(scene, geoms, classes, scores, multi)  # to an area of interest
                 if tolerance > 0 and geoms:
                     geoms = list(shapely.simplify(np.array(geoms, dtype=object), tolerance, preserve_topology=True))
                 areas = _areas(np.array(geoms, dtype=object), scene) if geoms else np.zeros(0)

@@ -22,6 +22,7 @@ import torch
 
 from segdet.data.io import BadSample, list_images, load_mask
 from segdet.files.prediction_outputs import PredictionOutputs
+from segdet.scenes.aoi import in_window
 from segdet.scenes.prompts import is_vector_file, read_vector, scene_prompts
 from segdet.scenes.runner import for_each_input
 from segdet.scenes.source import SceneOptions
@@ -85,7 +86,7 @@ def scene_entry(scene, vector, table: dict, key, source) -> dict | None:
         if not scene.georeferenced:
             raise SegdetError(f"{source}: vector prompts need a georeferenced input, and {scene.path.name} is not")
         return scene_prompts(vector, scene)
-    return table[key] if key is not None else None
+    return in_window(table[key], scene) if key is not None else None  # pixels of the area of interest's window
 
 
 @torch.no_grad()
