@@ -1,5 +1,5 @@
-"""The checked settings groups (``tile``, ``vector``, ``aoi``, ``amg``, ``prompt``): each key's type and allowed
-values, declared once, and ``read``, the one place a group's block is checked.
+"""The checked settings groups (``tile``, ``vector``, ``aoi``, ``amg``, ``prompt``, task=semantic's ``loss``): each
+key's type and allowed values, declared once, and ``read``, the one place a group's block is checked.
 
 The defaults are NOT here: they live in the YAML under conf/ (users see them, with their comments, through
 ``--cfg job``). ``read`` fills a key the block lacks from the YAML that declares the group, so a checkpoint whose
@@ -36,6 +36,7 @@ class Group:
     path: str        # where in that file
     keys: dict       # name -> Key
     check: object = None  # values -> None: a rule across keys (one line when broken)
+    label: str = ""       # how refusals name the block, where not by the group's name (a task's loss)
 
 
 def _amg_crops(v: dict) -> None:
@@ -94,6 +95,15 @@ GROUPS = {
         "iterative": Key(int, low=0),
         "mask_input": Key(str, SWITCH),
     }),
+    # task=semantic's loss block (checked where the loss is made; other tasks' loss blocks differ)
+    "semantic_loss": Group("semantic/loss/dice_ce.yaml", "", {
+        "name": Key(str, ("dice_ce",)),
+        "dice_weight": Key(float, low=0.0),
+        "ce_weight": Key(float, low=0.0),
+        "batch_dice": Key(bool),
+        "class_weights": Key(list, null=True),
+        "instance_weight": Key(float, low=0.0),
+    }, label="loss"),
 }
 
 _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}
@@ -154,6 +164,7 @@ def read(block, group: str) -> dict:
     block lacks gets the YAML's default; an unknown key, a wrong type, a value outside the allowed set or range
     ends in one line naming ``group.key``."""
     g = GROUPS[group]
+    label = g.label or group
     if block is None:
         given = {}
     elif OmegaConf.is_config(block):
@@ -161,12 +172,12 @@ def read(block, group: str) -> dict:
     elif isinstance(block, dict):
         given = dict(block)
     else:
-        raise SegdetError(f"{group} must be a block of settings ({', '.join(g.keys)}), not {block!r}")
+        raise SegdetError(f"{label} must be a block of settings ({', '.join(g.keys)}), not {block!r}")
     unknown = sorted(set(given) - set(g.keys))
     if unknown:
-        raise SegdetError(f"{group}.{unknown[0]}: no such setting; the {group} keys are {', '.join(g.keys)}")
+        raise SegdetError(f"{label}.{unknown[0]}: no such setting; the {label} keys are {', '.join(g.keys)}")
     values = {**defaults(group), **given}
-    out = {name: _typed(f"{group}.{name}", key, values[name]) for name, key in g.keys.items()}
+    out = {name: _typed(f"{label}.{name}", key, values[name]) for name, key in g.keys.items()}
     if g.check is not None:
         g.check(out)
     return out

@@ -27,11 +27,11 @@ AUGMENTS = ("albumentations", "none")
 
 def build_augment(cfg, image_size: int) -> A.Compose | None:
     """The ``augment`` group: albumentations transforms by name, applied to the image and its maps together."""
-    name = (cfg or {}).get("name", "none")
+    name = cfg.name
     if name not in AUGMENTS:
         raise SegdetError(f"augment '{name}' is not for task=semantic; choose from: {', '.join(AUGMENTS)}")
     transforms = []
-    for i, spec in enumerate(list(cfg.get("transforms") or []) if name == "albumentations" else []):
+    for i, spec in enumerate(list(cfg.transforms) if name == "albumentations" else []):
         spec = dict(spec)
         tname = spec.pop("name", None)
         cls = getattr(A, str(tname), None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from segdet import settings
 from segdet.errors import SegdetError
 
 
@@ -23,21 +24,16 @@ class SemanticLoss:
     """Not an nn.Module on purpose: it holds no weights, so checkpoints carry none of it."""
 
     def __init__(self, cfg, num_classes: int, ignore_index: int):
-        cfg = cfg or {}
-        name = str(cfg.get("name", "dice_ce"))
-        if name != "dice_ce":
-            raise SegdetError(f"loss '{name}' is not for task=semantic; choose from: dice_ce")
+        cfg = settings.read(cfg, "semantic_loss")
         self.k, self.ignore = int(num_classes), int(ignore_index)
-        weights = cfg.get("class_weights")
+        weights = cfg["class_weights"]
         if weights is not None:
             weights = [float(w) for w in weights]
             if len(weights) != self.k or min(weights) < 0 or max(weights) <= 0:
                 raise SegdetError(f"loss.class_weights={weights}: one weight >= 0 per class ({self.k}), not all 0")
         self.weights = torch.tensor(weights) if weights is not None else None
-        self.dice_weight = float(cfg.get("dice_weight", 1.0))
-        self.ce_weight = float(cfg.get("ce_weight", 1.0))
-        self.batch = bool(cfg.get("batch_dice", True))
-        self.instance_weight = float(cfg.get("instance_weight", 1.0))
+        self.dice_weight, self.ce_weight = cfg["dice_weight"], cfg["ce_weight"]
+        self.batch, self.instance_weight = cfg["batch_dice"], cfg["instance_weight"]
         self._dice = None
 
     def dice(self):

@@ -110,11 +110,11 @@ def monai_unet(model_cfg, out_channels: int) -> nn.Module:
     """MONAI's UNet (``model.channels``, ``model.strides``, ``model.num_res_units``, ``model.norm``)."""
     from monai.networks.nets import UNet
 
-    channels = tuple(int(c) for c in model_cfg.get("channels", (16, 32, 64, 128, 256)))
-    strides = tuple(int(s) for s in model_cfg.get("strides", (2, 2, 2, 2)))
+    channels = tuple(int(c) for c in model_cfg.channels)
+    strides = tuple(int(s) for s in model_cfg.strides)
     if len(strides) != len(channels) - 1:
         raise SegdetError(f"model.strides needs one entry fewer than model.channels ({len(channels)})")
     net = UNet(spatial_dims=2, in_channels=3, out_channels=out_channels, channels=channels, strides=strides,
-               num_res_units=int(model_cfg.get("num_res_units", 2)), norm=str(model_cfg.get("norm", "instance")))
+               num_res_units=int(model_cfg.num_res_units), norm=str(model_cfg.norm))
     net.stride = math.prod(strides)
     return net

@@ -99,9 +99,9 @@ def image_outputs(out: PredictionOutputs, path: Path, pixels: np.ndarray, found:
 def predict(runtime, cfg, inputs: list[Path], out_dir: Path, classes: ClassList) -> dict:
     out = PredictionOutputs(out_dir, inputs, runtime.ranks)
     model = runtime.raw_model.eval()
-    save_prob = bool(cfg.get("save_probabilities", False))
+    save_prob = bool(cfg.save_probabilities)
     settings = WatershedSettings.from_cfg(cfg.get("watershed")) if model.instances else None
-    batch_size = int((cfg.get("data") or {}).get("batch_size", 1) or 1)
+    batch_size = int(cfg.data.batch_size)
 
     def on_images(loaded: list[tuple[Path, np.ndarray]]) -> None:
         for (path, pixels), found in zip(loaded, infer_maps(runtime, model, [p for _, p in loaded])):

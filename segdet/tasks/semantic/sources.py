@@ -41,7 +41,7 @@ class SemanticFolder(FolderSource):
     def __init__(self, root, data_cfg, seed: int, bad: BadSamples):
         super().__init__(root, data_cfg, seed, bad)
         self.classes = class_list(data_cfg, Path(str(root)).expanduser())
-        self.ignore = check_ignore(data_cfg.get("ignore_index", 255), self.classes)
+        self.ignore = check_ignore(data_cfg.ignore_index, self.classes)
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray, None]:
         image = load_rgb(self.pairs[i][0])
@@ -77,7 +77,7 @@ class SemanticCoco:
         if missing:
             raise SegdetError(f"{self.coco.path}: category '{missing[0]}' is not in data.classes="
                               f"{list(self.classes.names)} (class 0 is the background)")
-        self.ignore = check_ignore(data_cfg.get("ignore_index", 255), self.classes)
+        self.ignore = check_ignore(data_cfg.ignore_index, self.classes)
         self.label = {cat: self.classes.names.index(name, 1) for cat, name in self.coco.categories.items()}
         self.images = self.coco.images
         self.ids = [im.stem for im in self.images]
@@ -111,7 +111,7 @@ class SemanticSynthetic:
         if self.classes.names != CLASSES:
             raise SegdetError(f"data=synthetic generates the classes {list(CLASSES)}; data.classes="
                               f"{list(self.classes.names)} names others")
-        self.ignore = check_ignore(data_cfg.get("ignore_index", 255), self.classes)
+        self.ignore = check_ignore(data_cfg.ignore_index, self.classes)
         self.ids = [f"synthetic_{i:05d}" for i in range(self.n)]
 
     def __len__(self) -> int:

@@ -33,18 +33,17 @@ class SemanticTask(Task):
     def __init__(self, cfg: DictConfig):
         super().__init__(cfg)
         self.classes: ClassList | None = None
-        self.ignore = int((cfg.get("data") or {}).get("ignore_index", 255) or 255)
+        self.ignore = int(cfg.data.ignore_index)
         self._sam_config: str | None = None  # a SAM-family encoder's transformers config (JSON), kept in checkpoints
         self._data_seed: int | None = None
 
     @property
     def instances(self) -> bool:
-        return bool(self.cfg.model.get("instances", False))
+        return bool(self.cfg.model.instances)
 
     @property
     def image_size(self) -> int:
-        m = self.cfg.model
-        return int(m.get("image_size") or (m.get("config") or {}).get("image_size") or 1024)
+        return int(self.cfg.model.image_size)
 
     # --- data ---------------------------------------------------------------------------------------------------
     def _maker(self, transform):
@@ -58,7 +57,7 @@ class SemanticTask(Task):
         return make
 
     def build_datasets(self) -> dict:
-        transform = build_augment(self.cfg.get("augment"), self.image_size)
+        transform = build_augment(self.cfg.augment, self.image_size)
         self._data_seed = int(self.cfg.seed)
         splits = build_splits(self.cfg.data, self._data_seed, self._maker(transform))
         log.info("classes: %s (ignore_index %d)", ", ".join(f"{k}={n}" for k, n in enumerate(self.classes.names)),
@@ -81,14 +80,14 @@ class SemanticTask(Task):
             raise SegdetError("semantic: the class list is unknown; build the datasets first or load a checkpoint")
         m, k = self.cfg.model, len(self.classes.names)
         out = k + (3 if self.instances else 0)
-        name = str(m.get("name", "dense_sam"))
+        name = str(m.name)
         if name == "unet":
-            net, size, square = monai_unet(m, out), int(m.get("image_size", 256)), False
+            net, size, square = monai_unet(m, out), int(m.image_size), False
         elif name == "dense_sam":
             net, size, square = self._sam_net(m, out)
         else:
             raise SegdetError(f"model.name must be dense_sam or unet, not '{name}'")
-        loss = SemanticLoss(self.cfg.get("loss"), k, self.ignore)
+        loss = SemanticLoss(self.cfg.loss, k, self.ignore)
         return DenseSegmenter(net, loss, size=size, square=square, num_classes=k, ignore_index=self.ignore,
                               instances=self.instances)
 
@@ -99,12 +98,11 @@ class SemanticTask(Task):
 
         sam, family, peft = build_adapted(m, self._sam_config)
         self._sam_config = sam.config.to_json_string()
-        decoder = m.get("decoder") or {}
-        net = SamUnetr(sam, family, out, int(decoder.get("feature_size", 16)), str(decoder.get("norm", "instance")))
+        net = SamUnetr(sam, family, out, int(m.decoder.feature_size), str(m.decoder.norm))
         if peft == "lora" and not lora.is_adapted(net):
             raise SegdetError("model.lora.target_modules adapts nothing in the image encoder (task=semantic keeps "
                               "only SAM's encoder): use target_modules=[vision_encoder] or a regex of its modules")
-        freeze(net, list(m.get("train_parts", list(PARTS))))
+        freeze(net, list(m.train_parts))
         return net, family.input_size(sam), family.square
 
     def state(self) -> dict:
