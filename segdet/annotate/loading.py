@@ -47,6 +47,7 @@ class Loaded:
     store: EmbeddingStore | None
     name: str
     detector: Detector | None = None
+    model_cfg: object = None  # its model.* settings: where SAM 2's video memory comes from (model.pretrained)
 
 
 def load(cfg, source: str | None, device: torch.device, cache_embeddings: bool, cache_dir: str | None) -> Loaded:
@@ -57,8 +58,8 @@ def load(cfg, source: str | None, device: torch.device, cache_embeddings: bool, 
 
     if source:
         part = OmegaConf.create({"segmenter": str(source), "trainer": cfg.trainer, "seed": cfg.seed})
-        _, model = rebuild_part(part, "segmenter", SamTask)
-        name = str(source)
+        task, model = rebuild_part(part, "segmenter", SamTask)
+        name, model_cfg = str(source), task.cfg.get("model")
     else:
         log.warning("annotate: no segmenter= given: clicks use a small random SAM (model=sam_tiny) until a "
                     "training run gives a better one; pass segmenter=PATH|HF_DIR|HUB_ID for a real model")
@@ -67,13 +68,13 @@ def load(cfg, source: str | None, device: torch.device, cache_embeddings: bool, 
             torch.manual_seed(int(cfg.seed))     # answers as it did before
             model = SamTask(OmegaConf.create({"task": {"name": "sam"}, "model": OmegaConf.to_container(cfg.model),
                                               "loss": loss})).build_model()
-        name = RANDOM_NAME
+        name, model_cfg = RANDOM_NAME, cfg.model
     for p in model.parameters():  # served, never trained here: the embeddings do not depend on a trained part
         p.requires_grad_(False)
     model.eval_rounds = 1  # a click is answered once, as predict answers
     runtime = prepare(model, cfg.trainer, device)
     store = EmbeddingStore(cache_dir, model.cache_fingerprint(runtime.precision)) if cache_embeddings else None
-    return Loaded(model, runtime, store, name)
+    return Loaded(model, runtime, store, name, model_cfg=model_cfg)
 
 
 def load_detector(cfg, source: str, runtime: Runtime, score_threshold: float) -> Detector:

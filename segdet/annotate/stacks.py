@@ -210,7 +210,7 @@ class Stacks:
         with self._video_lock:
             if self._video is None or self._video[0] is not loaded:
                 try:
-                    model = video_model(sam).to(loaded.runtime.device)
+                    model = video_model(sam, loaded.model_cfg).to(loaded.runtime.device)
                 except SegdetError as e:
                     log.warning("annotate: %s; propagation re-prompts each date with the object's box", e)
                     self._video = (loaded, None)

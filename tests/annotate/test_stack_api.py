@@ -83,7 +83,7 @@ def test_sam2_propagates_as_propagate_track_does_and_the_file_trains(stack):
     assert all(o["propagated_from"] == source["id"] and o["category"] == "water" for o in out["objects"])
     # the reference: SAM 2's tracking (what predict propagate=true runs) on the same frames from the same box
     loaded = c.engine.loaded
-    model = video_model(loaded.model.sam)
+    model = video_model(loaded.model.sam, loaded.model_cfg)
     frames = [load_rgb(stack / f"images/lake_{d}.png") for d in DATES]
     y0, y1, x0, x1 = square(0)
     with torch.no_grad():
