@@ -104,6 +104,16 @@ GROUPS = {
         "class_weights": Key(list, null=True),
         "instance_weight": Key(float, low=0.0),
     }, label="loss"),
+    # data=raster's windows of labelled scenes (scenes/labeled.py; every task's raster.yaml holds the same values)
+    "raster_windows": Group("frcnn/data/raster.yaml", "", {
+        "window": Key(int, low=1),
+        "min_valid": Key(float, **UNIT),
+        "scale": Key(str),
+        "label_band": Key(int, low=1),
+        "class_field": Key(str),
+        "class_name": Key(str),
+        "val_fraction": Key(float, **UNIT),
+    }, label="data"),
 }
 
 _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segdet import settings
 from segdet.data.io import BadSampleError
 from segdet.errors import SegdetError
 from segdet.scenes.formats import LABEL_SUFFIXES, RASTER_SUFFIXES
@@ -63,17 +64,14 @@ class LabeledScenes:
 
     def __init__(self, data_cfg):
         self.pairs = find_pairs(data_cfg)
-        self.size = int(data_cfg.get("window", 256))
-        self.min_valid = float(data_cfg.get("min_valid", 0.5))
-        if not 0 <= self.min_valid <= 1:
-            raise SegdetError(f"data.min_valid={self.min_valid}: a share of a window's pixels, from 0 to 1")
+        keys = settings.GROUPS["raster_windows"].keys
+        s = settings.read({k: data_cfg[k] for k in keys if k in data_cfg}, "raster_windows")
+        self.size, self.min_valid = s["window"], s["min_valid"]
         bands = data_cfg.get("bands")
         self.bands = list(bands) if bands is not None and not isinstance(bands, int) else bands
-        self.scale = str(data_cfg.get("scale", "auto"))
-        self.label_opts = {"band": int(data_cfg.get("label_band", 1)),
-                           "class_field": str(data_cfg.get("class_field", "class")),
-                           "class_name": str(data_cfg.get("class_name", "object"))}
-        val_fraction = float(data_cfg.get("val_fraction", 0.1))
+        self.scale = s["scale"]
+        self.label_opts = {"band": s["label_band"], "class_field": s["class_field"], "class_name": s["class_name"]}
+        val_fraction = s["val_fraction"]
         self.stems = [img.stem for img, _ in self.pairs]
         if len(set(self.stems)) != len(self.stems):
             raise SegdetError("data.image: two images have the same file stem; windows are named by it")

@@ -65,7 +65,7 @@ class DetSegTask(Task):
 
     @property
     def divisible(self) -> int:
-        return int(self.detector_task.cfg.model.get("size_divisible", 32))
+        return int(self.detector_task.cfg.model.size_divisible)
 
     # --- data ------------------------------------------------------------------------------------------------
     def build_eval_dataset(self, split: str, split_ids) -> data.DetSegDataset:
@@ -73,7 +73,7 @@ class DetSegTask(Task):
         if d.get("name") != "coco" or split != "all":
             raise SegdetError("task=detseg scores every image of a COCO file: give data=coco data.root=DIR "
                               "data.ann_file=FILE (data.split=all)")
-        bad = BadSamples(str(d.get("on_bad_sample", "skip")))
+        bad = BadSamples(str(d.on_bad_sample))
         self.coco = CocoFile(resolve_ann_file(d.ann_file, d.root), d.get("images_dir") or d.root, bad)
         if self.coco.has_masks and self.coco.box_only:
             ann, image = self.coco.box_only[0]
@@ -94,5 +94,5 @@ class DetSegTask(Task):
     def predict(self, *, runtime, inputs: list[Path], out_dir: Path) -> dict:
         return predict(runtime, inputs=inputs, out_dir=out_dir, transform=self.detector_task.transform(False),
                        divisible=self.divisible, classes=self.classes,
-                       batch_size=int(self.cfg.data.get("batch_size") or 1),
+                       batch_size=int(self.cfg.data.batch_size),
                        draw_threshold=float(self.cfg.draw_threshold), scenes=SceneOptions.from_cfg(self.cfg))
