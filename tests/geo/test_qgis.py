@@ -1,7 +1,8 @@
 """The QGIS plugin in Debian's QGIS, headless: ``make qgis-plugin``'s zip installed into a fresh profile and
 enabled, ``qgis_process`` lists the provider's four algorithms and runs segment_with_prompts (prompts in another
 CRS: reprojected to the raster's, so the mask is segdet's own with the prompts in the raster's CRS) and
-segment_everything on a generated scene; the outputs are layers in the scene's CRS. QGIS's Python checks each
+segment_everything on a generated scene (also with an AOI layer: segdet's own ``aoi=`` predict, the area's window
+of the scene); the outputs are layers in the scene's CRS. QGIS's Python checks each
 algorithm's parameters, a layer that is not a file refused in one line, and Cancel (tests/geo/qgis_check.py).
 Skipped, with the reason, where QGIS is not installed."""
 from __future__ import annotations
@@ -142,3 +143,27 @@ def test_parameters_a_tile_layer_refused_and_cancel_in_qgis(qgis, scene, tmp_pat
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or \
             Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+
+
+@pytest.mark.slow
+def test_segment_everything_with_an_aoi_layer_is_segdets_aoi_predict(qgis, scene, geo_sam_ckpt, tmp_path):
+    # a rectangle on half pixels (QGIS writes the layer anew in the raster's CRS: no edge falls on a pixel centre)
+    x0, y0, x1, y1 = 60.5, 40.5, 200.5, 150.5
+    corners = ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))
+    ring = [[ORIGIN[0] + x * PIXEL, ORIGIN[1] - y * PIXEL] for x, y in corners]
+    aoi = tmp_path / "aoi.geojson"
+    aoi.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": CRS}},
+                               "features": [{"type": "Feature", "properties": {},
+                                             "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    options = "amg.points_per_side=4 amg.pred_iou_thresh=0 amg.stability_score_thresh=0"
+    process(qgis, "run", "segdet:segment_everything", "--", f"INPUT={scene}", f"CHECKPOINT={geo_sam_ckpt}",
+            f"AOI={aoi}", f"SEGDET={SEGDET}", f"OPTIONS={options}", f"OUTPUT_RASTER={tmp_path / 'ids.tif'}",
+            f"OUTPUT_VECTOR={tmp_path / 'instances.gpkg'}")
+    reference = tmp_path / "reference"
+    predict(geo_sam_ckpt, scene, reference, f"aoi.path={aoi}", "prompts=grid", *options.split())
+    with rasterio.open(tmp_path / "ids.tif") as got, rasterio.open(reference / "masks/lakes.tif") as want, \
+            rasterio.open(scene) as src:
+        assert got.crs == src.crs and got.shape == (111, 141)
+        assert got.transform == src.transform @ rasterio.Affine.translation(60, 40)
+        assert np.array_equal(got.read(1), want.read(1))
+    assert layer_crs(tmp_path / "instances.gpkg") == CRS

@@ -165,6 +165,27 @@ def test_a_remote_cog_is_read_for_about_the_areas_share_of_its_bytes(semantic_ck
         assert (tmp_path / "remote" / rel).read_bytes() == (tmp_path / "local" / rel).read_bytes(), rel
 
 
+def test_sam_box_prompts_in_scene_pixels_are_moved_into_the_window(scene_sam_ckpt, scene, tmp_path, caplog):
+    inside, outside = [100, 120, 140, 170], [5, 5, 30, 30]
+    for name, boxes in (("one", [inside]), ("both", [inside, outside])):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"lakes.tif": {"boxes": boxes}}))
+    # 64 px windows around the boxes: the inside box's window lies within the area's window, as in the full scene
+    common = ["task=sam", f"ckpt={scene_sam_ckpt}", f"input.path={scene}", "trainer.progress=false",
+              "trainer.device=cpu", "tile.enabled=true", f"tile.size={TILE}"]
+    predict_cmd.run(compose_cfg("predict", [*common, f"prompts={tmp_path / 'one.json'}", f"output={tmp_path / 'f'}"]),
+                    tmp_path / "run_f")
+    with rasterio.open(scene) as src:
+        bounds = world_box(src.transform, X0, Y0, N)
+    predict_cmd.run(compose_cfg("predict", [*common, f"prompts={tmp_path / 'both.json'}", f"output={tmp_path / 'a'}",
+                                            f"aoi.bounds=[{','.join(map(repr, bounds))}]"]), tmp_path / "run_a")
+    whole, *_ = read(tmp_path / "f/masks/lakes.tif")
+    band, valid, *_ = read(tmp_path / "a/masks/lakes.tif")
+    # the box inside is seen in the same window of the scene's pixels: the same mask, cut to the area's window
+    assert band.shape == (N, N) and band.any() and valid.all()
+    assert np.array_equal(band, whole[Y0:Y0 + N, X0:X0 + N]) and whole.sum() == band.sum()
+    assert "1 prompt(s) lie outside the area of interest's window" in caplog.text
+
+
 @pytest.mark.parametrize("extra, words", [
     (["aoi.bounds=[1,2,3]"], "aoi=[1,2,3]: the bounds must be 4 numbers"),
     (["aoi.bounds=[5,0,1,1]"], "aoi=[5,0,1,1]: the bounds must be [minx,miny,maxx,maxy] with minx < maxx"),
