@@ -45,6 +45,14 @@ class Row:
                 "ratio": sig(self.ratio)}
 
 
+def timed_row(name: str, ours: dict, theirs: dict, amount: float, unit: str, note: str, held: str) -> Row:
+    """A row of two sides each timed in its own process (``{"seconds", "peak_mib"}``): ``amount`` per second, the
+    ratio of the times, and both peaks in the note (``held``: what the other side holds whole)."""
+    return Row(name, amount / ours["seconds"], amount / theirs["seconds"], unit, theirs["seconds"] / ours["seconds"],
+               f"{note}; peak RSS segdet {ours['peak_mib']:.0f} MiB vs {theirs['peak_mib']:.0f} MiB ({held}), "
+               f"segdet / other {ours['peak_mib'] / theirs['peak_mib']:.2f}×")
+
+
 def compose(overrides: list[str]):
     """The config ``segdet train <overrides>`` runs with (no Hydra run dir)."""
     from segdet.config import compose as segdet_compose
@@ -168,3 +176,34 @@ def fresh_process(row: str, side: str, s) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"{row}, {side} side, failed in its own process:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def own_process(module: str, row: str, side: str, s) -> dict:
+    """``python -m MODULE SIDE --settings JSON``: one side of ``row`` in a fresh process that imports only that
+    row's module (``side_main``), not every row's libraries as ``benchmarks.side`` does (torchvision's detection
+    models and segdet's Faster R-CNN twin among them, about 250 MB), which neither a user's loop nor segdet predict
+    holds and which would hide how two sides' peak memory differs. Returns the side's JSON result."""
+    cmd = [sys.executable, "-m", module, side, "--settings", json.dumps(s.as_dict())]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{row}, {side} side, failed in its own process:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def side_main(sides: dict, description: str) -> None:
+    """The ``__main__`` of a row module run by ``own_process``: ``SIDE --settings JSON`` runs ``sides[SIDE](s)``
+    and prints its result as one line of JSON; segdet's sides make the process setting the segdet command makes."""
+    import argparse
+
+    from benchmarks.settings import Settings
+    from segdet.malloc import keep_freed_memory
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("side", choices=sorted(sides))
+    ap.add_argument("--settings", required=True, help="JSON of benchmarks.settings.Settings")
+    a = ap.parse_args()
+    settings = Settings.from_dict(json.loads(a.settings))
+    settings.apply_threads()
+    if a.side == "segdet":
+        keep_freed_memory()
+    print(json.dumps(sides[a.side](settings)))

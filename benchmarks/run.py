@@ -13,6 +13,9 @@ Rows (docs/benchmarks.md has the latest figures and what each comparison is):
   annotate_click  segdet annotate's click-to-mask latency vs a server running transformers per click  ms (p50)  other / segdet
   scene_predict  sam predict on a GeoTIFF vs rasterio .read() + transformers' SAM tile by tile   px/s   segdet / other
                 (peak RSS of both in the row's note)
+  semantic_scene  semantic predict on a GeoTIFF vs rasterio per tile + the pt2 export        px/s       segdet / other
+  ais_predict   instances from the dense decoder vs segment everything (prompts=grid)      images/s   segdet AIS / grid
+  stack_predict  semantic predict stack=true vs a per-date loop + numpy differencing     px·dates/s  segdet / other
 
     python -m benchmarks                         # CPU: the tiny models, 1-3 minutes on 2 cores
     python -m benchmarks --device cuda           # SAM ViT-B geometry at 1024, VGG16 at 600 px, bf16
@@ -42,7 +45,7 @@ from benchmarks.settings import Settings
 from segdet.malloc import keep_freed_memory
 
 ROWS = ("sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict", "sam_lora",
-        "amg_predict", "annotate_click", "scene_predict")
+        "amg_predict", "annotate_click", "scene_predict", "semantic_scene", "ais_predict", "stack_predict")
 OTHER = {"sam_train": "transformers tutorial loop", "sam_cache": "cache off",
          "frcnn_train": "torchvision FasterRCNN", "frcnn_infer": "torchvision FasterRCNN",
          "frcnn_memory": "torchvision FasterRCNN",
@@ -50,10 +53,14 @@ OTHER = {"sam_train": "transformers tutorial loop", "sam_cache": "cache off",
          "sam_lora": "full fine-tuning of the same model",
          "amg_predict": "transformers pipeline(\"mask-generation\")",
          "annotate_click": "FastAPI + transformers SamProcessor/SamModel per click",
-         "scene_predict": "rasterio .read() + transformers SAM per tile"}
+         "scene_predict": "rasterio .read() + transformers SAM per tile",
+         "semantic_scene": "rasterio windowed read + the pt2 export per tile, one GeoTIFF",
+         "ais_predict": "segment everything (prompts=grid) on the same encoder",
+         "stack_predict": "the semantic_scene loop per date + numpy differencing"}
 # The targets (ratio, higher is better for segdet); the GPU ones also name absolute figures.
 TARGETS = {"cpu": {"sam_train": 2.0, "sam_cache": 5.0, "frcnn_train": 1.3, "frcnn_infer": 1.0, "frcnn_memory": 1.0,
-                   "detseg_predict": 3.0, "amg_predict": 1.5, "annotate_click": 50.0},
+                   "detseg_predict": 3.0, "amg_predict": 1.5, "annotate_click": 50.0,
+                   "semantic_scene": 2.0, "ais_predict": 10.0, "stack_predict": 1.5},
            "cuda": {"sam_train": 30.0, "amg_predict": 1.5}}
 ABSOLUTE_TARGETS = {"cuda": {"sam_train": 150.0, "frcnn_train": 50.0, "frcnn_infer": 120.0}}
 
@@ -137,14 +144,15 @@ def main(argv=None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    from benchmarks import amg, annotate, detseg, frcnn, sam, scene  # after the process settings above
+    from benchmarks import amg, annotate, detseg, frcnn, sam, scene, semantic, stack  # after the process settings
 
     measure = {"sam_train": sam.sam_train, "sam_cache": sam.sam_cache,
                "frcnn_train": frcnn.frcnn_train, "frcnn_infer": frcnn.frcnn_infer,
                "frcnn_memory": frcnn.frcnn_memory, "detseg_predict": detseg.detseg_predict,
                "sam_lora": sam.sam_lora, "amg_predict": amg.amg_predict,
                "annotate_click": annotate.annotate_click,
-               "scene_predict": scene.scene_predict}
+               "scene_predict": scene.scene_predict, "semantic_scene": semantic.semantic_scene,
+               "ais_predict": semantic.ais_predict, "stack_predict": stack.stack_predict}
     kind = "cuda" if a.device.startswith("cuda") else "cpu"
     device = describe_device(a.device)
     print(f"segdet bench on {device}; {s.repeats} timed epoch(s) per side after 1 warm-up", flush=True)
@@ -153,7 +161,7 @@ def main(argv=None) -> int:
     rows, failed = [], []
     with tempfile.TemporaryDirectory(prefix="segdet-bench-") as scratch:
         s.scratch = scratch
-        if (any(r.startswith(("sam", "detseg", "amg", "scene")) for r in only)
+        if (any(r.startswith(("sam", "detseg", "amg", "scene", "semantic", "ais", "stack")) for r in only)
                 and s.sam_model == ["model=sam_vit_base"]):
             s.sam_model = s.sam_model + [f"model.pretrained={random_sam_vit_b(Path(scratch) / 'sam_vit_b')}"]
         for name in ROWS:

@@ -19,16 +19,13 @@ the cost on both sides).
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import ROOT, Row, peak_memory_mib
+from benchmarks.common import Row, own_process, peak_memory_mib, side_main, timed_row
 
 
 def folder_of(s) -> Path:
@@ -39,48 +36,62 @@ BLOCK = 1024  # the generated scene is written a block at a time: building it ne
 DISTINCT_BLOCKS = 8  # generated water scenes laid over the scene in turn (generating each block costs more)
 
 
-def make_scene(s) -> Path:
-    """An RGB GeoTIFF of scene_px² (tiled 256 px, deflate at a fast level), written block by block: the sam
-    task's generated water scenes of BLOCK px, DISTINCT_BLOCKS of them laid over the scene in turn."""
+def make_scene(s, path: Path | None = None, side: int | None = None, shift: int = 0,
+               blocks: list[np.ndarray] | None = None) -> Path:
+    """An RGB GeoTIFF of ``side``² (scene_px²; tiled 256 px, deflate at a fast level) at ``path`` (the row's
+    scene.tif), written block by block: the sam task's generated water scenes of BLOCK px (``blocks``, else
+    ``water_blocks(s)``) laid over the scene in turn, starting ``shift`` blocks on (another date of the place)."""
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
     from segdet.scenes.synthetic import CRS, ORIGIN, PIXEL
-    from segdet.tasks.sam.synthetic import scene
 
-    path = folder_of(s) / "scene.tif"
-    side = s.scene_px
-    blocks = [scene(s.seed, k, BLOCK)[0].transpose(2, 0, 1) for k in range(DISTINCT_BLOCKS)]
+    path = path or folder_of(s) / "scene.tif"
+    side = side or s.scene_px
+    blocks = blocks or water_blocks(s)
     with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=3, dtype="uint8",
                        crs=CRS, transform=from_origin(*ORIGIN, PIXEL, PIXEL), tiled=True, blockxsize=256,
                        blockysize=256, compress="deflate", zlevel=1) as dst:
-        k = 0
+        k = shift
         for y in range(0, side, BLOCK):
             for x in range(0, side, BLOCK):
                 h, w = min(BLOCK, side - y), min(BLOCK, side - x)
-                dst.write(blocks[k % DISTINCT_BLOCKS][:, :h, :w], window=Window(x, y, w, h))
+                dst.write(blocks[k % len(blocks)][:, :h, :w], window=Window(x, y, w, h))
                 k += 1
     return path
 
 
-def segdet_side(s) -> dict:
+def water_blocks(s) -> list[np.ndarray]:
+    """DISTINCT_BLOCKS generated water scenes of BLOCK px, (3, BLOCK, BLOCK) uint8."""
+    from segdet.tasks.sam.synthetic import scene
+
+    return [scene(s.seed, k, BLOCK)[0].transpose(2, 0, 1) for k in range(DISTINCT_BLOCKS)]
+
+
+def predict_side(s, task: str, ckpt: Path, source: Path, output: Path, extra: list[str]) -> dict:
+    """``segdet predict task=TASK ckpt= input=SOURCE output=OUTPUT`` (+ ``extra``) in this process, tiled in
+    scene_tile px without overlap, timed from the command's start (the task's modules imported before the clock,
+    as the loop's libraries are) to its last file; seconds and peak RSS."""
     from segdet.commands import predict as predict_cmd
     from segdet.config import compose as segdet_compose
     from segdet.tasks import get_task_class
 
-    folder = folder_of(s)
-    get_task_class("sam")  # the task's modules (transformers' SAM) are imported before the clock, as the loop's are
+    get_task_class(task)
     t0 = time.perf_counter()
-    cfg = segdet_compose("predict", ["task=sam", f"ckpt={folder / 'detseg' / 'segmenter.pt'}",
-                                     f"input={folder / 'scene.tif'}", f"output={folder / 'segdet_out'}",
+    cfg = segdet_compose("predict", [f"task={task}", f"ckpt={ckpt}", f"input={source}", f"output={output}",
                                      "overwrite=true", "trainer.progress=false", f"trainer.device={s.device}",
                                      f"trainer.precision={s.precision}", "tile.enabled=true",
                                      f"tile.size={s.scene_tile}", "tile.overlap=0", f"tile.batch_size={s.scene_batch}",
-                                     f"vector.format={s.scene_vectors}",
-                                     *s.segdet_overrides])
-    predict_cmd.run(cfg, folder / "segdet_run")
+                                     *extra, *s.segdet_overrides])
+    predict_cmd.run(cfg, output.parent / f"{output.name}_run")
     return {"seconds": time.perf_counter() - t0, "peak_mib": peak_memory_mib(torch.device("cpu"))}
+
+
+def segdet_side(s) -> dict:
+    folder = folder_of(s)
+    return predict_side(s, "sam", folder / "detseg" / "segmenter.pt", folder / "scene.tif", folder / "segdet_out",
+                        [f"vector.format={s.scene_vectors}"])
 
 
 def transformers_side(s) -> dict:
@@ -119,23 +130,31 @@ def train_sam(s, folder: Path) -> None:
     """``folder/segmenter.pt`` and its transformers twin ``folder/sam_hf``: sam_model trained for
     ``scene_train_epochs`` on generated water scenes at the model's input size, through segdet's train and export
     commands."""
+    train_export(s, folder, "sam", s.sam_model, "hf", "sam_hf", "segmenter.pt", s.scene_train_epochs,
+                 s.scene_train_images)
+
+
+def train_export(s, folder: Path, task: str, model: list[str], fmt: str, exported: str, ckpt: str, epochs: int,
+                 images: int, extra: tuple[str, ...] = ()) -> None:
+    """``folder/CKPT`` (``model`` of ``task`` trained ``epochs`` on ``images`` generated scenes at the model's input
+    size, through ``segdet train``) and ``folder/EXPORTED`` (``segdet export format=FMT`` of it)."""
     from benchmarks.common import compose, quiet_segdet
     from segdet.commands import export as export_cmd
     from segdet.commands import train as train_cmd
     from segdet.config import compose as segdet_compose
 
-    size = int(compose(["task=sam", *s.sam_model]).model.image_size)
-    cfg = compose(["task=sam", f"seed={s.seed}", "data=synthetic", f"data.num_images={s.scene_train_images}",
+    size = int(compose([f"task={task}", *model]).model.image_size)
+    cfg = compose([f"task={task}", f"seed={s.seed}", "data=synthetic", f"data.num_images={images}",
                    f"data.image_size={size}", "data.batch_size=8", f"data.num_workers={s.workers}",
-                   f"trainer.device={s.device}", f"trainer.precision={s.precision}",
-                   f"trainer.max_epochs={s.scene_train_epochs}", "trainer.progress=false",
-                   "trainer.samples_every_n_epochs=0", *s.sam_model, *s.segdet_overrides])
+                   f"trainer.device={s.device}", f"trainer.precision={s.precision}", f"trainer.max_epochs={epochs}",
+                   "trainer.progress=false", "trainer.samples_every_n_epochs=0", *model, *extra,
+                   *s.segdet_overrides])
     with quiet_segdet(s.verbose):
-        train_cmd.run(cfg, folder / "train")
-        (folder / "train" / "checkpoints" / "last.pt").replace(folder / "segmenter.pt")
-        export_cmd.run(segdet_compose("export", ["task=sam", f"ckpt={folder / 'segmenter.pt'}", "format=hf",
-                                                 f"output={folder / 'sam_hf'}", "overwrite=true"]),
-                       folder / "export")
+        train_cmd.run(cfg, folder / f"train_{ckpt}")
+        (folder / f"train_{ckpt}" / "checkpoints" / "last.pt").replace(folder / ckpt)
+        export_cmd.run(segdet_compose("export", [f"task={task}", f"ckpt={folder / ckpt}", f"format={fmt}",
+                                                 f"output={folder / exported}", "overwrite=true"]),
+                       folder / f"export_{exported}")
 
 
 def scene_predict(s) -> Row:
@@ -150,42 +169,19 @@ def scene_predict(s) -> Row:
     make_scene(s)
     ours = run_side("segdet", s)
     theirs = run_side("transformers", s)
-    px = s.scene_px ** 2
-    return Row("scene_predict", px / ours["seconds"], px / theirs["seconds"], "px/s",
-               theirs["seconds"] / ours["seconds"],
-               f"a {s.scene_px}² RGB GeoTIFF in tiles of {s.scene_tile} px, precision {s.precision}, the SAM "
-               f"{f'trained {s.scene_train_epochs} epochs' if s.scene_train_epochs > 0 else 'untrained'}; peak RSS "
-               f"segdet {ours['peak_mib']:.0f} MiB vs {theirs['peak_mib']:.0f} MiB (the scene read whole)")
+    return timed_row("scene_predict", ours, theirs, s.scene_px ** 2, "px/s",
+                     f"a {s.scene_px}² RGB GeoTIFF in tiles of {s.scene_tile} px, precision {s.precision}, the SAM "
+                     f"{f'trained {s.scene_train_epochs} epochs' if s.scene_train_epochs > 0 else 'untrained'}",
+                     "the scene read whole")
 
 
 SIDES = {"segdet": segdet_side, "transformers": transformers_side}
 
 
 def run_side(side: str, s) -> dict:
-    """One side in a fresh process that imports only what that side needs (``python -m benchmarks.scene SIDE
-    --settings``): the shared harness (``benchmarks.side``) imports every row's libraries, torchvision's detection models and segdet's
-    Faster R-CNN twin among them (about 250 MB), which neither a user's loop nor segdet predict holds, and which
-    would hide how the two sides' memory differs."""
-    cmd = [sys.executable, "-m", "benchmarks.scene", side, "--settings", json.dumps(s.as_dict())]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"scene_predict, {side} side, failed in its own process:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """One side in a fresh process of its own (``common.own_process``)."""
+    return own_process("benchmarks.scene", "scene_predict", side, s)
 
 
 if __name__ == "__main__":
-    import argparse
-
-    from benchmarks.settings import Settings
-    from segdet.malloc import keep_freed_memory
-
-    ap = argparse.ArgumentParser(description="one side of the scene_predict row, in this process")
-    ap.add_argument("side", choices=sorted(SIDES))
-    ap.add_argument("--settings", required=True, help="JSON of benchmarks.settings.Settings")
-    a = ap.parse_args()
-    settings = Settings.from_dict(json.loads(a.settings))
-    settings.apply_threads()
-    if a.side == "segdet":  # the process setting the segdet command makes
-        keep_freed_memory()
-    print(json.dumps(SIDES[a.side](settings)))
-
+    side_main(SIDES, "one side of the scene_predict row, in this process")

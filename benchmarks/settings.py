@@ -73,6 +73,16 @@ class Settings:
     scene_vectors: str = "geojson"  # segdet's vector.format (none: the mask GeoTIFF alone, as the loop writes)
     scene_train_epochs: int = 8    # the SAM both sides run, trained on the generated water scenes (0: random weights)
     scene_train_images: int = 256
+    # semantic_scene, stack_predict, ais_predict: sam_model's encoder with the UNETR decoder, trained
+    # semantic_train_epochs on semantic_train_images generated scenes with buildings (benchmarks.semantic).
+    # semantic_scene runs on scene_predict's scene and tiles; ais_predict on amg_predict's images and grid.
+    semantic_train_epochs: int = 4
+    semantic_train_images: int = 128
+    # stack_predict: stack_dates dated GeoTIFFs of stack_px² in scene_tile tiles. On the CPU the stack's pixels
+    # (12 × 3 × 26,624² bytes: 23.8 GiB) outweigh the 2-core machine's 23 GiB of memory
+    stack_px: int = 26624
+    stack_dates: int = 12
+    stack_vectors: str = "none"    # segdet's vector.format on the stack (none: rasters and areas.csv, as the loop)
     scratch: str = ""              # a folder both sides of a row read (set by main)
 
     @classmethod
@@ -85,7 +95,8 @@ class Settings:
                     frcnn_model=["model=frcnn_default", "model.backbone.weights=none"],
                     frcnn_images=64, frcnn_image_px=600, frcnn_batch=8, memory_steps=4,
                     detseg_images=16,  # the other side runs SAM ViT-B once per box
-                    amg_image_px=1024, scene_px=8192, scene_tile=1024, scene_batch=16, scene_train_epochs=0)
+                    amg_image_px=1024, scene_px=8192, scene_tile=1024, scene_batch=16, scene_train_epochs=0,
+                    semantic_train_epochs=1, semantic_train_images=16, stack_px=8192)
         else:
             s = cls(device=device)
         if quick:  # seconds: for the test of this script
@@ -94,6 +105,7 @@ class Settings:
             s.amg_images, s.amg_image_px, s.amg_points = 2, 96, 8
             s.annotate_model, s.annotate_image_px, s.annotate_clicks, s.annotate_other_clicks = "tiny", 128, 3, 2
             s.scene_px, s.scene_tile, s.scene_train_epochs, s.scene_train_images = 512, 256, 1, 16
+            s.semantic_train_epochs, s.semantic_train_images, s.stack_px = 1, 16, 256
             s.sam_cache_model, s.sam_lora_model, s.sam_lora_images, s.sam_lora_batch = [], [], 8, 4
             s.sam_compile = False  # compiling takes tens of seconds; tests/sam/test_model.py covers it
             if s.device.startswith("cuda"):

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 EXPERIMENTS = ROOT / "experiments"
 ROWS = ["sam_train", "sam_cache", "frcnn_train", "frcnn_infer", "frcnn_memory", "detseg_predict", "sam_lora",
-        "amg_predict", "annotate_click", "scene_predict"]
+        "amg_predict", "annotate_click", "scene_predict", "semantic_scene", "ais_predict", "stack_predict"]
 ROW = "frcnn_infer"  # the quickest row; a rate, so the ratio is segdet / other
 
 
@@ -140,3 +140,23 @@ def test_the_folded_attention_experiment_equals_transformers(monkeypatch):
         assert fold_rel_pos(encoder) == len(encoder.layers)
         out = encoder(x).last_hidden_state
     assert not torch.allclose(ref, torch.zeros_like(ref)) and torch.allclose(out, ref, atol=1e-5)
+
+
+def test_the_stack_loop_differences_with_segdets_codes():
+    """stack_predict's other side writes the change maps segdet writes (0 absent, 1 gained, 2 lost, 3 at both, a
+    band a class but class 0), so the row times the same outputs; its quick size still holds 12 dates."""
+    import numpy as np
+
+    from benchmarks import stack
+    from segdet.scenes.change import change_codes
+
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 3, (2, 32, 48), dtype=np.uint8)
+    got = stack.loop_change(a, b, 3)
+    assert got.shape == (2, 32, 48)
+    for c in (1, 2):
+        assert np.array_equal(got[c - 1], change_codes(a == c, b == c))
+    s = Settings.for_device("cpu", quick=True, repeats=None)
+    assert len(stack.dates(s)) == 12 == len(set(stack.dates(s)))
+    full = Settings.for_device("cpu", quick=False, repeats=None)
+    assert 3 * full.stack_dates * full.stack_px ** 2 > 23 * 2**30  # the stack outweighs the CPU machine's memory
