@@ -2,6 +2,11 @@
 defaults taken from the YAML only, and checkpoints' stored configs checked and filled the same way."""
 from __future__ import annotations
 
+import ast
+import re
+from functools import partial
+from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -133,3 +138,83 @@ def test_the_cli_refuses_a_checkpoint_with_a_bad_stored_setting_in_one_line(tmp_
                   f"output={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'run'}")
     user_error(proc, f"{ckpt}: its stored config: prompt.max_objects must be at least 1, not 0", alone=False)
     assert not (tmp_path / "out").exists()
+
+
+# --- no second default: a config key is read as cfg.key, its default in the YAML alone -------------------------------
+CONFIG_NAME = re.compile(r"^(cfg|conf|config)$|_(cfg|conf|config)$|^(cfg|conf)_")
+LITERAL = (ast.Constant, ast.Dict, ast.List, ast.Tuple)
+# config reads that keep a fallback, each for a reason (path, the call as ast.unparse writes it)
+SIZE = "m.get('image_size') or (m.get('config') or {}).get('image_size') or 1024"
+ALLOWED = {
+    # sam's model.image_size is null for a transformers folder or hub id (SamTask.from_pretrained): the model's
+    # own input size, 1024 for every published SAM
+    ("segdet/tasks/sam/predict.py", "cfg.get('model') or {}"),
+    ("segdet/tasks/sam/predict.py", SIZE), ("segdet/tasks/sam/predict.py", "m.get('config') or {}"),
+    ("segdet/tasks/sam/task.py", SIZE), ("segdet/tasks/sam/task.py", "m.get('config') or {}"),
+    # only data=folder declares mask_threshold (JPEG masks); predict's masks= reads masks whatever the data was
+    ("segdet/tasks/sam/predict.py", "cfg.get('data') or {}"),
+    ("segdet/tasks/sam/predict.py", "(cfg.get('data') or {}).get('mask_threshold', 127)"),
+}
+
+
+def _config_like(node, aliases=frozenset()) -> bool:
+    """A name that reads as a config (cfg, data_cfg, self.cfg.model, (cfg or {}), or ``aliases``: names assigned
+    one of those, as in ``m = self.cfg.model``); a model's ``.config`` (a transformers config) is not segdet's."""
+    while isinstance(node, (ast.Attribute, ast.Call, ast.Subscript, ast.BoolOp)):
+        if isinstance(node, ast.BoolOp):
+            node = node.values[0]
+            continue
+        name = node.attr if isinstance(node, ast.Attribute) else None
+        if name and name != "config" and CONFIG_NAME.search(name):
+            return True
+        node = node.value if isinstance(node, (ast.Attribute, ast.Subscript)) else node.func
+    return isinstance(node, ast.Name) and (bool(CONFIG_NAME.search(node.id)) or node.id in aliases)
+
+
+def _given(node) -> bool:
+    return not (isinstance(node, ast.Constant) and node.value is None)
+
+
+def repeated_defaults(source: str) -> list[str]:
+    """Config reads with a default of their own: ``cfg.get("k", d)``, ``getattr(cfg, "k", d)``,
+    ``OmegaConf.select(..., default=d)`` and ``cfg.get("k") or <literal>``, on a name that reads as a config."""
+    found, tree = [], ast.parse(source)
+    aliases = frozenset(t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) and _config_like(n.value)
+                        for t in n.targets if isinstance(t, ast.Name))
+    config_like = partial(_config_like, aliases=aliases)
+    for n in ast.walk(tree):
+        if isinstance(n, ast.BoolOp) and isinstance(n.op, ast.Or):
+            first = n.values[0]
+            if isinstance(first, ast.Call) and isinstance(first.func, ast.Attribute) and first.func.attr == "get" \
+                    and len(first.args) == 1 and isinstance(n.values[-1], LITERAL) and config_like(first.func.value):
+                found.append(ast.unparse(n))
+        if not isinstance(n, ast.Call):
+            continue
+        f = n.func
+        if isinstance(f, ast.Attribute) and f.attr == "get" and len(n.args) == 2 and _given(n.args[1]) \
+                and config_like(f.value):
+            found.append(ast.unparse(n))
+        elif isinstance(f, ast.Name) and f.id == "getattr" and len(n.args) == 3 and _given(n.args[2]) \
+                and config_like(n.args[0]):
+            found.append(ast.unparse(n))
+        elif isinstance(f, ast.Attribute) and f.attr == "select" and any(k.arg == "default" and _given(k.value)
+                                                                         for k in n.keywords):
+            found.append(ast.unparse(n))
+    return found
+
+
+@pytest.mark.parametrize("line", ['cfg.get("batch_size", 4)', 'self.cfg.data.get("val_fraction", 0.1)',
+                                  'model_cfg.get("norm", "instance")', 'getattr(cfg.trainer, "compile", False)',
+                                  'OmegaConf.select(cfg, "logger.name", default="tensorboard")',
+                                  'int(cfg.data.get("batch_size") or 1)', '(cfg or {}).get("name", "none")',
+                                  'm = self.cfg.model\nm.get("size_divisible", 32)'])
+def test_the_scan_finds_a_config_read_with_its_own_default(line):
+    assert repeated_defaults(line), line
+
+
+def test_no_config_read_repeats_a_default_the_yaml_holds():
+    root = Path(settings.__file__).resolve().parent
+    found = {(p.relative_to(root.parent).as_posix(), call) for p in sorted(root.rglob("*.py"))
+             for call in repeated_defaults(p.read_text())}
+    assert sorted(found - ALLOWED) == [], "read cfg.key and give the default in the YAML (conf/)"
+    assert sorted(ALLOWED - found) == [], "an allowed site is gone: drop it from ALLOWED"

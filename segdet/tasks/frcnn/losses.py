@@ -60,5 +60,5 @@ def build_box_loss(cfg: DictConfig, stage: str, coder: BoxCoder) -> BoxLoss:
     """``stage`` is ``rpn`` or ``roi``; ``loss.<stage>_beta`` sets smooth-L1's beta for that stage."""
     cls = BOX_LOSSES.get(cfg.name)
     if cls is SmoothL1:
-        return cls(coder, beta=cfg.get(f"{stage}_beta", 1.0))
+        return cls(coder, beta=cfg[f"{stage}_beta"])
     return cls(coder)

@@ -58,7 +58,7 @@ class FrcnnTask(Task):
 
     def _dataset(self, records, train: bool, bad: BadSamples) -> DetectionDataset:
         return DetectionDataset(records, self.classes, self.transform(train), bad,
-                                bool(self.cfg.data.get("use_difficult", False)))
+                                bool(self.cfg.data.get("use_difficult")))  # coco, voc: the others mark none
 
     def _splits_itself(self) -> bool:
         """The data holds its validation windows out itself (raster scenes: a strip of each scene)."""
@@ -131,7 +131,7 @@ class FrcnnTask(Task):
         return write_predictions(runtime, transform=self.transform(False), classes=self.classes, inputs=inputs,
                                  out_dir=out_dir, score_threshold=None if threshold is None else float(threshold),
                                  batch_size=int(self.cfg.data.batch_size),
-                                 draw_threshold=float(self.cfg.get("draw_threshold") or 0.0),
+                                 draw_threshold=float(self.cfg.draw_threshold or 0),  # null: every box
                                  scenes=SceneOptions.from_cfg(self.cfg))
 
     def export(self, *, model: nn.Module, fmt: str, out_dir: Path, settings):

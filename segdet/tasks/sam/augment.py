@@ -20,10 +20,10 @@ AUGMENTS = ("albumentations", "none")
 
 
 def build_augment(cfg, image_size: int) -> A.Compose | None:
-    name = (cfg or {}).get("name", "none")
+    name = cfg.name
     if name not in AUGMENTS:
         raise SegdetError(f"augment '{name}' is not for task=sam; choose from: {', '.join(AUGMENTS)}")
-    specs = list(cfg.get("transforms") or []) if name == "albumentations" else []
+    specs = list(cfg.transforms) if name == "albumentations" else []
     if not specs:
         return None
     transforms = []

@@ -93,7 +93,7 @@ def scene_entry(scene, vector, table: dict, key, source) -> dict | None:
 def predict(runtime, cfg, inputs: list[Path], out_dir: Path) -> dict:
     """``runtime``: the model placed for the run (``engine.runtime.prepare``): its device, precision, layout.
     Inputs an earlier run into ``out_dir`` completed are not predicted again (``files.prediction_outputs``)."""
-    if (cfg.get("propagate") or {}).get("enabled"):  # SAM 2 carries one date's prompts through a stack
+    if cfg.propagate.enabled:  # SAM 2 carries one date's prompts through a stack
         from segdet.tasks.sam.propagate_stack import predict as predict_propagated
         return predict_propagated(runtime, cfg, inputs, out_dir, load_prompt_file, model_size(cfg))
     if cfg.get("prompts") == "grid":  # segment everything, no prompts (amg.py)

@@ -62,12 +62,12 @@ class SamTask(Task):
         return int(m.get("image_size") or (m.get("config") or {}).get("image_size") or 1024)
 
     def _augment(self):
-        aug = self.cfg.get("augment") or {"name": "none"}
-        return build_augment(aug, self.image_size), int(aug.get("offline_copies", 0) or 0)
+        aug = self.cfg.augment
+        return build_augment(aug, self.image_size), int(aug.offline_copies)
 
     def _cache_on(self) -> bool:
         on = bool(self.cfg.model.cache_embeddings)
-        data = str(self.cfg.get("data", {}).get("name") or "")
+        data = OmegaConf.select(self.cfg, "data.name")  # none in annotate's part config
         if on and data in SOURCES and not getattr(SOURCES.get(data), "cacheable", True):
             if not self._cache_note:
                 log.warning("model.cache_embeddings is off for data=%s: every training item is a new image", data)
