@@ -82,7 +82,9 @@ def split_outputs(logits: torch.Tensor, num_classes: int, instances: bool) -> di
     """(C, H, W) logits of one image -> class ids (H, W), class probabilities (K, H, W) and, with the instance
     head, its three maps as probabilities (3, H, W)."""
     probs = torch.softmax(logits[:num_classes].float(), 0)
-    out = {"classes": probs.argmax(0), "probabilities": probs}
+    # max(0).indices, not argmax(0): the same ids (the first of equal maxima), but torch's CPU argmax over the
+    # leading dim of a (K, H, W) map is several times slower (docs/benchmarks.md, semantic_scene)
+    out = {"classes": probs.max(0).indices, "probabilities": probs}
     if instances:
         out["maps"] = torch.sigmoid(logits[num_classes: num_classes + 3].float())
     return out
