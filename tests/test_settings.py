@@ -218,3 +218,14 @@ def test_no_config_read_repeats_a_default_the_yaml_holds():
              for call in repeated_defaults(p.read_text())}
     assert sorted(found - ALLOWED) == [], "read cfg.key and give the default in the YAML (conf/)"
     assert sorted(ALLOWED - found) == [], "an allowed site is gone: drop it from ALLOWED"
+
+
+def test_every_task_s_raster_yaml_gives_the_window_settings_the_group_reads():
+    """raster_windows fills a missing key from frcnn's raster.yaml: sam's and semantic's must say the same."""
+    from segdet.config import conf_root
+
+    want = settings.defaults("raster_windows")
+    for task in ("frcnn", "sam", "semantic"):
+        block = OmegaConf.load(conf_root() / task / "data" / "raster.yaml")
+        assert {k: block[k] for k in settings.GROUPS["raster_windows"].keys} == {k: want[k] for k in
+                                                                                settings.GROUPS["raster_windows"].keys}, task
