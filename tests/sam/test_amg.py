@@ -31,14 +31,15 @@ import numpy as np
 from PIL import Image
 from transformers import pipeline
 
-folder, out, settings, *images = sys.argv[1:]
-generator = pipeline("mask-generation", model=folder, device="cpu")
-found = {}
-for n, kwargs in enumerate(json.loads(settings)):
-    for i, path in enumerate(images):
-        masks = generator(Image.open(path).convert("RGB"), **kwargs)["masks"]
-        found[f"{n}_{i}"] = np.stack([np.asarray(m, bool) for m in masks]) if len(masks) else np.zeros((0, 1, 1), bool)
-np.savez_compressed(out, **found)
+settings, jobs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+for folder, out, images in jobs:  # one exported model after another, in this one process
+    generator = pipeline("mask-generation", model=folder, device="cpu")
+    found = {}
+    for n, kwargs in enumerate(settings):
+        for i, path in enumerate(images):
+            masks = generator(Image.open(path).convert("RGB"), **kwargs)["masks"]
+            found[f"{n}_{i}"] = np.stack([np.asarray(m, bool) for m in masks]) if len(masks) else np.zeros((0, 1, 1), bool)
+    np.savez_compressed(out, **found)
 assert not [m for m in sys.modules if m.split(".")[0] == "segdet"]
 """
 
@@ -150,20 +151,36 @@ SETTINGS = [  # (segdet's amg keys, the pipeline's keywords): NMS off, then the 
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("model,extra", [("sam_tiny", ()), ("sam_hq_tiny", ()), ("sam2_tiny", ()),
-                                         ("sam_tiny", ("model.peft=lora", "model.train_parts=[prompt_encoder,mask_decoder]"))])
-def test_grid_masks_are_the_pipelines(model, extra, tmp_path):
-    ckpt = random_ckpt(tmp_path / "model.pt", model, *extra)
-    images = scenes(tmp_path / "images", square=model == "sam2_tiny")
-    hf_dir = tmp_path / "hf"
-    export(ckpt, "hf", hf_dir)
+CASES = [("sam_tiny", ()), ("sam_hq_tiny", ()), ("sam2_tiny", ()),
+         ("sam_tiny", ("model.peft=lora", "model.train_parts=[prompt_encoder,mask_decoder]"))]
+
+
+@pytest.fixture(scope="module")
+def pipeline_runs(tmp_path_factory):
+    """Each case's random checkpoint, its scenes, and the pipeline's masks on its exported folder: the pipeline
+    runs for every case in one fresh Python (one import of transformers, not one a case)."""
+    runs, jobs = [], []
+    for k, (model, extra) in enumerate(CASES):
+        folder = tmp_path_factory.mktemp(f"amg{k}")
+        ckpt = random_ckpt(folder / "model.pt", model, *extra)
+        images = scenes(folder / "images", square=model == "sam2_tiny")
+        export(ckpt, "hf", folder / "hf")
+        runs.append((folder, ckpt, images))
+        jobs.append([str(folder / "hf"), str(folder / "theirs.npz"), [str(p) for p in images]])
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-I", "-c", PIPELINE, str(hf_dir), str(tmp_path / "theirs.npz"),
-                           json.dumps([kwargs for _, kwargs in SETTINGS]), *map(str, images)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-I", "-c", PIPELINE, json.dumps([kwargs for _, kwargs in SETTINGS]),
+                           json.dumps(jobs)], cwd=tmp_path_factory.getbasetemp(), env=env, capture_output=True,
+                          text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    theirs = np.load(tmp_path / "theirs.npz")
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{m}-{'lora' if e else 'full'}" for m, e in CASES])
+def test_grid_masks_are_the_pipelines(case, pipeline_runs, tmp_path):
+    model, extra = CASES[case]
+    folder, ckpt, images = pipeline_runs[case]
+    theirs = np.load(folder / "theirs.npz")
     for n, (amg, _) in enumerate(SETTINGS):
         ours = tmp_path / f"pred{n}"
         predict_cmd.run(compose_cfg("predict", ["task=sam", f"ckpt={ckpt}", f"input={images[0].parent}",
