@@ -137,6 +137,9 @@ class LabeledScenes:
     def mask(self, k: int, window: Window) -> np.ndarray:
         return self.scene(k)[1].mask(window)
 
+    def class_map(self, k: int, window: Window, names) -> np.ndarray:
+        return self.scene(k)[1].class_map(window, names)
+
     def objects(self, k: int, window: Window) -> tuple[np.ndarray, list[str]]:
         return self.scene(k)[1].objects(window)
 

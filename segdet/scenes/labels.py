@@ -4,6 +4,7 @@
     labels = open_labels("labels/scene.geojson", scene)
     mask = labels.mask((x, y, w, h))             # H×W bool: inside a polygon / label value > 0
     boxes, names = labels.objects((x, y, w, h))  # N×4 pixel boxes within the window, class of each
+    ids = labels.class_map((x, y, w, h), names)   # H×W class ids for several classes (-1: not labelled)
 
 A polygon's box is the bounds of its part inside the window (each part of a polygon the window cuts in two is
 its own object), in the window's continuous pixel coordinates. For a label raster the objects are the connected
@@ -62,6 +63,8 @@ class RasterLabels:
     """Band ``band`` of a raster on the image's grid (same size and transform): value > 0 is foreground, its
     nodata is background."""
 
+    by_value = True  # several classes: a pixel's value is its class id
+
     def __init__(self, path: Path, scene, band: int, class_name: str):
         import rasterio
 
@@ -83,15 +86,25 @@ class RasterLabels:
         self.nodata = ds.nodata
         self.classes = [class_name]
 
-    def mask(self, window) -> np.ndarray:
+    def _read(self, window) -> np.ndarray:
         from rasterio.windows import Window
 
         x, y, w, h = window_of(window)
-        values = self._ds.read(self.band, window=Window(x, y, w, h))  # windows lie inside the scene
+        return self._ds.read(self.band, window=Window(x, y, w, h))  # windows lie inside the scene
+
+    def mask(self, window) -> np.ndarray:
+        values = self._read(window)
         out = values > 0
         if self.nodata is not None:
             out &= values != self.nodata
         return out
+
+    def class_map(self, window, names) -> np.ndarray:
+        """The band's values are the class ids themselves (whatever ``names`` holds); nodata is -1."""
+        values = self._read(window).astype(np.int64)
+        if self.nodata is not None:
+            values[values == self.nodata] = -1
+        return values
 
     def objects(self, window) -> tuple[np.ndarray, list[str]]:
         n, _, stats, _ = cv2.connectedComponentsWithStats(self.mask(window).astype(np.uint8), connectivity=8)
@@ -105,6 +118,8 @@ class RasterLabels:
 class VectorLabels:
     """Polygons of a vector file; each feature's class is its ``class_field`` property (else ``class_name``).
     The features are read once (labels are small beside the image) and found per window with an STR tree."""
+
+    by_value = False  # several classes: a feature's class name is looked up in the run's classes
 
     def __init__(self, path: Path, scene, class_field: str, class_name: str):
         import pyogrio
@@ -152,6 +167,18 @@ class VectorLabels:
             return np.zeros((h, w), bool)
         return rasterize(((self.geoms[i], 1) for i in hits), out_shape=(h, w), transform=t, fill=0,
                          dtype=np.uint8) > 0
+
+    def class_map(self, window, names) -> np.ndarray:
+        """Each polygon burnt in as the index of its class in ``names`` (0 elsewhere); where polygons overlap, the
+        later feature's class, as GDAL burns them."""
+        from rasterio.features import rasterize
+
+        (_, _, w, h), t, hits = self._window(window)
+        if len(hits) == 0:
+            return np.zeros((h, w), np.int64)
+        index = {n: k for k, n in enumerate(names)}
+        return rasterize(((self.geoms[i], index[self.names[i]]) for i in sorted(hits)), out_shape=(h, w),
+                         transform=t, fill=0, dtype=np.int32).astype(np.int64)
 
     def objects(self, window) -> tuple[np.ndarray, list[str]]:
         import shapely

@@ -198,3 +198,68 @@ def test_raster_windows_carry_the_labels_foreground_and_nodata_as_ignored(tmp_pa
     assert any((source.load(i)[1] == 255).any() for i in val)
     image, classes, _ = source.load(0, np.random.default_rng(1))
     assert classes.shape == (64, 64) and set(np.unique(classes).tolist()) <= {0, 1, 255}
+
+
+def test_raster_windows_with_several_classes_read_raster_values_and_polygon_classes(tmp_path):
+    """Three classes: a label raster's values are the class ids (its nodata ignored), a GeoPackage's polygons are
+    burnt in by their ``class`` field; both equal rasterio's own read and rasterize of the same window."""
+    rasterio = pytest.importorskip("rasterio")
+    import pyogrio
+    import shapely
+    from rasterio.features import rasterize
+    from rasterio.windows import Window, transform as window_transform
+
+    from segdet.scenes.synthetic import write_scene
+    from segdet.tasks.semantic.sources import SemanticRaster
+
+    names = ["background", "water", "building"]
+    for kind in ("tif", "gpkg"):
+        root = tmp_path / kind
+        (root / "images").mkdir(parents=True)
+        (root / "labels").mkdir()
+        water = write_scene(root / "images" / "s.tif", 192, 160, seed=3)
+        with rasterio.open(root / "images" / "s.tif") as src:
+            profile, transform, crs = src.profile, src.transform, src.crs
+        if kind == "tif":
+            values = np.where(water, 1, 0).astype(np.uint8)
+            values[20:50, 100:150] = 2  # buildings
+            values[:, :8] = 9            # the label raster's nodata
+            with rasterio.open(root / "labels" / "s.tif", "w", **{**profile, "count": 1, "nodata": 9}) as dst:
+                dst.write(values[None])
+            truth = np.where(values == 9, 255, values)
+        else:
+            shapes = [(shapely.box(*(transform @ (10, 150)), *(transform @ (90, 60))), "water"),
+                      (shapely.box(*(transform @ (60, 100)), *(transform @ (170, 20))), "building")]  # overlapping
+            pyogrio.raw.write(str(root / "labels" / "s.gpkg"), np.array([shapely.to_wkb(g) for g, _ in shapes],
+                              dtype=object), [np.array([n for _, n in shapes], dtype=object)], ["class"],
+                              geometry_type="Polygon", crs=crs.to_string())
+        cfg = declared("raster", root=str(root), window=64, windows_per_epoch=3, val_fraction=0.25, classes=names)
+        source = SemanticRaster(str(root), cfg, 0, BadSamples())
+        for i in source.split("val") + source.split("all"):
+            _, classes, _ = source.load(i)
+            x, y = map(int, source.ids[i].split("@")[1].split(","))
+            if kind == "tif":
+                expected = truth[y:y + 64, x:x + 64]
+            else:  # the later feature wins where they overlap, as GDAL burns them
+                t = window_transform(Window(x, y, 64, 64), transform)
+                expected = rasterize([(g, names.index(n)) for g, n in shapes], out_shape=(64, 64), transform=t,
+                                     fill=0, dtype=np.int32)
+            np.testing.assert_array_equal(classes, expected)
+        seen = set().union(*(np.unique(source.load(i)[1]).tolist() for i in source.split("all")))
+        assert {1, 2} <= seen  # the windows hold both classes
+
+    # a polygon class the run does not name, and a raster value past the classes: one line each
+    cfg = declared("raster", root=str(tmp_path / "gpkg"), window=64, windows_per_epoch=3,
+                   classes=["background", "water", "road"])
+    with pytest.raises(SegdetError, match=r"s\.gpkg: class 'building' \(data\.class_field=class\) is not in "
+                                          r"data\.classes=\['background', 'water', 'road'\]"):
+        SemanticRaster(str(tmp_path / "gpkg"), cfg, 0, BadSamples())
+    with rasterio.open(tmp_path / "tif" / "labels" / "s.tif", "r+") as dst:
+        values = dst.read(1)
+        values[100:110, 100:110] = 5  # no class of three
+        dst.write(values[None])
+    cfg = declared("raster", root=str(tmp_path / "tif"), window=64, windows_per_epoch=3, classes=names)
+    source = SemanticRaster(str(tmp_path / "tif"), cfg, 0, BadSamples())
+    with pytest.raises(BadSample, match=r"s\.tif: mask value 5 is not a class index \(0\.\.2"):
+        for i in source.split("all"):
+            source.load(i)

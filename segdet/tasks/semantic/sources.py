@@ -4,7 +4,8 @@ with the sample ids and its ``classes`` (a ``masks.ClassList``).
 ``data=folder`` pairs ``DIR/images`` and ``DIR/masks`` by stem as the sam task does (its checks, its one-line
 errors) and reads the masks as class indices (``masks.py``); ``data=coco`` paints each image's instances in their
 categories' classes (0: background; crowd regions: ignored); ``data=synthetic`` generates land, water and
-buildings; ``data=raster`` cuts windows from labelled scenes (the label's foreground as one class). Instances are
+buildings; ``data=raster`` cuts windows from labelled scenes (two classes: the label's foreground; more: a
+label raster's values or the polygons' class field). Instances are
 given where the data has them (COCO, the generated buildings); otherwise the dataset makes them from connected
 regions.
 """
@@ -20,7 +21,7 @@ from segdet.errors import SegdetError
 from segdet.registry import Registry
 from segdet.scenes.labeled import SceneWindows
 from segdet.tasks.sam.sources import FolderSource
-from segdet.tasks.semantic.masks import ClassList, check_ignore, class_list, read_class_mask
+from segdet.tasks.semantic.masks import ClassList, check_ignore, check_values, class_list, read_class_mask
 from segdet.tasks.semantic.synthetic import CLASSES, semantic_scene
 
 SOURCES = Registry("semantic dataset")
@@ -124,22 +125,37 @@ class SemanticSynthetic:
 
 @SOURCES.register("raster")
 class SemanticRaster(SceneWindows):
-    """Windows of labelled scenes (``segdet.scenes.labeled.SceneWindows``), as the sam task draws them. Class 1 is
-    the labels' foreground (``data.classes``: ``[background, <class_name>]`` by default), 0 the rest."""
+    """Windows of labelled scenes (``segdet.scenes.labeled.SceneWindows``), as the sam task draws them. With two
+    classes (``[background, <class_name>]`` by default), class 1 is the labels' foreground, 0 the rest. With more
+    (``data.classes``), a label raster's values are the class ids and a polygon's ``data.class_field`` names its
+    class. Nodata, in the image or the label raster, is ``ignore_index``."""
 
     def __init__(self, root, data_cfg, seed: int, bad: BadSamples):
         super().__init__(data_cfg, seed)
         self.classes = class_list(data_cfg, None, ("background", str(data_cfg.class_name)))
-        if len(self.classes.names) != 2:
-            raise SegdetError(f"data=raster reads one foreground class: data.classes names two (background and "
-                              f"the object), not {list(self.classes.names)}")
+        if len(self.classes.names) < 2:
+            raise SegdetError(f"data.classes={list(self.classes.names)}: data=raster needs the background and at "
+                              "least one class")
         self.ignore = check_ignore(data_cfg.ignore_index, self.classes)
+        self.multi = len(self.classes.names) > 2
+        if self.multi:  # a polygon of a class the run does not name would be learnt as some other class
+            for k, (_, path) in enumerate(self.scenes.pairs):
+                labels = self.scenes.scene(k)[1]
+                unknown = [] if labels.by_value else [n for n in labels.classes if n not in self.classes.names[1:]]
+                if unknown:
+                    raise SegdetError(f"{path}: class '{unknown[0]}' (data.class_field={data_cfg.class_field}) is "
+                                      f"not in data.classes={list(self.classes.names)} (class 0 is the background)")
 
     def load(self, i: int, rng=None) -> tuple[np.ndarray, np.ndarray, None]:
         k, window = self.where(i, rng)
         image = self.scenes.image(k, window)
         valid = self.scenes.scene(k)[0].valid(window)
-        classes = self.scenes.mask(k, window).astype(np.int32)
+        if self.multi:
+            classes = self.scenes.class_map(k, window, self.classes.names)
+            classes[classes < 0] = self.ignore  # the label raster's nodata
+            classes = check_values(classes, self.scenes.pairs[k][1], self.classes, self.ignore)
+        else:
+            classes = self.scenes.mask(k, window).astype(np.int32)
         classes[~valid] = self.ignore  # nodata: neither class
         return image, classes, None
 
