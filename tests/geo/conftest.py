@@ -1,4 +1,4 @@
-"""What the geo tests share: the session's smoke SAM checkpoint, a small COG of a generated water scene, and a STAC
+"""What the geo tests share: the session's smoke SAM and semantic checkpoints, a small COG of a generated water scene, and a STAC
 item whose red, green and blue bands are single-band COGs (plus a three-band ``visual`` asset), all as bytes a
 test serves from 127.0.0.1 (tests/geo/server.py) or writes to disk."""
 from __future__ import annotations
@@ -22,6 +22,11 @@ RGB = ("red", "green", "blue")
 @pytest.fixture(scope="session")
 def geo_sam_ckpt(smoke_run) -> str:
     return last_checkpoint(smoke_run, "sam")
+
+
+@pytest.fixture(scope="session")
+def geo_semantic_ckpt(smoke_run) -> str:
+    return last_checkpoint(smoke_run, "semantic")
 
 
 def cog_bytes(data: np.ndarray, like: Path, path: Path) -> bytes:
