@@ -1,6 +1,6 @@
-"""What the geo tests share: the session's smoke SAM and semantic checkpoints, a small COG of a generated water scene, and a STAC
-item whose red, green and blue bands are single-band COGs (plus a three-band ``visual`` asset), all as bytes a
-test serves from 127.0.0.1 (tests/geo/server.py) or writes to disk."""
+"""What the geo tests share: the session's smoke SAM and semantic checkpoints, a small COG of a generated water
+scene, and a STAC item whose red, green and blue bands are single-band COGs (plus a three-band ``visual`` asset),
+all as bytes a test serves from 127.0.0.1 (tests/geo/server.py) or writes to disk."""
 from __future__ import annotations
 
 import json
