@@ -77,7 +77,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if stack.propagating(cfg) and cfg.task.name != "sam":
         raise SegdetError(f"propagate=true needs task=sam with a SAM 2 model, not task={cfg.task.name}")
     if dated:
-        frames = stack.frames(Path(input_path(cfg)).expanduser(), stacked)
+        frames = stack.frames(Path(input_path(cfg)).expanduser(), stacked, SceneOptions.from_cfg(cfg))
         inputs = [f.path for f in frames]
     else:  # a URL (or a STAC item) is one input: scenes/remote.py, scenes/stac.py
         inputs = remote.inputs(input_path(cfg), stac.check) or _inputs(Path(input_path(cfg)).expanduser())

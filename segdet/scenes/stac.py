@@ -8,8 +8,9 @@ assets' own paths (``/vsicurl/…``): window by window, nothing copied first. Th
 a coarser asset is resampled into it (bilinear), and assets in different CRSs are refused. With neither key the
 ``visual`` asset is read when there is one, else the bands red, green and blue.
 
-The scene's ``datetime`` is the item's (or its ``start_datetime``). An ItemCollection, a list of items or a
-collection is a stack of dates, not one scene: refused in one line for now (``stack=true`` will read them).
+The scene's ``datetime`` is the item's (or its ``start_datetime``). An ItemCollection or a list of items is a
+stack of dates, not one scene: ``stack=true`` reads it (``segdet.scenes.stac_stack``), else it is refused in one
+line.
 """
 from __future__ import annotations
 
@@ -57,8 +58,7 @@ def check(path) -> None:
 
 
 def _kind(obj, where: str) -> None:
-    stack = ("is a stack of dates; reading STAC items as a stack (stack=true) is coming, not built yet: give one "
-             "item's JSON for now")
+    stack = "is a stack of dates: predict it with stack=true (each item one frame), or give one item's JSON"
     if isinstance(obj, list):
         if obj and all(isinstance(o, dict) and o.get("type") == "Feature" for o in obj):
             raise SegdetError(f"{where}: a list of {len(obj)} STAC items {stack}")

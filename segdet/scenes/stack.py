@@ -2,9 +2,11 @@
 
 ``input=`` names the frames: a folder of co-registered GeoTIFFs (or plain images of one size), a text file with
 one path a line (``#`` comments; relative paths from the list's folder) or a JSON list of paths (or of
-``{"path": ..., "date": ...}``). A frame's date comes, first that applies, from ``stack.dates`` (one a frame, in
-the input's order), the list's own ``date``, the first valid ISO date in its file name (``2024-06-01.tif``,
-``S2_20240601T101031_....tif``), then the GeoTIFF's ``TIFFTAG_DATETIME``; the frames are then ordered by date.
+``{"path": ..., "date": ...}``), or STAC items: an ItemCollection (a file or URL), a JSON list of items, or item
+paths/URLs in a list (``segdet.scenes.stac_stack``; an item is dated by its datetime, not its name). A frame's
+date comes, first that applies, from ``stack.dates`` (one a frame, in the input's order), the list's own
+``date``, the first valid ISO date in its file name (``2024-06-01.tif``, ``S2_20240601T101031_....tif``), then the
+GeoTIFF's ``TIFFTAG_DATETIME``; the frames are then ordered by date.
 
 Every frame must share the first's CRS, geotransform and size (plain images: its size); the first that does not is
 refused on one line, unless ``stack.align=true``: it is then warped onto the first's grid by rasterio's
@@ -25,7 +27,7 @@ from omegaconf import OmegaConf
 
 from segdet.data.io import IMAGE_SUFFIXES, BadSample, image_size
 from segdet.errors import SegdetError
-from segdet.scenes import need_geo
+from segdet.scenes import need_geo, remote, stac_stack
 from segdet.scenes.raster import RASTER_SUFFIXES
 
 CHANGES = ("consecutive", "first")
@@ -90,6 +92,9 @@ class Frame:
 # --- the frames named by input= -----------------------------------------------------------------------------------
 def listed(source: Path) -> list[tuple[Path, str | None]]:
     """(path, date given beside it or None) of every frame ``input=`` names, in its order."""
+    held = stac_stack.collection(source)  # an ItemCollection, or a JSON list of the items themselves
+    if held is not None:
+        return held
     if source.is_dir():
         found = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in
                        (*IMAGE_SUFFIXES, *RASTER_SUFFIXES))
@@ -109,6 +114,8 @@ def listed(source: Path) -> list[tuple[Path, str | None]]:
 
 
 def _relative(listing: Path, name: str) -> Path:
+    if remote.is_remote(name):  # an item's URL, as given
+        return Path(name)
     path = Path(name).expanduser()
     return path if path.is_absolute() else listing.parent / path
 
@@ -190,6 +197,8 @@ def dated(items: list[tuple[Path, str | None]], dates: tuple[str, ...] | None) -
             date = parse_date(dates[i], f"stack.dates[{i}] ({path.name})")
         elif beside is not None:
             date = parse_date(beside, str(path))
+        elif stac_stack.is_item(path):  # an item is dated by itself, never by its file's name
+            date = parse_date(stac_stack.item_date(path), f"{stac_stack.shown(path)}: its datetime")
         else:
             date = date_in_name(path.name) or date_in_tags(path)
         if date is None:
@@ -199,8 +208,8 @@ def dated(items: list[tuple[Path, str | None]], dates: tuple[str, ...] | None) -
     seen: dict[dt.date, Path] = {}
     for path, date in out:
         if date in seen:
-            raise SegdetError(f"{path}: dated {date.isoformat()}, as {seen[date].name} is; a stack holds one frame "
-                              "a date")
+            raise SegdetError(f"{stac_stack.shown(path)}: dated {date.isoformat()}, as {seen[date].name} is; a stack "
+                              "holds one frame a date")
         seen[date] = path
     return sorted(out, key=lambda pd: pd[1])
 
@@ -215,8 +224,11 @@ class Grid:
     transform: object = None
 
 
-def grid_of(path: Path) -> Grid | None:
-    """A frame's grid, or None when it cannot be opened (the task's predict then skips it, listed)."""
+def grid_of(path: Path, options=None) -> Grid | None:
+    """A frame's grid, or None when it cannot be opened (the task's predict then skips it, listed); a STAC item's
+    as read with ``options``' ``input.asset``/``input.bands``."""
+    if stac_stack.is_item(path):
+        return Grid(True, *stac_stack.grid(path, options))
     if path.suffix.lower() in RASTER_SUFFIXES:
         try:
             import rasterio
@@ -288,12 +300,12 @@ def align(frame: Path, ref: Grid, folder: Path) -> Path:
     return target
 
 
-def frames(source: Path, settings: StackSettings) -> list[Frame]:
+def frames(source: Path, settings: StackSettings, options=None) -> list[Frame]:
     """The stack ``input=`` names, dated, ordered and checked (see the module); a frame to warp keeps its own path
-    until ``aligned`` writes its VRT."""
+    until ``aligned`` writes its VRT. ``options``: predict's ``SceneOptions`` (a STAC item's asset, bands)."""
     need_geo("stack=true (its change maps are GeoTIFFs)")
     items = dated(listed(source), settings.dates)
-    grids = {path: grid_of(path) for path, _ in items}
+    grids = {path: grid_of(path, options) for path, _ in items}
     readable = [(p, g) for p, g in grids.items() if g is not None]
     if not readable:
         raise SegdetError(f"{source}: none of the {len(items)} frames can be read")
@@ -302,9 +314,12 @@ def frames(source: Path, settings: StackSettings) -> list[Frame]:
     for path, date in items:
         g = grids[path]
         why = None if g is None else _difference(ref, g)
+        if why is not None and settings.align and stac_stack.is_item(path):
+            raise SegdetError(f"{stac_stack.shown(path)}: {why} as the stack's first frame {first.name}; "
+                              "stack.align=true warps GeoTIFF frames, not STAC items: give items on one grid")
         if why is not None and not (settings.align and ref.georeferenced and g.georeferenced):
             hint = "; stack.align=true warps it onto the first" if ref.georeferenced and g.georeferenced else ""
-            raise SegdetError(f"{path}: {why} as the stack's first frame {first.name}{hint}")
+            raise SegdetError(f"{stac_stack.shown(path)}: {why} as the stack's first frame {first.name}{hint}")
         out.append(Frame(path, date, path, ref if why is not None else None))
     return out
 
@@ -313,6 +328,9 @@ def aligned(stack: list[Frame], out_dir: Path, write: bool = True) -> list[Frame
     """The stack with each frame off the first's grid replaced by its warped VRT (written by one process only,
     ``write``; the others take the same paths)."""
     folder = Path(out_dir) / ALIGNED
+    # an item held in a collection is its own file from here on
+    stack = [Frame(p, f.date, f.source if p == f.path else p, f.onto) for f in stack
+             for p in [stac_stack.settle(f.path, folder, write)]]
     return [f if f.onto is None else
             Frame(align(f.source, f.onto, folder) if write else folder / f"{f.source.stem}.vrt", f.date, f.source)
             for f in stack]

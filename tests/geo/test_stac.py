@@ -89,7 +89,7 @@ def test_the_mistakes_end_in_one_line(stac_files, geo_sam_ckpt, tmp_path):
     collection.write_text(json.dumps({"type": "FeatureCollection", "features": [stac_item({"red": "r.tif"})] * 2}))
     proc = segdet("predict", "task=sam", f"ckpt={geo_sam_ckpt}", f"input={collection}",
                   f"hydra.run.dir={tmp_path / 'run'}")
-    user_error(proc, "items.json: a STAC ItemCollection of 2 items is a stack of dates", "(stack=true) is coming")
+    user_error(proc, "items.json: a STAC ItemCollection of 2 items is a stack of dates", "with stack=true")
     listing = tmp_path / "list.json"
     listing.write_text(json.dumps([stac_item({"red": "r.tif"})]))
     with pytest.raises(SegdetError, match=r"list\.json: a list of 1 STAC items is a stack of dates"):

@@ -139,7 +139,8 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path, load_prompt_file, s
 
     sam = runtime.raw_model.sam
     check_model(sam)
-    listed = stack_frames(Path(input_path(cfg)).expanduser(), StackSettings.from_cfg(cfg))
+    listed = stack_frames(Path(input_path(cfg)).expanduser(), StackSettings.from_cfg(cfg),
+                          SceneOptions.from_cfg(cfg))
     given = cfg.propagate
     start = frame_date(listed, given.get("frame"), "propagate.frame")
     if not cfg.get("prompts"):
