@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
 from segdet.engine.runtime import prepare
 from segdet.errors import SegdetError
+from tests.conftest import compose_cfg
 from tests.reliability import files
 from tests.reliability.cli import ok, segdet, user_error
 
@@ -69,17 +69,18 @@ def test_sam_predict_writes_only_under_its_output_and_run_dirs(sam_predicted):
 
 def identity_runtime():
     """A model that is never reached, placed as predict receives it."""
-    return prepare(torch.nn.Identity(), OmegaConf.create({"precision": "32"}), torch.device("cpu"))
+    trainer = compose_cfg("predict", ["task=sam", "trainer.precision=32"]).trainer  # as the YAML declares it
+    return prepare(torch.nn.Identity(), trainer, torch.device("cpu"))
 
 
 def test_sam_predict_of_nothing_readable_is_an_error(tmp_path):
     from segdet.tasks.sam.predict import predict
     (tmp_path / "zero.png").write_bytes(b"")
-    cfg = OmegaConf.create({"prompt": {}, "prompts": None, "masks": None, "save_probabilities": False})
+    cfg = compose_cfg("predict", ["task=sam"])  # predict's settings as the YAML declares them
     with pytest.raises(SegdetError, match=r"zero.png: empty file \(0 bytes\)$"):
         predict(identity_runtime(), cfg, [tmp_path / "zero.png"], tmp_path / "out")
     with pytest.raises(SegdetError, match=r"masks=.*nope: folder not found"):
-        cfg = OmegaConf.create({"prompt": {}, "masks": str(tmp_path / "nope"), "save_probabilities": False})
+        cfg = compose_cfg("predict", ["task=sam", f"+masks={tmp_path / 'nope'}"])
         predict(identity_runtime(), cfg, [tmp_path / "zero.png"], tmp_path / "out")
 
 
