@@ -129,6 +129,15 @@ def write_bytes(path, data: bytes) -> Path:
     return write_atomic(path, lambda f: f.write(data))
 
 
+def write_bytes_if_changed(path, data: bytes) -> Path:
+    """``write_bytes``, skipped when ``path`` already holds ``data``: a file other runs compare by its stamp (a
+    resumed predict's inputs) stays as it was."""
+    path = Path(path)
+    if not (path.is_file() and path.read_bytes() == data):
+        write_bytes(path, data)
+    return path
+
+
 def write_text(path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 

@@ -211,10 +211,10 @@ def clip(scene, geoms: list, classes: list, scores: list, multi: bool) -> tuple[
 
     out = ([], [], [])
     for g, c, s in zip(shapely.intersection(np.array(geoms, dtype=object), area), classes, scores):
-        parts = [p for p in getattr(g, "geoms", [g]) if p.geom_type == "Polygon" and not p.is_empty] \
-            if g.geom_type != "Polygon" else [g]
-        parts = [p for q in parts for p in getattr(q, "geoms", [q])]
-        if not parts or all(p.is_empty for p in parts):
+        # the cut's polygons, whatever it made: a polygon, a multipolygon, or a collection with lines or points
+        parts = [p for q in shapely.get_parts(g) for p in shapely.get_parts(q)
+                 if p.geom_type == "Polygon" and not p.is_empty]
+        if not parts:
             continue
         for p in ([MultiPolygon(parts)] if multi else parts):
             out[0].append(p)

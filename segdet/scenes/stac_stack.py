@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from segdet.errors import SegdetError
+from segdet.files import atomic
 from segdet.scenes import remote, stac
 
 _HELD: dict[Path, str] = {}  # an embedded item's temporary file -> how messages name it (collection, item id)
@@ -136,9 +137,5 @@ def settle(path: Path, folder: Path, write: bool = True) -> Path:
     target = Path(folder) / Path(path).name
     if write:
         folder.mkdir(parents=True, exist_ok=True)
-        data = Path(path).read_bytes()
-        if not (target.is_file() and target.read_bytes() == data):
-            tmp = folder / f".{target.name}.tmp"
-            tmp.write_bytes(data)
-            tmp.replace(target)
+        atomic.write_bytes_if_changed(target, Path(path).read_bytes())
     return target

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segdet.data.io import BadSample, image_size
+from segdet.files import atomic
 from segdet.scenes import stac_stack
 from segdet.scenes.raster import RASTER_SUFFIXES
 
@@ -90,8 +91,6 @@ def align(frame: Path, ref: Grid, folder: Path) -> Path:
     with rasterio.open(frame.resolve()) as src, WarpedVRT(src, crs=ref.crs, transform=ref.transform, width=ref.width,
                                                           height=ref.height, add_alpha=True) as vrt:
         gdal_copy(vrt, tmp, driver="VRT")
-    if target.is_file() and target.read_bytes() == tmp.read_bytes():
-        tmp.unlink()
-    else:
-        tmp.replace(target)
-    return target
+    data = tmp.read_bytes()
+    tmp.unlink()
+    return atomic.write_bytes_if_changed(target, data)
