@@ -75,6 +75,7 @@ def predict_side(s, task: str, ckpt: Path, source: Path, output: Path, extra: li
     as the loop's libraries are) to its last file; seconds and peak RSS."""
     from segdet.commands import predict as predict_cmd
     from segdet.config import compose as segdet_compose
+    from segdet.engine.lock import release_all
     from segdet.tasks import get_task_class
 
     get_task_class(task)
@@ -85,7 +86,9 @@ def predict_side(s, task: str, ckpt: Path, source: Path, output: Path, extra: li
                                      f"tile.size={s.scene_tile}", "tile.overlap=0", f"tile.batch_size={s.scene_batch}",
                                      *extra, *s.segdet_overrides])
     predict_cmd.run(cfg, output.parent / f"{output.name}_run")
-    return {"seconds": time.perf_counter() - t0, "peak_mib": peak_memory_mib(torch.device("cpu"))}
+    seconds = time.perf_counter() - t0
+    release_all()  # the command's folder locks, as the CLI lets go of them when it ends
+    return {"seconds": seconds, "peak_mib": peak_memory_mib(torch.device("cpu"))}
 
 
 def segdet_side(s) -> dict:

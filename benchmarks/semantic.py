@@ -14,8 +14,9 @@ class map, foreground and distance maps, a seeded watershed, each instance as RL
 encoder geometry (``sam_model``) and the same decoded images, one image at a time, no files written; images/s.
 
 The semantic model both rows run is ``sam_model``'s encoder with the UNETR decoder, trained for
-``semantic_train_epochs`` on the generated scenes with buildings (``data=synthetic``), so that its maps are
-regions and not a random model's speckle.
+``semantic_train_epochs`` on the generated scenes with buildings (``data=synthetic``: land, water, buildings) at
+``semantic_train_lr``, and the scene it maps is made of the same generated classes (``make_semantic_scene``), so
+that its maps are regions, as a user's trained model gives, and not speckle.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def parts(s, instances: bool = False) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         train_export(s, folder, "semantic", s.sam_model, "pt2", f"{name}_pt2", f"{name}.pt",
                      s.semantic_train_epochs, s.semantic_train_images,
-                     extra=(f"model.instances={str(instances).lower()}",))
+                     extra=(f"model.instances={str(instances).lower()}", f"optim.lr={s.semantic_train_lr}"))
     return folder
 
 
@@ -88,38 +89,50 @@ def load_export(s):
 
 
 def loop_side(s) -> dict:
-    from benchmarks.scene import folder_of as scene_folder
-
     t0 = time.perf_counter()
     network, processor, classes, device = load_export(s)
-    loop_class_map(network, processor, classes, scene_folder(s) / "scene.tif", folder_of(s) / "loop_classes.tif",
-                   s.scene_tile, device)
+    loop_class_map(network, processor, classes, scene_path(s), folder_of(s) / "loop_classes.tif", s.scene_tile,
+                   device)
     return {"seconds": time.perf_counter() - t0, "peak_mib": peak_memory_mib(torch.device("cpu"))}
 
 
 def segdet_side(s) -> dict:
-    from benchmarks.scene import folder_of as scene_folder
     from benchmarks.scene import predict_side
 
     folder = folder_of(s)
-    return predict_side(s, "semantic", folder / "semantic.pt", scene_folder(s) / "scene.tif", folder / "segdet_out",
+    return predict_side(s, "semantic", folder / "semantic.pt", scene_path(s), folder / "segdet_out",
                         [f"vector.format={s.scene_vectors}"])
 
 
-def semantic_scene(s) -> Row:
-    from benchmarks.scene import folder_of as scene_folder
+def semantic_blocks(s) -> list[np.ndarray]:
+    """``benchmarks.scene.DISTINCT_BLOCKS`` generated scenes with buildings (the classes the model learnt) of
+    ``benchmarks.scene.BLOCK`` px, (3, BLOCK, BLOCK) uint8: the blocks the semantic rows' scenes are laid from."""
+    from benchmarks.scene import BLOCK, DISTINCT_BLOCKS
+    from segdet.tasks.semantic.synthetic import semantic_scene
+
+    return [semantic_scene(s.seed, k, BLOCK)[0].transpose(2, 0, 1) for k in range(DISTINCT_BLOCKS)]
+
+
+def scene_path(s) -> Path:
+    return folder_of(s) / "scene.tif"
+
+
+def make_semantic_scene(s) -> Path:
+    """The row's scene: ``benchmarks.scene.make_scene`` (scene_px², written block by block) of ``semantic_blocks``."""
     from benchmarks.scene import make_scene
 
+    return make_scene(s, scene_path(s), blocks=semantic_blocks(s))
+
+
+def semantic_scene(s) -> Row:
     parts(s)
-    scene_folder(s).mkdir(parents=True, exist_ok=True)
-    if not (scene_folder(s) / "scene.tif").is_file():  # scene_predict's scene, when that row ran first
-        make_scene(s)
+    make_semantic_scene(s)
     ours = own_process("benchmarks.semantic", "semantic_scene", "segdet", s)
     theirs = own_process("benchmarks.semantic", "semantic_scene", "loop", s)
     return timed_row("semantic_scene", ours, theirs, s.scene_px ** 2, "px/s",
-                     f"a {s.scene_px}² RGB GeoTIFF in tiles of {s.scene_tile} px, {s.sam_model} + UNETR trained "
-                     f"{s.semantic_train_epochs} epochs, precision {s.precision} vs fp32, vectors {s.scene_vectors} "
-                     f"vs none", "the class map held whole")
+                     f"a {s.scene_px}² RGB GeoTIFF of generated land, water and buildings in tiles of "
+                     f"{s.scene_tile} px, {s.sam_model} + UNETR trained {s.semantic_train_epochs} epochs, precision "
+                     f"{s.precision} vs fp32, vectors {s.scene_vectors} vs none", "the class map held whole")
 
 
 # --- ais_predict ---------------------------------------------------------------------------------------------------
@@ -144,7 +157,7 @@ def ais_side(s, images: list[np.ndarray]) -> tuple[list[float], float]:
     def epoch():
         counts.clear()
         for px in images:
-            [found] = infer_maps(runtime, runtime.raw_model, [px])
+            [found] = infer_maps(runtime, runtime.raw_model, [px], probabilities=False)
             listed = instance_list(watershed(found["maps"], settings), found["maps"][0], found["classes"])
             rles = encode_many(np.stack([i["mask"] for i in listed])) if listed else []
             counts.append(len(rles))

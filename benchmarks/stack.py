@@ -1,8 +1,9 @@
 """stack_predict: a time stack of ``stack_dates`` GeoTIFFs of one place (``stack_px``² each) through
 ``segdet predict task=semantic stack=true`` against the loop a user writes without segdet.
 
-The stack: ``benchmarks.scene``'s generated scene, each date starting its generated water blocks one block further
-on, so water is gained and lost between every pair of dates; named by date (2024-01-01.tif ...). At bench size
+The stack: ``benchmarks.semantic``'s generated scene (land, water and buildings), each date starting its
+generated blocks one block further on, so water and buildings are gained and lost between every pair of dates;
+named by date (2024-01-01.tif ...). At bench size
 the stack's pixels (dates × 3 bands × stack_px²) outweigh the machine's memory.
 
 segdet's side: the command, tiled as ``semantic_scene`` (scene_tile px, no overlap, ``tile.batch_size=scene_batch``),
@@ -35,11 +36,12 @@ def dates(s) -> list[str]:
 
 
 def make_stack(s) -> Path:
-    from benchmarks.scene import make_scene, water_blocks
+    from benchmarks.scene import make_scene
+    from benchmarks.semantic import semantic_blocks
 
     frames = folder_of(s) / "frames"
     frames.mkdir(parents=True, exist_ok=True)
-    blocks = water_blocks(s)
+    blocks = semantic_blocks(s)
     for k, date in enumerate(dates(s)):
         make_scene(s, frames / f"{date}.tif", s.stack_px, shift=k, blocks=blocks)
     return frames

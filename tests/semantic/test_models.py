@@ -91,3 +91,33 @@ def test_a_tiny_model_learns_generated_scenes():
     after = miou()
     print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, mIoU {before:.3f} -> {after:.3f}")
     assert losses[-1] < 0.6 * losses[0] and after > before + 0.25 and after > 0.5
+
+
+def test_class_ids_without_probabilities_are_the_clients_argmax():
+    """A scene keeps only class ids: ``infer_maps(probabilities=False)`` gives the ids the exported model's client
+    takes (``post_process_masks`` of the logits, then ``argmax``), those of the full path, and no probabilities."""
+    import numpy as np
+    from transformers import SamImageProcessor
+
+    from segdet.engine.runtime import prepare
+    from segdet.tasks.semantic.predict import infer_maps
+
+    _, m = build("sam_tiny", *SMALL, "model.instances=true")
+    runtime = prepare(m, compose_cfg("predict", ["task=semantic", "input=x"]).trainer, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (90, 130, 3), dtype=np.uint8), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)]
+    lean = infer_maps(runtime, m, images, probabilities=False)
+    full = infer_maps(runtime, m, images)
+    processor = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
+    for image, got, ref in zip(images, lean, full):
+        assert set(got) == {"classes", "maps"} and set(ref) == {"classes", "probabilities", "maps"}
+        inputs = processor(images=image, return_tensors="pt")
+        with torch.no_grad():
+            logits = m.net(inputs["pixel_values"].float())
+        up = processor.post_process_masks([logits], inputs["original_sizes"], inputs["reshaped_input_sizes"],
+                                          binarize=False)[0][0]
+        want = up[:3].argmax(0).numpy()
+        assert len(np.unique(want)) > 1  # a map with a boundary to get right
+        assert (got["classes"] == want).mean() > 0.999  # the processor resizes in PIL, segdet in torch
+        assert np.array_equal(got["classes"], ref["classes"])
+        assert np.array_equal(got["maps"], ref["maps"])

@@ -78,13 +78,16 @@ class DenseSegmenter(nn.Module):
                                   self.size, self.square)
 
 
-def split_outputs(logits: torch.Tensor, num_classes: int, instances: bool) -> dict:
-    """(C, H, W) logits of one image -> class ids (H, W), class probabilities (K, H, W) and, with the instance
-    head, its three maps as probabilities (3, H, W)."""
-    probs = torch.softmax(logits[:num_classes].float(), 0)
-    # max(0).indices, not argmax(0): the same ids (the first of equal maxima), but torch's CPU argmax over the
-    # leading dim of a (K, H, W) map is several times slower (docs/benchmarks.md, semantic_scene)
-    out = {"classes": probs.max(0).indices, "probabilities": probs}
+def split_outputs(logits: torch.Tensor, num_classes: int, instances: bool, probabilities: bool = True) -> dict:
+    """(C, H, W) logits of one image -> class ids (H, W), class probabilities (K, H, W; ``probabilities``) and,
+    with the instance head, its three maps as probabilities (3, H, W)."""
+    scores = logits[:num_classes].float()
+    # ids from the logits, as the exported model's client takes them (the softmax keeps their order); max(0).indices,
+    # not argmax(0): the same ids (the first of equal maxima), but torch's CPU argmax over the leading dim of a
+    # (K, H, W) map is several times slower (docs/benchmarks.md, semantic_scene)
+    out = {"classes": scores.max(0).indices}
+    if probabilities:
+        out["probabilities"] = torch.softmax(scores, 0)
     if instances:
         out["maps"] = torch.sigmoid(logits[num_classes: num_classes + 3].float())
     return out

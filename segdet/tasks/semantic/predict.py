@@ -35,26 +35,29 @@ from segdet.tasks.semantic.scene import predict_scene
 log = logging.getLogger(__name__)
 
 
-def _logits(runtime, model, images: list[np.ndarray]) -> list[torch.Tensor]:
-    """Each image's (C, H, W) logits at its own size."""
+def _logits(runtime, model, images: list[np.ndarray]):
+    """Each image's (C, H, W) logits at its own size, one image at a time: a batch of scene tiles would otherwise
+    hold every tile's logits at full size at once (16 tiles of 1,024² and 3 classes: 200 MB)."""
     tensors = runtime.to_device([torch.from_numpy(np.require(im.transpose(2, 0, 1), requirements="CW"))
                                  for im in images])
     with runtime.autocast():
         outputs = model({"images": tensors})
-    return [model.to_original(outputs, i, im.shape[:2]) for i, im in enumerate(images)]
+    del tensors
+    for i, im in enumerate(images):
+        yield model.to_original(outputs, i, im.shape[:2])
 
 
 @torch.no_grad()
-def infer_maps(runtime, model, images: list[np.ndarray]) -> list[dict]:
-    """Per image: ``classes`` (H×W uint8 ids), ``probabilities`` (K×H×W float32) and, with the instance head,
-    ``maps`` (3×H×W float32: foreground, centre, boundary; instances.py), on the CPU."""
+def infer_maps(runtime, model, images: list[np.ndarray], probabilities: bool = True) -> list[dict]:
+    """Per image: ``classes`` (H×W uint8 ids), ``probabilities`` (K×H×W float32; only with ``probabilities``)
+    and, with the instance head, ``maps`` (3×H×W float32: foreground, centre, boundary; instances.py), on the
+    CPU."""
     model.eval()
     out = []
     for logits in _logits(runtime, model, images):
-        parts = split_outputs(logits, model.num_classes, model.instances)
-        out.append({"classes": parts["classes"].to(torch.uint8).cpu().numpy(),
-                    "probabilities": parts["probabilities"].cpu().numpy(),
-                    **({"maps": parts["maps"].cpu().numpy()} if "maps" in parts else {})})
+        parts = split_outputs(logits, model.num_classes, model.instances, probabilities)
+        out.append({key: (v.to(torch.uint8) if key == "classes" else v).cpu().numpy() for key, v in parts.items()})
+        del logits, parts
     return out
 
 
@@ -62,7 +65,7 @@ def infer_tiles(runtime, model, images: list[np.ndarray], probabilities: bool = 
         -> list[tuple[np.ndarray, np.ndarray | None]]:
     """(class ids H×W uint8, class probabilities K×H×W float32 or None) of each H×W×3 uint8 image (a whole input
     or a scene's window), at its own size; ``runtime``: the model placed for the run (device, precision)."""
-    return [(m["classes"], m["probabilities"] if probabilities else None) for m in infer_maps(runtime, model, images)]
+    return [(m["classes"], m.get("probabilities")) for m in infer_maps(runtime, model, images, probabilities)]
 
 
 def _safe(name: str) -> str:
@@ -104,7 +107,7 @@ def predict(runtime, cfg, inputs: list[Path], out_dir: Path, classes: ClassList)
     batch_size = int(cfg.data.batch_size)
 
     def on_images(loaded: list[tuple[Path, np.ndarray]]) -> None:
-        for (path, pixels), found in zip(loaded, infer_maps(runtime, model, [p for _, p in loaded])):
+        for (path, pixels), found in zip(loaded, infer_maps(runtime, model, [p for _, p in loaded], save_prob)):
             image_outputs(out, path, pixels, found, classes, save_prob, settings)
 
     def on_scene(path: Path, scene) -> None:
