@@ -41,8 +41,9 @@ class Row:
         def sig(x: float) -> float:  # significant digits: a cached epoch of 0.02 s keeps its precision
             return float(f"{x:.6g}")
 
+        # the note too: a row's memory figures (timed_row's peaks) are part of its target
         return {"name": self.name, "segdet": sig(self.segdet), "other": sig(self.other), "unit": self.unit,
-                "ratio": sig(self.ratio)}
+                "ratio": sig(self.ratio), "note": self.note}
 
 
 def timed_row(name: str, ours: dict, theirs: dict, amount: float, unit: str, note: str, held: str) -> Row:

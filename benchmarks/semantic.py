@@ -5,13 +5,16 @@
 and, per ``scene_vectors``, its polygons). The other side, the loop a user writes with the segdet-free export
 (``segdet export format=pt2``: ``model.pt2`` and its ``SamImageProcessor``): for each tile a rasterio windowed
 read, the processor, the program, ``post_process_masks`` and the argmax, pasted into a scene-sized class map held
-in memory, written as one GeoTIFF with rasterio at the end. The same generated scene as ``scene_predict``
-(``benchmarks.scene``), the same tiles, each side in a fresh process; px/s, peak RSS in the note.
+in memory, written as one GeoTIFF with rasterio at the end. A scene of ``semantic_scene_px``² laid from
+generated scenes with buildings (``make_semantic_scene``), the same tiles, each side in a fresh process; px/s,
+peak RSS in the note.
 
 ``ais_predict``: instances with no prompt from one forward of the dense decoder (``model.instances=true``: the
 class map, foreground and distance maps, a seeded watershed, each instance as RLE) against segment everything
 (``task=sam prompts=grid``, ``amg_points``² points, ``benchmarks.amg``'s generator and settings) on the same
-encoder geometry (``sam_model``) and the same decoded images, one image at a time, no files written; images/s.
+encoder geometry (``sam_model``) and the same decoded images (``amg_images`` generated scenes with buildings,
+past the ones the model trained on, so that the watershed has objects to separate), one image at a time, no
+files written; images/s.
 
 The semantic model both rows run is ``sam_model``'s encoder with the UNETR decoder, trained for
 ``semantic_train_epochs`` on the generated scenes with buildings (``data=synthetic``: land, water, buildings) at
@@ -108,9 +111,9 @@ def semantic_blocks(s) -> list[np.ndarray]:
     """``benchmarks.scene.DISTINCT_BLOCKS`` generated scenes with buildings (the classes the model learnt) of
     ``benchmarks.scene.BLOCK`` px, (3, BLOCK, BLOCK) uint8: the blocks the semantic rows' scenes are laid from."""
     from benchmarks.scene import BLOCK, DISTINCT_BLOCKS
-    from segdet.tasks.semantic.synthetic import semantic_scene
+    from segdet.tasks.semantic.synthetic import semantic_scene as generated
 
-    return [semantic_scene(s.seed, k, BLOCK)[0].transpose(2, 0, 1) for k in range(DISTINCT_BLOCKS)]
+    return [generated(s.seed, k, BLOCK)[0].transpose(2, 0, 1) for k in range(DISTINCT_BLOCKS)]
 
 
 def scene_path(s) -> Path:
@@ -118,10 +121,11 @@ def scene_path(s) -> Path:
 
 
 def make_semantic_scene(s) -> Path:
-    """The row's scene: ``benchmarks.scene.make_scene`` (scene_px², written block by block) of ``semantic_blocks``."""
+    """The row's scene: ``benchmarks.scene.make_scene`` (semantic_scene_px², written block by block) of
+    ``semantic_blocks``."""
     from benchmarks.scene import make_scene
 
-    return make_scene(s, scene_path(s), blocks=semantic_blocks(s))
+    return make_scene(s, scene_path(s), s.semantic_scene_px, blocks=semantic_blocks(s))
 
 
 def semantic_scene(s) -> Row:
@@ -129,8 +133,8 @@ def semantic_scene(s) -> Row:
     make_semantic_scene(s)
     ours = own_process("benchmarks.semantic", "semantic_scene", "segdet", s)
     theirs = own_process("benchmarks.semantic", "semantic_scene", "loop", s)
-    return timed_row("semantic_scene", ours, theirs, s.scene_px ** 2, "px/s",
-                     f"a {s.scene_px}² RGB GeoTIFF of generated land, water and buildings in tiles of "
+    return timed_row("semantic_scene", ours, theirs, s.semantic_scene_px ** 2, "px/s",
+                     f"a {s.semantic_scene_px}² RGB GeoTIFF of generated land, water and buildings in tiles of "
                      f"{s.scene_tile} px, {s.sam_model} + UNETR trained {s.semantic_train_epochs} epochs, precision "
                      f"{s.precision} vs fp32, vectors {s.scene_vectors} vs none", "the class map held whole")
 
@@ -169,7 +173,11 @@ def ais_side(s, images: list[np.ndarray]) -> tuple[list[float], float]:
 def ais_predict(s) -> Row:
     from benchmarks import amg
 
-    ckpt, images = amg.parts(s)  # segment everything's SAM and the images
+    from segdet.tasks.semantic.synthetic import semantic_scene as generated
+
+    ckpt, _ = amg.parts(s)  # segment everything's SAM
+    # scenes with buildings (the instances the head learnt), numbered past the training set's
+    images = [generated(s.seed, s.semantic_train_images + i, s.amg_image_px)[0] for i in range(s.amg_images)]
     parts(s, instances=True)
     ours, instances = ais_side(s, images)
     grid, masks = amg.segdet_side(s, ckpt, images)

@@ -82,6 +82,10 @@ class Settings:
     semantic_train_epochs: int = 6
     semantic_train_images: int = 128
     semantic_train_lr: float = 1e-3
+    # semantic_scene's side: the loop holds a class map of a byte a pixel, a third of scene_predict's RGB scene, so
+    # at scene_px it holds less than the libraries both sides load (22,528²: 484 MiB against about 800). At 45,056²
+    # (1.9 GiB) the map outweighs them, as scene_predict's scene does at its size.
+    semantic_scene_px: int = 45056
     # stack_predict: stack_dates dated GeoTIFFs of stack_px² in scene_tile tiles. On the CPU the stack's pixels
     # (12 × 3 × 26,624² bytes: 23.8 GiB) outweigh the 2-core machine's 23 GiB of memory
     stack_px: int = 26624
@@ -99,7 +103,8 @@ class Settings:
                     frcnn_model=["model=frcnn_default", "model.backbone.weights=none"],
                     frcnn_images=64, frcnn_image_px=600, frcnn_batch=8, memory_steps=4,
                     detseg_images=16,  # the other side runs SAM ViT-B once per box
-                    amg_image_px=1024, scene_px=8192, scene_tile=1024, scene_batch=16, scene_train_epochs=0,
+                    amg_image_px=1024, scene_px=8192, semantic_scene_px=8192, scene_tile=1024, scene_batch=16,
+                    scene_train_epochs=0,
                     semantic_train_epochs=1, semantic_train_images=16, stack_px=8192)
         else:
             s = cls(device=device)
@@ -109,7 +114,7 @@ class Settings:
             s.amg_images, s.amg_image_px, s.amg_points = 2, 96, 8
             s.annotate_model, s.annotate_image_px, s.annotate_clicks, s.annotate_other_clicks = "tiny", 128, 3, 2
             s.scene_px, s.scene_tile, s.scene_train_epochs, s.scene_train_images = 512, 256, 1, 16
-            s.semantic_train_epochs, s.semantic_train_images, s.stack_px = 1, 16, 256
+            s.semantic_train_epochs, s.semantic_train_images, s.stack_px, s.semantic_scene_px = 1, 16, 256, 512
             s.sam_cache_model, s.sam_lora_model, s.sam_lora_images, s.sam_lora_batch = [], [], 8, 4
             s.sam_compile = False  # compiling takes tens of seconds; tests/sam/test_model.py covers it
             if s.device.startswith("cuda"):

@@ -40,7 +40,8 @@ def test_quick_bench_writes_the_row_with_an_oriented_ratio(quick_run):
     data, _ = quick_run
     assert set(data) == {"device", "rows"} and data["device"].startswith("cpu")
     [r] = data["rows"]
-    assert set(r) == {"name", "segdet", "other", "unit", "ratio"} and r["name"] == ROW and r["unit"] == "images/s"
+    assert set(r) == {"name", "segdet", "other", "unit", "ratio", "note"} and r["note"]
+    assert r["name"] == ROW and r["unit"] == "images/s"
     assert r["segdet"] > 0 and r["other"] > 0
     assert r["ratio"] == pytest.approx(r["segdet"] / r["other"], rel=1e-3), r
     assert list(bench.ROWS) == ROWS and set(bench.OTHER) == set(ROWS)

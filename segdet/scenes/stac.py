@@ -35,8 +35,9 @@ def is_stac(path) -> bool:
     return remote.suffix_of(path) in SUFFIXES
 
 
-def _load(path) -> tuple[object, str]:
-    """(the parsed JSON, the href its relative links resolve from)."""
+def load_json(path) -> tuple[object, str]:
+    """(the parsed JSON of a STAC file or URL, the href its relative links resolve from); one line where it cannot
+    be read or is not JSON."""
     if remote.is_remote(path):
         url = remote.url_of(path)
         raw, where, href = remote.fetch(url), remote.shown(url), url
@@ -54,10 +55,11 @@ def _load(path) -> tuple[object, str]:
 def check(path) -> None:
     """Refuse, before anything runs, a local JSON input that is not one STAC item."""
     if is_stac(path) and Path(path).is_file():
-        _kind(_load(path)[0], str(path))
+        check_item(load_json(path)[0], str(path))
 
 
-def _kind(obj, where: str) -> None:
+def check_item(obj, where: str) -> None:
+    """Refuse in one line naming ``where`` a parsed JSON that is not one STAC item (saying what it is instead)."""
     stack = "is a stack of dates: predict it with stack=true (each item one frame), or give one item's JSON"
     if isinstance(obj, list):
         if obj and all(isinstance(o, dict) and o.get("type") == "Feature" for o in obj):
@@ -194,9 +196,9 @@ def open_item(path, asset: str | None, bands, scale: str = "auto", threads: int 
     except ImportError:
         raise SegdetError(f"reading a STAC item needs pystac: {GEO_HINT}") from None
 
-    obj, href = _load(path)
+    obj, href = load_json(path)
     where = remote.shown(href) if remote.is_remote(href) else str(path)
-    _kind(obj, where)
+    check_item(obj, where)
     try:
         item = pystac.Item.from_dict(obj, href=href, migrate=True)
     except Exception as e:  # noqa: BLE001 -- pystac's STACError, KeyError, ValueError on a malformed item

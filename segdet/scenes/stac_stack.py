@@ -43,7 +43,7 @@ def collection(source) -> list[tuple[Path, str | None]] | None:
     if not remote.is_remote(source) and not (Path(source).suffix.lower() in stac.SUFFIXES and Path(source).is_file()):
         return None
     try:
-        obj, href = stac._load(source)
+        obj, href = stac.load_json(source)
     except SegdetError:
         if remote.is_remote(source):
             raise
@@ -105,8 +105,8 @@ def _own(e: SegdetError, path) -> SegdetError:
 def item_date(path) -> str:
     """The datetime of the item at ``path`` (else its start_datetime), or a one-line error naming it."""
     try:
-        obj, _ = stac._load(path)
-        stac._kind(obj, str(path))
+        obj, _ = stac.load_json(path)
+        stac.check_item(obj, str(path))
     except SegdetError as e:
         raise _own(e, path) from None
     props = obj.get("properties") if isinstance(obj.get("properties"), dict) else {}
