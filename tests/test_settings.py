@@ -229,3 +229,22 @@ def test_every_task_s_raster_yaml_gives_the_window_settings_the_group_reads():
         block = OmegaConf.load(conf_root() / task / "data" / "raster.yaml")
         assert {k: block[k] for k in settings.GROUPS["raster_windows"].keys} == {k: want[k] for k in
                                                                                 settings.GROUPS["raster_windows"].keys}, task
+
+
+def test_a_presets_watershed_travels_with_the_checkpoint_and_yields_to_the_command_line():
+    """experiment=water_semantic trains with its own watershed seeds; eval and predict of that checkpoint use them,
+    unless the command line names a watershed key."""
+    from segdet.tasks.semantic.instances import WatershedSettings
+
+    trained = compose_cfg("train", ["task=semantic", "experiment=water_semantic", "model.instances=true"])
+    ckpt = {"format": FORMAT, "task": "semantic", "config": OmegaConf.to_container(trained, resolve=True),
+            "model": {}}
+    default = WatershedSettings.from_cfg(compose_cfg("eval", ["task=semantic", "ckpt=w.pt"]).watershed)
+    kept = WatershedSettings.from_cfg(
+        stored_config(ckpt, compose_cfg("eval", ["task=semantic", "ckpt=w.pt"]), explicit=[]).watershed)
+    assert (default.boundary_threshold, default.center_threshold) == (0.5, 0.5)
+    assert (kept.boundary_threshold, kept.center_threshold) == (0.95, 0.8)
+    line = ["task=semantic", "ckpt=w.pt", "watershed.center_threshold=0.6"]
+    given = WatershedSettings.from_cfg(
+        stored_config(ckpt, compose_cfg("eval", line), explicit=line[2:]).watershed)
+    assert (given.boundary_threshold, given.center_threshold) == (0.95, 0.6)
