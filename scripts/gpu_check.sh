@@ -11,7 +11,8 @@
 #      transformers' SAM per box) -> bench_detseg.json;
 #   7. trains SAM, SAM-HQ (ViT-B) and SAM 2 (Hiera-T) at 1024 with random weights, decoder alone and with LoRA
 #      on the encoder: images/s and peak memory of each (python -m benchmarks.family -> bench_family.json);
-#   8. the segment-everything and scene rows (amg_predict, scene_predict) -> bench_amg_scene.json;
+#   8. the segment-everything and scene rows (amg_predict, scene_predict) -> bench_amg_scene.json, and the
+#      prompt-free rows (semantic_scene, ais_predict: the dense decoder on the ViT-B encoder) -> bench_semantic.json;
 #   9. with what is left (up to 2 more minutes), times SAM's encoder with the folded attention experiment
 #      (experiments/ab_vision_attention.py).
 # Everything goes under $OUT (default outputs/gpu_check) and is tee'd to $OUT/gpu_check.log. Each stage has its
@@ -88,6 +89,10 @@ stage bench_sam "$LEFT" python3 -m benchmarks --device cuda --repeats 2 --only s
 LEFT=$((BUDGET - (SECONDS - START)))
 stage bench_amg_scene $((LEFT < 150 ? LEFT : 150)) python3 -m benchmarks --device cuda --repeats 1 \
   --only amg_predict,scene_predict --out "$OUT/bench_amg_scene.json"
+# The dense decoder on the ViT-B encoder: a scene's class map and its instances against segment everything.
+LEFT=$((BUDGET + 120 - (SECONDS - START)))
+stage bench_semantic $((LEFT < 120 ? LEFT : 120)) python3 -m benchmarks --device cuda --repeats 1 \
+  --only semantic_scene,ais_predict --out "$OUT/bench_semantic.json"
 # The SAM family's training rows: SAM-HQ and SAM 2 beside SAM, the decoder alone and LoRA on the encoder.
 stage bench_family 150 python3 -m benchmarks.family --device cuda --repeats 2 --out "$OUT/bench_family.json"
 # The lever the H100 profile points at (54 % of a step builds the dense relative-position bias): the bias folded
