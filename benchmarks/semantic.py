@@ -161,7 +161,7 @@ def ais_side(s, images: list[np.ndarray]) -> tuple[list[float], float]:
     def epoch():
         counts.clear()
         for px in images:
-            [found] = infer_maps(runtime, runtime.raw_model, [px], probabilities=False)
+            [found] = infer_maps(runtime, runtime.raw_model, [px])
             listed = instance_list(watershed(found["maps"], settings), found["maps"][0], found["classes"])
             rles = encode_many(np.stack([i["mask"] for i in listed])) if listed else []
             counts.append(len(rles))

@@ -40,7 +40,7 @@ def is_collection(obj) -> bool:
 def collection(source) -> list[tuple[Path, str | None]] | None:
     """The items of ``source`` when it is an ItemCollection or a JSON list of items (a URL must be one), else None:
     a local list of paths is the stack's own to read."""
-    if not remote.is_remote(source) and not (Path(source).suffix.lower() in stac.SUFFIXES and Path(source).is_file()):
+    if not remote.is_remote(source) and not (stac.is_stac(source) and Path(source).is_file()):
         return None
     try:
         obj, href = stac.load_json(source)

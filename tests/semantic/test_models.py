@@ -94,7 +94,7 @@ def test_a_tiny_model_learns_generated_scenes():
 
 
 def test_class_ids_without_probabilities_are_the_clients_argmax():
-    """A scene keeps only class ids: ``infer_maps(probabilities=False)`` gives the ids the exported model's client
+    """A scene keeps only class ids: ``infer_maps`` without probabilities gives the ids the exported model's client
     takes (``post_process_masks`` of the logits, then ``argmax``), those of the full path, and no probabilities."""
     import numpy as np
     from transformers import SamImageProcessor
@@ -106,8 +106,8 @@ def test_class_ids_without_probabilities_are_the_clients_argmax():
     runtime = prepare(m, compose_cfg("predict", ["task=semantic", "input=x"]).trainer, torch.device("cpu"))
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (90, 130, 3), dtype=np.uint8), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)]
-    lean = infer_maps(runtime, m, images, probabilities=False)
-    full = infer_maps(runtime, m, images)
+    lean = infer_maps(runtime, m, images)
+    full = infer_maps(runtime, m, images, probabilities=True)
     processor = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
     for image, got, ref in zip(images, lean, full):
         assert set(got) == {"classes", "maps"} and set(ref) == {"classes", "probabilities", "maps"}

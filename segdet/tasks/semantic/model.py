@@ -78,9 +78,10 @@ class DenseSegmenter(nn.Module):
                                   self.size, self.square)
 
 
-def split_outputs(logits: torch.Tensor, num_classes: int, instances: bool, probabilities: bool = True) -> dict:
-    """(C, H, W) logits of one image -> class ids (H, W), class probabilities (K, H, W; ``probabilities``) and,
-    with the instance head, its three maps as probabilities (3, H, W)."""
+def split_outputs(logits: torch.Tensor, num_classes: int, instances: bool, probabilities: bool = False) -> dict:
+    """(C, H, W) logits of one image -> class ids (H, W), class probabilities (K, H, W; only with
+    ``probabilities``: a softmax at full size that only ``save_probabilities=true`` writes) and, with the instance
+    head, its three maps as probabilities (3, H, W)."""
     scores = logits[:num_classes].float()
     # ids from the logits, as the exported model's client takes them (the softmax keeps their order); max(0).indices,
     # not argmax(0): the same ids (the first of equal maxima), but torch's CPU argmax over the leading dim of a

@@ -48,7 +48,7 @@ def _logits(runtime, model, images: list[np.ndarray]):
 
 
 @torch.no_grad()
-def infer_maps(runtime, model, images: list[np.ndarray], probabilities: bool = True) -> list[dict]:
+def infer_maps(runtime, model, images: list[np.ndarray], probabilities: bool = False) -> list[dict]:
     """Per image: ``classes`` (H×W uint8 ids), ``probabilities`` (K×H×W float32; only with ``probabilities``)
     and, with the instance head, ``maps`` (3×H×W float32: foreground, centre, boundary; instances.py), on the
     CPU."""

@@ -31,8 +31,7 @@ def classifier(runtime, model, infer_maps, settings):
     instance head, its instances over the whole window (ids best first, scores, 1-based classes)."""
     def infer(ready):
         arrays = []
-        # no class probabilities: the scene keeps its class ids (and the instance maps) only
-        for (work, _, valid), found in zip(ready, infer_maps(runtime, model, [p for _, p, _ in ready], False)):
+        for (work, _, valid), found in zip(ready, infer_maps(runtime, model, [p for _, p, _ in ready])):
             x, y = work.window[:2]
             x0, y0, x1, y1 = work.writes
             crop = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
